@@ -1,0 +1,247 @@
+"""``msi2hist`` command line. Errors print one line and exit non-zero (``--debug`` shows tracebacks)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .progress import Progress
+
+
+class CLIError(Exception):
+    pass
+
+
+class _Bar:
+    """A small terminal progress bar (stderr) that stays quiet when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.stage = None
+
+    def __call__(self, p: Progress):
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if (
+            p.stage != self.stage
+            or now - self.last > (0.1 if self.tty else 5.0)
+            or p.done >= p.total
+        ):
+            self.last = now
+            self.stage = p.stage
+            width = 30
+            k = int(width * p.fraction)
+            msg = f"{p.stage:<18} [{'#' * k}{'.' * (width - k)}] {100 * p.fraction:5.1f}%"
+            if self.tty:
+                sys.stderr.write("\r" + msg + ("\n" if p.done >= p.total else ""))
+            else:
+                sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
+
+
+def _tolerance(args):
+    from .msi.ion_images import Tolerance
+
+    if args.tol_da is not None:
+        return Tolerance(args.tol_da, "da")
+    return Tolerance(args.tol_ppm if args.tol_ppm is not None else 10.0, "ppm")
+
+
+def cmd_info(args) -> int:
+    from .io.imzml import open_imzml
+
+    with open_imzml(args.file) as imz:
+        info = imz.info()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    k: info[k]
+                    for k in ("mode", "n_spectra", "shape_yx", "pixel_size_um", "mz_range", "uuid")
+                }
+            )
+        )
+    else:
+        for k, v in info.items():
+            print(f"{k:16s} {v}")
+    return 0
+
+
+def pick_and_extract(imz, n_peaks, mz_list, tol, norm, progress=None):
+    """Peaks (top-N of the mean spectrum, or an explicit list) and their ion images."""
+    from .msi.ion_images import iter_ion_images
+    from .msi.peaks import pick_peaks
+    from .msi.spectra import iter_mean_spectrum
+    from .progress import run_to_end
+
+    if mz_list is None:
+        ms = run_to_end(iter_mean_spectrum(imz, norm=norm), progress)
+        mz_list = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz
+    return run_to_end(iter_ion_images(imz, mz_list, tolerance=tol, norm=norm), progress)
+
+
+def cmd_peaks(args) -> int:
+    from .io.histology import write_ome_tiff
+    from .io.imzml import open_imzml
+    from .msi.peaks import parse_mz_list
+
+    mz = parse_mz_list(args.mz) if args.mz else None
+    out = Path(args.out)
+    src = Path(args.file).resolve()
+    if out.resolve() in (src, src.with_suffix(".ibd")):
+        raise CLIError(f"{out}: refusing to overwrite the input")
+    with open_imzml(args.file) as imz:
+        res = pick_and_extract(imz, args.n_peaks, mz, _tolerance(args), args.norm, _Bar(args.quiet))
+    names = [f"mz={m:.4f}" for m in res.mz]
+    write_ome_tiff(out, res.stack, res.pixel_size_um, channel_names=names)
+    if not args.quiet:
+        print(
+            f"wrote {out}: {res.stack.shape[0]} ion images of {res.stack.shape[1]}x{res.stack.shape[2]} px "
+            f"(tolerance {res.tolerance}, normalisation {res.norm})"
+        )
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import PhantomConfig, iter_make_phantom
+    from .progress import run_to_end
+
+    cfg = PhantomConfig(seed=args.seed, he_image=args.he, mode=args.mode)
+    ph = run_to_end(
+        iter_make_phantom(args.out_dir, cfg, overwrite=args.overwrite), _Bar(args.quiet)
+    )
+    if not args.quiet:
+        print(
+            f"wrote phantom to {args.out_dir}: MSI {ph.msi_shape_yx[0]}x{ph.msi_shape_yx[1]} px at "
+            f"{cfg.msi_pixel_um} um, H&E {ph.he_rgb.shape[0]}x{ph.he_rgb.shape[1]} px at {cfg.he_pixel_um} um"
+        )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """What exists end to end today: phantom -> peaks -> ion images, with a summary report."""
+    from .io.histology import write_ome_tiff
+    from .io.imzml import open_imzml
+    from .phantom import PhantomConfig, iter_make_phantom
+    from .progress import run_to_end
+
+    out = Path(args.out_dir)
+    bar = _Bar(args.quiet)
+    t0 = time.monotonic()
+    cfg = PhantomConfig(seed=args.seed)
+    ph = run_to_end(iter_make_phantom(out / "phantom", cfg, overwrite=True), bar)
+    from .msi.ion_images import Tolerance
+
+    with open_imzml(ph.paths["imzml"]) as imz:
+        res = pick_and_extract(imz, args.n_peaks, None, Tolerance(args.tol_ppm, "ppm"), "tic", bar)
+    write_ome_tiff(
+        out / "ion_images.ome.tif",
+        res.stack,
+        res.pixel_size_um,
+        channel_names=[f"mz={m:.4f}" for m in res.mz],
+    )
+    true_mz = sorted(m for v in ph.peaks.values() for m in v)
+    found = sum(any(abs(m - t) <= 1.0 for m in res.mz) for t in true_mz)
+    report = {
+        "phantom": ph.paths,
+        "n_peaks": len(res.mz),
+        "picked_mz": [round(float(m), 4) for m in res.mz],
+        "planted_peaks_recovered": f"{found}/{len(true_mz)}",
+        "seconds": round(time.monotonic() - t0, 2),
+        "not_yet": "synthesis, registration and the HTML report arrive with their issues",
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    if not args.quiet:
+        print(
+            f"demo written to {out}: phantom, {len(res.mz)} ion images, report.json "
+            f"({found}/{len(true_mz)} planted peaks among the picked ones)"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="msi2hist", description="MSI to synthetic H&E, and MSI-H&E registration."
+    )
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="print imzML metadata")
+    p.add_argument("file", help="an .imzML file (its .ibd next to it)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: mode, n_spectra, shape_yx, pixel_size_um, mz_range, uuid",
+    )
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("peaks", help="pick peaks and write the ion-image stack as OME-TIFF")
+    p.add_argument("file", help="an .imzML file")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--n-peaks", type=int, help="top-N peaks of the mean spectrum (seed 000: 50)")
+    g.add_argument("--mz", help="comma-separated m/z list, e.g. 760.585,782.567")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument(
+        "--tol-ppm", type=float, help="half-width of each m/z window in ppm (default 10)"
+    )
+    t.add_argument("--tol-da", type=float, help="half-width of each m/z window in Da")
+    p.add_argument(
+        "--norm",
+        choices=["none", "tic", "rms", "median"],
+        default="none",
+        help="per-spectrum normalisation before summing (default none)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output .ome.tif ((C, Y, X) float32 with pixel size)"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_peaks)
+
+    p = sub.add_parser("phantom", help="write a paired MSI + H&E phantom with known transform")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--he", help="real H&E image to use as texture (default: procedural H&E)")
+    p.add_argument("--mode", choices=["continuous", "processed"], default="continuous")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing phantom in OUT_DIR"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("demo", help="run the workflow on an embedded phantom and write a report")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-peaks", type=int, default=50)
+    p.add_argument("--tol-ppm", type=float, default=10.0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("msi2hist: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, no traceback, unless --debug
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"msi2hist {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""napari reader contribution (no napari import: it returns plain LayerData tuples).
+
+``*.imzML`` gives a TIC image layer; RGB images (H&E) give an RGB layer, multiscale when the file is
+pyramidal; OME-TIFF ion stacks written by ``msi2hist peaks`` give a channel stack. Every layer has
+``scale`` in micrometres and ``metadata["msi2hist"]`` describing where it came from. Files this plugin
+does not handle (e.g. a grey-scale TIFF) return None so that other readers can take them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .histology import HistologyImage, is_histology_path, read_histology
+from .imzml import is_imzml_path
+
+
+def get_reader(path):
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = str(path)
+    if is_imzml_path(p):
+        return read_imzml_layers
+    if is_histology_path(p):
+        return read_image_layers
+    return None
+
+
+def imzml_layer_data(path) -> list[tuple]:
+    from ..msi.ion_images import total_ion_image
+    from .imzml import open_imzml
+
+    with open_imzml(path) as imz:
+        tic = total_ion_image(imz)
+        info = imz.info()
+        px = imz.pixel_size_um or (1.0, 1.0)
+    meta = {
+        "msi2hist": {
+            "kind": "msi",
+            "file": str(Path(path).resolve()),
+            "image": "tic",
+            **info,
+            "pixel_size_assumed": info["pixel_size_um"] is None,
+        }
+    }
+    return [
+        (
+            tic,
+            {"name": f"{Path(path).stem} TIC", "scale": px, "metadata": meta, "colormap": "magma"},
+            "image",
+        )
+    ]
+
+
+def read_imzml_layers(path):
+    if isinstance(path, list):
+        path = path[0]
+    return imzml_layer_data(path)
+
+
+def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple] | None:
+    px = img.pixel_size_um or (1.0, 1.0)
+    meta = {
+        "msi2hist": {
+            "kind": "he" if img.rgb else "stack",
+            "file": str(Path(img.path).resolve()),
+            "pixel_size_um": list(img.pixel_size_um) if img.pixel_size_um else None,
+            "warnings": img.warnings,
+        }
+    }
+    data = img.levels if img.multiscale else img.levels[0]
+    name = name or Path(img.path).name.split(".")[0]
+    if img.rgb:
+        return [
+            (
+                data,
+                {
+                    "name": name,
+                    "rgb": True,
+                    "scale": px,
+                    "metadata": meta,
+                    "multiscale": img.multiscale,
+                },
+                "image",
+            )
+        ]
+    if (
+        img.levels[0].ndim == 3
+        and img.channel_names
+        and all(n.startswith("mz=") for n in img.channel_names)
+    ):
+        meta["msi2hist"]["kind"] = "ion_stack"
+        meta["msi2hist"]["mz"] = [float(n[3:]) for n in img.channel_names]
+        return [
+            (
+                data,
+                {"name": name, "scale": (1.0, *px), "metadata": meta, "colormap": "viridis"},
+                "image",
+            )
+        ]
+    return None
+
+
+def read_image_layers(path):
+    if isinstance(path, list):
+        path = path[0]
+    img = read_histology(path)
+    return image_layer_data(img)

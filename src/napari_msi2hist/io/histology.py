@@ -1,0 +1,291 @@
+"""H&E and other microscope images: TIFF, OME-TIFF (pyramidal too), SVS, PNG/JPEG; OME-TIFF writing.
+
+Pixel sizes are ``(y, x)`` micrometres, taken from OME ``PhysicalSizeY/X`` (with their units), SVS
+``MPP``, or TIFF resolution tags in centimetres. When none is present ``pixel_size_um`` is None and a
+warning is recorded in ``warnings`` (the widgets show it; the CLI prints it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".btf", ".qptiff", ".ndpi")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+LAZY_BYTES = 256 * 2**20  # images above this open lazily (dask, per pyramid level)
+
+_UNIT_TO_UM = {
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "nm": 1e-3,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+    "Å": 1e-4,
+}
+
+
+class HistologyError(Exception):
+    """An image that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class HistologyImage:
+    """``levels[0]`` is full resolution ``(Y, X, 3)`` uint8 (numpy or dask); further levels are
+    downsampled pyramid levels when the file has them."""
+
+    levels: list
+    pixel_size_um: tuple[float, float] | None
+    path: str
+    warnings: list[str] = field(default_factory=list)
+    channel_names: list[str] | None = None
+
+    @property
+    def data(self):
+        return self.levels[0]
+
+    @property
+    def rgb(self) -> bool:
+        s = self.levels[0].shape
+        return len(s) == 3 and s[-1] == 3
+
+    @property
+    def multiscale(self) -> bool:
+        return len(self.levels) > 1
+
+
+def is_histology_path(path) -> bool:
+    p = str(path).lower()
+    return p.endswith(TIFF_SUFFIXES) or p.endswith(RASTER_SUFFIXES)
+
+
+def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
+    try:
+        root = ET.fromstring(ome_xml.encode() if isinstance(ome_xml, str) else ome_xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.endswith("Pixels"):
+            sx, sy = el.get("PhysicalSizeX"), el.get("PhysicalSizeY")
+            if sx is None and sy is None:
+                return None
+            ux = _UNIT_TO_UM.get(el.get("PhysicalSizeXUnit", "µm"), None)
+            uy = _UNIT_TO_UM.get(el.get("PhysicalSizeYUnit", "µm"), None)
+            if ux is None or uy is None:
+                return None
+            x = float(sx) * ux if sx is not None else float(sy) * uy
+            y = float(sy) * uy if sy is not None else x
+            return (y, x)
+    return None
+
+
+def _svs_mpp(desc: str) -> tuple[float, float] | None:
+    m = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", desc or "")
+    if m:
+        v = float(m.group(1))
+        if v > 0:
+            return (v, v)
+    return None
+
+
+def _tiff_resolution(page) -> tuple[float, float] | None:
+    tags = page.tags
+    unit = tags.get("ResolutionUnit")
+    xr, yr = tags.get("XResolution"), tags.get("YResolution")
+    if unit is None or xr is None or yr is None:
+        return None
+    if int(unit.value) != 3:  # only centimetres; inch values are usually a meaningless 72 dpi
+        return None
+    fx = xr.value[0] / xr.value[1] if isinstance(xr.value, tuple) else float(xr.value)
+    fy = yr.value[0] / yr.value[1] if isinstance(yr.value, tuple) else float(yr.value)
+    if fx <= 0 or fy <= 0:
+        return None
+    return (1e4 / fy, 1e4 / fx)
+
+
+def _to_yxc(arr, axes: str):
+    """Bring a tifffile series to ``(Y, X, S)`` for RGB samples, ``(C, Y, X)`` for channels, or ``(Y, X)``."""
+    axes = axes.upper()
+    keep = {"Y", "X", "S", "C"}
+    idx = tuple(slice(None) if a in keep else 0 for a in axes)
+    arr = arr[idx]
+    axes = "".join(a for a in axes if a in keep)
+    if "C" in axes and "S" in axes:
+        arr = arr[(slice(None),) * axes.index("C") + (0,)]
+        axes = axes.replace("C", "")
+    if "S" in axes:
+        order = [axes.index("Y"), axes.index("X"), axes.index("S")]
+    elif "C" in axes:
+        order = [axes.index("C"), axes.index("Y"), axes.index("X")]
+    else:
+        order = [axes.index("Y"), axes.index("X")]
+    return arr.transpose(order)
+
+
+def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> HistologyImage:
+    """Read an H&E (or any microscope) image with its pixel size."""
+    path = Path(path)
+    if not path.is_file():
+        raise HistologyError(f"{path}: file not found")
+    low = path.name.lower()
+    warnings: list[str] = []
+    px = None
+    channel_names = None
+    try:
+        if low.endswith(TIFF_SUFFIXES):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                series = tf.series[0]
+                nbytes = int(np.prod(series.shape)) * series.dtype.itemsize
+                use_lazy = nbytes > LAZY_BYTES if lazy is None else lazy
+                if tf.is_ome:
+                    px = _ome_pixel_size(tf.ome_metadata)
+                    try:
+                        root = ET.fromstring(tf.ome_metadata.encode())
+                        names = [el.get("Name") for el in root.iter() if el.tag.endswith("Channel")]
+                        channel_names = names if names and all(names) else None
+                    except ET.ParseError:
+                        pass
+                if px is None and tf.is_svs:
+                    px = _svs_mpp(tf.pages[0].description)
+                if px is None:
+                    px = _tiff_resolution(tf.pages[0])
+                levels_series = series.levels if len(series.levels) > 1 else [series]
+                axes = series.axes
+                if use_lazy:
+                    import dask.array as da
+                    import zarr
+
+                    levels = []
+                    for li in range(len(levels_series)):
+                        store = tifffile.imread(path, aszarr=True, series=0, level=li)
+                        z = zarr.open(store, mode="r")
+                        levels.append(_to_yxc(da.from_zarr(z), axes))
+                else:
+                    levels = [_to_yxc(lv.asarray(), axes) for lv in levels_series]
+        elif low.endswith(RASTER_SUFFIXES):
+            from skimage import io as skio
+
+            arr = skio.imread(path)
+            levels = [arr]
+        else:
+            raise HistologyError(
+                f"{path}: unsupported image type (use TIFF, OME-TIFF, SVS, PNG or JPEG)"
+            )
+    except HistologyError:
+        raise
+    except Exception as e:  # tifffile/imageio raise many types; name the file and the cause
+        raise HistologyError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    lv0 = levels[0]
+    if lv0.ndim == 3 and lv0.shape[-1] == 4 and lv0.dtype == np.uint8:  # RGBA: drop alpha
+        levels = [lv[..., :3] for lv in levels]
+    if px is None:
+        warnings.append(f"{path.name}: no pixel size in the file; assuming 1 um per pixel")
+    return HistologyImage(levels, px, str(path), warnings, channel_names)
+
+
+def to_uint8_rgb(img: np.ndarray) -> np.ndarray:
+    """RGB image as uint8 without silent wrap-around: 16-bit and float are rescaled by their range."""
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind in "ui":
+        hi = np.iinfo(a.dtype).max if a.max() > 255 else 255
+        return np.clip(np.round(a.astype(np.float64) * (255.0 / hi)), 0, 255).astype(np.uint8)
+    a = a.astype(np.float64)
+    scale = 255.0 if a.max() <= 1.0 else 1.0
+    return np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
+
+
+def atomic_path(final: Path) -> Path:
+    """A temporary name in the same folder as ``final`` (so that ``os.replace`` is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    return Path(tmp)
+
+
+def write_ome_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    pixel_size_um: tuple[float, float] | None,
+    channel_names: list[str] | None = None,
+    overwrite: bool = True,
+    pyramid: bool | None = None,
+) -> Path:
+    """Write ``(Y, X, 3)`` uint8 RGB or a ``(C, Y, X)`` stack as OME-TIFF, atomically.
+
+    Pixel size goes to ``PhysicalSizeX/Y`` in micrometres; channel names to ``Channel/@Name``.
+    Large images get a pyramid of 2x downsampled sub-resolutions.
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists; refusing to overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(data)
+    rgb = data.ndim == 3 and data.shape[-1] == 3 and data.dtype == np.uint8
+    if rgb:
+        axes, photometric = "YXS", "rgb"
+    elif data.ndim == 2:
+        axes, photometric = "YX", "minisblack"
+    elif data.ndim == 3:
+        axes, photometric = "CYX", "minisblack"
+    else:
+        raise ValueError(f"cannot write array of shape {data.shape} as OME-TIFF")
+    meta: dict = {"axes": axes}
+    if pixel_size_um is not None:
+        meta.update(
+            PhysicalSizeY=float(pixel_size_um[0]),
+            PhysicalSizeYUnit="µm",
+            PhysicalSizeX=float(pixel_size_um[1]),
+            PhysicalSizeXUnit="µm",
+        )
+    if channel_names is not None:
+        meta["Channel"] = {"Name": list(channel_names)}
+    ny, nx = (data.shape[0], data.shape[1]) if rgb or data.ndim == 2 else data.shape[1:]
+    if pyramid is None:
+        pyramid = max(ny, nx) > 4096
+    n_sub = 0
+    if pyramid:
+        while max(ny, nx) >> (n_sub + 1) >= 512:
+            n_sub += 1
+    tmp = atomic_path(path)
+    try:
+        opts = dict(
+            photometric=photometric, tile=(256, 256) if pyramid else None, compression="zlib"
+        )
+        with tifffile.TiffWriter(tmp, bigtiff=data.nbytes > 2**31, ome=True) as tw:
+            tw.write(data, subifds=n_sub, metadata=meta, **opts)
+            level = data
+            for _ in range(n_sub):
+                level = _downsample2(level, rgb or data.ndim == 2)
+                tw.write(level, subfiletype=1, metadata=None, **opts)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _downsample2(a: np.ndarray, spatial_first: bool) -> np.ndarray:
+    if spatial_first:
+        y, x = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+        b = a[:y, :x].astype(np.float32)
+        r = (b[0::2, 0::2] + b[1::2, 0::2] + b[0::2, 1::2] + b[1::2, 1::2]) / 4
+    else:
+        y, x = a.shape[1] // 2 * 2, a.shape[2] // 2 * 2
+        b = a[:, :y, :x].astype(np.float32)
+        r = (b[:, 0::2, 0::2] + b[:, 1::2, 0::2] + b[:, 0::2, 1::2] + b[:, 1::2, 1::2]) / 4
+    return r.astype(a.dtype) if a.dtype.kind == "f" else np.round(r).astype(a.dtype)

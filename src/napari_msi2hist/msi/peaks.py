@@ -1,0 +1,92 @@
+"""Top-N peak picking on a (mean) spectrum, with a minimum separation between picked peaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_N_PEAKS = 50  # seed 000 uses the top 50 peaks
+
+
+@dataclass(frozen=True)
+class PeakList:
+    """Picked peaks, sorted by m/z."""
+
+    mz: np.ndarray
+    intensity: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mz)
+
+
+def local_maxima(intensity: np.ndarray) -> np.ndarray:
+    """Indices of local maxima (strictly above the left neighbour, not below the right one)."""
+    y = np.asarray(intensity, dtype=np.float64)
+    if len(y) == 0:
+        return np.zeros(0, np.int64)
+    if len(y) == 1:
+        return np.array([0])
+    left = np.concatenate([[np.inf], y[:-1]])  # the end points are never peaks
+    right = np.concatenate([y[1:], [np.inf]])
+    return np.flatnonzero((y > left) & (y >= right) & (y > 0))
+
+
+def pick_peaks(
+    mz: np.ndarray,
+    intensity: np.ndarray,
+    n_peaks: int = DEFAULT_N_PEAKS,
+    min_separation_ppm: float | None = 20.0,
+    min_separation_da: float | None = None,
+    window: int = 101,
+) -> PeakList:
+    """Pick the ``n_peaks`` most prominent local maxima, greedily, skipping any closer than the
+    minimum separation (ppm of the stronger peak's m/z, or Da) to an already picked peak.
+
+    Peaks are ranked by topographic prominence within ``window`` samples (scipy.signal), so a slowly
+    varying baseline or matrix background does not crowd out real peaks; ``intensity`` of the result is
+    the apex height."""
+    from scipy.signal import peak_prominences
+
+    mz = np.asarray(mz, dtype=np.float64)
+    y = np.asarray(intensity, dtype=np.float64)
+    if mz.shape != y.shape:
+        raise ValueError("mz and intensity differ in shape")
+    if n_peaks < 1:
+        raise ValueError("n_peaks must be >= 1")
+    cand = local_maxima(y)
+    if len(cand):
+        prom = peak_prominences(y, cand, wlen=max(3, window | 1))[0]
+        cand = cand[np.argsort(-prom, kind="stable")]
+    picked: list[int] = []
+    sorted_mz = np.zeros(0)
+    for i in cand.tolist():
+        m = mz[i]
+        sep = (
+            min_separation_da
+            if min_separation_da is not None
+            else ((min_separation_ppm or 0.0) * 1e-6 * m)
+        )
+        if sep > 0 and len(sorted_mz):
+            j = np.searchsorted(sorted_mz, m)
+            near = [sorted_mz[k] for k in (j - 1, j) if 0 <= k < len(sorted_mz)]
+            if any(abs(m - q) < sep for q in near):
+                continue
+        picked.append(i)
+        sorted_mz = np.sort(mz[picked])
+        if len(picked) >= n_peaks:
+            break
+    sel = np.sort(np.asarray(picked, dtype=np.int64))
+    return PeakList(mz[sel], y[sel])
+
+
+def parse_mz_list(text: str) -> np.ndarray:
+    """Parse ``"760.58, 782.57"`` (commas, spaces or newlines) into a float array."""
+    parts = [p for p in text.replace(";", ",").replace("\n", ",").replace(" ", ",").split(",") if p]
+    try:
+        vals = np.array([float(p) for p in parts], dtype=np.float64)
+    except ValueError as e:
+        raise ValueError(f"not a list of m/z values: {text!r}") from e
+    if len(vals) == 0 or (vals <= 0).any():
+        raise ValueError(f"m/z values must be positive numbers: {text!r}")
+    return vals

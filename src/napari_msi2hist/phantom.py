@@ -1,0 +1,498 @@
+"""Paired MSI + H&E phantoms with a known transform, for measuring synthesis and registration.
+
+The H&E ground truth is a real texture (``he_image``) or, with none given, a procedural H&E drawn
+with the Beer-Lambert model and skimage's H&E stain vectors. Tissue classes (background, nuclei-rich,
+stroma, other tissue) come from colour deconvolution (``skimage.color.rgb2hed``). Each MSI pixel is a
+spectrum: class-specific Gaussian peaks mixed by the class fractions under the pixel's footprint,
+plus matrix peaks (everywhere, strongest off tissue), a baseline and Poisson + Gaussian noise.
+
+Realism effects, each switchable in :class:`PhantomConfig`: matrix peaks off tissue, acquisition
+drift (gradient along the scan, line-to-line jitter), ion suppression where nuclei are dense, hot
+pixels, missing pixels. The MSI-to-H&E transform is rotation + scale + shift + a smooth displacement
+(``deform_rms_px`` MSI pixels rms) and is written to ``truth.json`` (see :func:`load_truth`).
+Everything is deterministic from ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuid_mod
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .progress import Progress, run_to_end
+from .registration.transforms import (
+    DisplacementField,
+    PhantomTransform,
+    px_to_um,
+    rotation_scale_matrix_yx,
+    um_to_px,
+)
+
+TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
+CLASSES = ("background", "nuclei", "stroma", "other")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    seed: int = 0
+    he_image: str | None = None  # None: procedural H&E
+    he_pixel_um: float = 4.0
+    he_max_size: int = 512  # real textures larger than this are downsampled (area)
+    procedural_size: int = 256
+    msi_pixel_um: float = 20.0
+    mode: str = "continuous"
+    mz_min: float = 300.0
+    mz_max: float = 1100.0
+    n_mz: int = 1000
+    peak_sigma_da: float = 0.6
+    rotation_deg: float | None = None  # None: random in [-180, 180)
+    scale: float | None = None  # None: random in [0.9, 1.1]
+    max_shift_msi_px: float = 3.0
+    deform_rms_px: float = 1.5
+    deform_smooth_px: float = 6.0
+    matrix_peaks: bool = True
+    drift: bool = True
+    ion_suppression: bool = True
+    hot_pixels: float = 0.002
+    missing_pixels: float = 0.005
+    noise: bool = True
+    counts_scale: float = 200.0
+    n_landmarks: int = 12
+
+    def replace(self, **kw) -> PhantomConfig:
+        d = asdict(self)
+        d.update(kw)
+        return PhantomConfig(**d)
+
+
+@dataclass
+class Phantom:
+    config: PhantomConfig
+    he_rgb: np.ndarray
+    he_classes: np.ndarray  # (4, Yh, Xh) soft class maps, sum 1
+    msi_fractions: np.ndarray  # (4, Ym, Xm) class fractions under each MSI pixel
+    transform: PhantomTransform  # msi world um -> he world um
+    peaks: dict[str, list[float]]
+    msi_shape_yx: tuple[int, int]
+    landmarks_he_um: np.ndarray
+    landmarks_msi_um: np.ndarray
+    missing: np.ndarray  # (Ym, Xm) bool
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------- H&E texture
+_OD_H = np.array([0.65, 0.70, 0.29])
+_OD_E = np.array([0.07, 0.99, 0.11])
+
+
+def procedural_he(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A procedural H&E-like RGB image: cell nests with dense nuclei, eosin-rich stroma, lumens."""
+    from scipy import ndimage as ndi
+
+    n = size
+    nest = ndi.gaussian_filter(rng.standard_normal((n, n)), n / 18)
+    nest = nest > np.quantile(nest, 0.55)
+    fib = ndi.gaussian_filter(rng.standard_normal((n, n)), (1.0, 6.0))
+    fib = ndi.rotate(fib, rng.uniform(0, 180), reshape=False, mode="reflect")
+    lumen = (
+        ndi.gaussian_filter(rng.standard_normal((n, n)), n / 60)
+        > 2.2 * ndi.gaussian_filter(rng.standard_normal((n, n)), n / 60).std()
+    )
+    nuc_pts = np.zeros((n, n))
+    k = int(n * n * 0.012)
+    ys, xs = rng.integers(0, n, k), rng.integers(0, n, k)
+    keep = nest[ys, xs] | (rng.random(k) < 0.15)
+    nuc_pts[ys[keep], xs[keep]] = rng.uniform(0.6, 1.4, keep.sum())
+    h = ndi.gaussian_filter(nuc_pts, 1.6) * 18.0 + 0.08 * nest
+    e = 0.35 + 0.35 * np.tanh(2 * fib / fib.std()) * (~nest) + 0.15 * nest
+    h[lumen], e[lumen] = 0.0, 0.02
+    od = h[..., None] * _OD_H + e[..., None] * _OD_E
+    rgb = 255.0 * np.exp(-od) * (1 + 0.02 * rng.standard_normal((n, n, 1)))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _load_texture(cfg: PhantomConfig) -> np.ndarray:
+    from skimage.transform import resize
+
+    from .io.histology import read_histology, to_uint8_rgb
+
+    img = np.asarray(read_histology(cfg.he_image).levels[0])
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    img = to_uint8_rgb(img[..., :3])
+    big = max(img.shape[:2])
+    if big > cfg.he_max_size:
+        f = cfg.he_max_size / big
+        shape = (round(img.shape[0] * f), round(img.shape[1] * f))
+        img = (resize(img, shape, anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
+    return img
+
+
+def _glass(shape, rng) -> np.ndarray:
+    g = np.array([243.0, 241.0, 245.0]) + 2.0 * rng.standard_normal((*shape, 3))
+    return np.clip(g, 0, 255)
+
+
+def _cut_tissue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Give the texture a tissue outline on glass: texture that fills the frame gets a random smooth
+    blob cut out of it; near-black non-stain pixels (labels, pen text) become glass."""
+    from scipy import ndimage as ndi
+
+    ny, nx = rgb.shape[:2]
+    f = rgb.astype(np.float64)
+    od = -np.log(np.clip(f, 1, 255) / 255.0)
+    bright = od.sum(-1) < 0.25
+    out = f.copy()
+    # labels and pen text: grey (little chroma) and not bright; stained tissue is purple or pink
+    dark_grey = ((f.max(-1) - f.min(-1)) < 22) & (f.mean(-1) < 190)
+    dark_grey = ndi.binary_dilation(dark_grey, iterations=1)
+    if bright.mean() < 0.3:  # texture fills the frame: cut a blob
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        cy, cx = ny / 2 + rng.uniform(-0.05, 0.05) * ny, nx / 2 + rng.uniform(-0.05, 0.05) * nx
+        ang = np.arctan2(yy - cy, xx - cx)
+        r = np.hypot((yy - cy) / (ny / 2), (xx - cx) / (nx / 2))
+        wobble = sum(
+            rng.uniform(0.03, 0.08) * np.cos(k * ang + rng.uniform(0, 6.3)) for k in (2, 3, 5)
+        )
+        blob = r < 0.78 + wobble
+        blob = ndi.binary_opening(blob, iterations=2)
+        out[~blob] = _glass((int((~blob).sum()),), rng)
+    out[dark_grey] = _glass((int(dark_grey.sum()),), rng)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def tissue_classes(rgb: np.ndarray) -> np.ndarray:
+    """Soft class maps ``(4, Y, X)`` (background, nuclei, stroma, other) from colour deconvolution."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+
+    hed = rgb2hed(rgb)
+    h, e = hed[..., 0], hed[..., 1]
+    od = -np.log(np.clip(rgb.astype(np.float64), 1, 255) / 255.0).sum(-1)
+    tissue = ndi.gaussian_filter((od > 0.25).astype(np.float64), 1.0)
+    t = tissue > 0.5
+    if t.sum() < 10:
+        t = np.ones_like(t)
+    hz = (h - np.median(h[t])) / (h[t].std() + 1e-9)
+    ez = (e - np.median(e[t])) / (e[t].std() + 1e-9)
+    p_nuc = 1 / (1 + np.exp(-2.5 * (hz - 0.6)))
+    p_str = (1 - p_nuc) / (1 + np.exp(-2.5 * (ez - 0.0 - 0.5 * hz)))
+    p_oth = 1 - p_nuc - p_str
+    cls = np.stack([1 - tissue, tissue * p_nuc, tissue * p_str, tissue * p_oth])
+    cls = np.clip(cls, 0, None)
+    return cls / cls.sum(0, keepdims=True)
+
+
+# ------------------------------------------------------------------- geometry
+def _make_transform(cfg: PhantomConfig, he_shape, rng) -> tuple[PhantomTransform, tuple[int, int]]:
+    from scipy import ndimage as ndi
+
+    ang = rng.uniform(-180, 180) if cfg.rotation_deg is None else cfg.rotation_deg
+    sc = rng.uniform(0.9, 1.1) if cfg.scale is None else cfg.scale
+    a = rotation_scale_matrix_yx(ang, sc)
+    ainv = np.linalg.inv(a)
+    hy, hx = (np.asarray(he_shape[:2]) - 1) * cfg.he_pixel_um
+    corners = np.array([[0, 0], [0, hx], [hy, 0], [hy, hx]], dtype=np.float64)
+    pad = 3 * cfg.msi_pixel_um
+    cm = corners @ ainv.T  # he corners in an msi frame up to translation
+    lo = cm.min(0) - pad
+    shape = tuple(int(v) for v in np.ceil((cm.max(0) - lo + pad) / cfg.msi_pixel_um) + 1)
+    shift = rng.uniform(-1, 1, 2) * cfg.max_shift_msi_px * cfg.msi_pixel_um
+    # msi point p: he = A (p + lo + shift)
+    t = a @ (lo + shift)
+    disp = None
+    if cfg.deform_rms_px > 0:
+        raw = rng.standard_normal((*shape, 2))
+        sm = np.stack(
+            [
+                ndi.gaussian_filter(raw[..., k], cfg.deform_smooth_px, mode="reflect")
+                for k in range(2)
+            ],
+            -1,
+        )
+        sm -= sm.mean((0, 1))
+        sm *= cfg.deform_rms_px * cfg.msi_pixel_um / np.sqrt((sm**2).sum(-1).mean())
+        disp = DisplacementField(sm, (cfg.msi_pixel_um, cfg.msi_pixel_um))
+    tr = PhantomTransform(a, t, disp)
+    tr.angle_deg, tr.scale = float(ang), float(sc)  # informational
+    return tr, shape
+
+
+def _msi_fractions(cls: np.ndarray, tr: PhantomTransform, shape, cfg: PhantomConfig) -> np.ndarray:
+    """Class fractions under each MSI pixel footprint (box filter of one MSI pixel, then sampling)."""
+    from scipy import ndimage as ndi
+
+    k = max(1, int(round(cfg.msi_pixel_um / cfg.he_pixel_um)))
+    sm = np.stack([ndi.uniform_filter(c, size=k, mode="nearest") for c in cls])
+    rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]]
+    p_msi = px_to_um(np.column_stack([rr.ravel(), cc.ravel()]), (cfg.msi_pixel_um,) * 2)
+    p_he = um_to_px(tr.forward(p_msi), (cfg.he_pixel_um,) * 2)
+    out = np.empty((len(cls), *shape))
+    for i, c in enumerate(sm):
+        fill = 1.0 if i == 0 else 0.0
+        out[i] = ndi.map_coordinates(c, p_he.T, order=1, mode="constant", cval=fill).reshape(shape)
+    return out / out.sum(0, keepdims=True)
+
+
+# ------------------------------------------------------------------- spectra
+def _peak_table(cfg: PhantomConfig, rng) -> dict[str, list[float]]:
+    span = cfg.mz_max - cfg.mz_min
+    cands = cfg.mz_min + span * (0.04 + 0.92 * rng.permutation(np.linspace(0, 1, 60)))
+    names = ["matrix", "tissue", "nuclei", "stroma", "other"]
+    counts = [4, 3, 5, 5, 4]
+    out, i = {}, 0
+    for nm, c in zip(names, counts, strict=True):
+        out[nm] = sorted(float(round(v, 3)) for v in cands[i : i + c])
+        i += c
+    return out
+
+
+def _amplitudes(fr: np.ndarray, peaks: dict, cfg: PhantomConfig, rng) -> np.ndarray:
+    """Peak amplitudes (N_pixels, P) before noise, in the order of the flattened peak table."""
+    bg, nuc, strm, oth = (f.ravel() for f in fr)
+    tis = 1 - bg
+    supp = (1 - 0.6 * nuc) if cfg.ion_suppression else np.ones_like(nuc)
+    cols = []
+    for nm, mzs in peaks.items():
+        for _ in mzs:
+            base = rng.uniform(0.5, 1.5)
+            if nm == "matrix":
+                v = (1.5 * bg + 0.35 * tis) if cfg.matrix_peaks else 0.2 * tis
+            elif nm == "tissue":
+                v = tis * supp
+            elif nm == "nuclei":
+                v = nuc * 2.0
+            elif nm == "stroma":
+                v = strm * supp * 1.5
+            else:
+                v = oth * supp * 1.5
+            cols.append(base * v)
+    amp = np.stack(cols, 1)
+    # biological variability per pixel and peak
+    amp *= np.exp(0.15 * rng.standard_normal(amp.shape))
+    return amp
+
+
+def _drift(shape, cfg: PhantomConfig, rng) -> np.ndarray:
+    ny, nx = shape
+    if not cfg.drift:
+        return np.ones(shape)
+    order = (np.arange(ny)[:, None] * nx + np.arange(nx)[None, :]) / (ny * nx)
+    line = np.exp(0.2 * rng.standard_normal((ny, 1)))
+    grad = 1.0 + 0.35 * (np.arange(nx)[None, :] / max(1, nx - 1) - 0.5)
+    return (1.0 - 0.4 * order) * line * grad
+
+
+def iter_make_phantom(
+    out_dir: str | os.PathLike | None, cfg: PhantomConfig = PhantomConfig(), overwrite: bool = False
+) -> Generator[Progress, None, Phantom]:
+    """Build a phantom; with ``out_dir`` write msi.imzML/.ibd, he.ome.tif, truth.json, landmark CSVs."""
+    from .io.histology import write_ome_tiff
+    from .io.imzml_writer import ImzMLWriter
+
+    if cfg.mode not in ("continuous", "processed"):
+        raise ValueError(f"mode must be continuous or processed, not {cfg.mode!r}")
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.he_image:
+        he = _cut_tissue(_load_texture(cfg), rng)
+    else:
+        he = _cut_tissue(procedural_he(cfg.procedural_size, rng), rng)
+    yield Progress(1, 5, "H&E texture")
+    cls = tissue_classes(he)
+    tr, shape = _make_transform(cfg, he.shape, rng)
+    fr = _msi_fractions(cls, tr, shape, cfg)
+    peaks = _peak_table(cfg, rng)
+    yield Progress(2, 5, "geometry")
+
+    ny, nx = shape
+    missing = rng.random(shape) < cfg.missing_pixels
+    hot = rng.random(shape) < cfg.hot_pixels
+    amp = _amplitudes(fr, peaks, cfg, rng)
+    scale = (_drift(shape, cfg, rng) * np.where(hot, rng.uniform(15, 40, shape), 1.0)).ravel()
+    amp *= scale[:, None]
+    mz_axis = np.linspace(cfg.mz_min, cfg.mz_max, cfg.n_mz)
+    all_mz = np.array([m for v in peaks.values() for m in v])
+    shapes = np.exp(-0.5 * ((mz_axis[None, :] - all_mz[:, None]) / cfg.peak_sigma_da) ** 2)
+    baseline = 0.05 * np.exp(-(mz_axis - cfg.mz_min) / (0.3 * (cfg.mz_max - cfg.mz_min)))
+
+    # landmarks: well spread tissue points in the H&E frame, mapped into the MSI frame
+    tissue = cls[0] < 0.5
+    cand = np.argwhere(tissue)
+    if len(cand) == 0:
+        cand = np.argwhere(np.ones_like(tissue))
+    pick = [cand[rng.integers(len(cand))]]
+    for _ in range(cfg.n_landmarks - 1):
+        sub = cand[rng.choice(len(cand), size=min(len(cand), 400), replace=False)]
+        d = np.min(np.linalg.norm(sub[:, None, :] - np.array(pick)[None], axis=-1), axis=1)
+        pick.append(sub[int(np.argmax(d))])
+    lm_he = px_to_um(np.array(pick, dtype=np.float64), (cfg.he_pixel_um,) * 2)
+    lm_msi = tr.inverse(lm_he)
+
+    ph = Phantom(cfg, he, cls, fr, tr, peaks, shape, lm_he, lm_msi, missing)
+    if out_dir is None:
+        yield Progress(5, 5, "done")
+        return ph
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    file_uuid = uuid_mod.UUID(bytes=rng.bytes(16), version=4)
+    w = ImzMLWriter(
+        out / "msi.imzML",
+        mode=cfg.mode,
+        mz_axis=mz_axis if cfg.mode == "continuous" else None,
+        pixel_size_um=(cfg.msi_pixel_um, cfg.msi_pixel_um),
+        shape_yx=shape,
+        file_uuid=file_uuid,
+        overwrite=overwrite,
+    )
+    try:
+        rows_per = max(1, 20000 // nx)
+        for r0 in range(0, ny, rows_per):
+            r1 = min(ny, r0 + rows_per)
+            sl = slice(r0 * nx, r1 * nx)
+            spec = amp[sl] @ shapes + baseline[None, :] * scale[sl, None]
+            if cfg.noise:
+                spec = rng.poisson(spec * cfg.counts_scale) / cfg.counts_scale
+                spec += 0.01 * np.abs(rng.standard_normal(spec.shape))
+            spec = (spec * 1000.0).astype(np.float32)
+            rr, cc = np.divmod(np.arange(sl.start, sl.stop), nx)
+            keep = ~missing[rr, cc]
+            if cfg.mode == "continuous":
+                w.add_block(cc[keep] + 1, rr[keep] + 1, spec[keep])
+            else:
+                for j in np.flatnonzero(keep):
+                    # each spectrum has its own m/z axis: a small calibration shift, zeros dropped
+                    shift = 1 + 2e-6 * rng.standard_normal()
+                    nz = spec[j] > 0
+                    w.add_spectrum(cc[j] + 1, rr[j] + 1, spec[j][nz], mz=mz_axis[nz] * shift)
+            yield Progress(2 + (r1 / ny), 5, "spectra")
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    he_path = write_ome_tiff(out / "he.ome.tif", he, (cfg.he_pixel_um,) * 2, overwrite=overwrite)
+    truth = truth_dict(ph)
+    _write_json_atomic(out / "truth.json", truth)
+    write_points_csv(out / "landmarks_he.csv", lm_he)
+    write_points_csv(out / "landmarks_msi.csv", lm_msi)
+    ph.paths = {
+        "imzml": str(out / "msi.imzML"),
+        "he": str(he_path),
+        "truth": str(out / "truth.json"),
+        "landmarks_he": str(out / "landmarks_he.csv"),
+        "landmarks_msi": str(out / "landmarks_msi.csv"),
+    }
+    yield Progress(5, 5, "done")
+    return ph
+
+
+def make_phantom(
+    out_dir=None, cfg: PhantomConfig = PhantomConfig(), overwrite: bool = False
+) -> Phantom:
+    return run_to_end(iter_make_phantom(out_dir, cfg, overwrite))
+
+
+# ------------------------------------------------------------------- truth I/O
+def truth_dict(ph: Phantom) -> dict:
+    from . import __version__
+
+    tr = ph.transform
+    cfg = ph.config
+    d = {
+        "format": TRUTH_FORMAT,
+        "package_version": __version__,
+        "convention": (
+            "Points are (y, x) world coordinates in micrometres; world = pixel index * pixel size "
+            "(napari scale, no translate). msi_to_he(p) = matrix_yx_um @ p + offset_yx_um + D(p), where "
+            "D(p) is bilinearly interpolated from displacement_yx_um sampled at MSI pixel centres "
+            "(entry [r][c] at world (r, c) * msi pixel size; nearest edge value beyond the grid). "
+            "he_to_msi inverts it by fixed-point iteration (napari_msi2hist.phantom.load_truth)."
+        ),
+        "msi": {
+            "shape_yx": list(ph.msi_shape_yx),
+            "pixel_size_um": [cfg.msi_pixel_um] * 2,
+            "file": "msi.imzML",
+        },
+        "he": {
+            "shape_yx": list(ph.he_rgb.shape[:2]),
+            "pixel_size_um": [cfg.he_pixel_um] * 2,
+            "file": "he.ome.tif",
+        },
+        "linear": {
+            "matrix_yx_um": tr.matrix_yx.tolist(),
+            "offset_yx_um": tr.offset_yx_um.tolist(),
+            "rotation_deg": getattr(tr, "angle_deg", None),
+            "scale": getattr(tr, "scale", None),
+        },
+        "deformation": None
+        if tr.displacement is None
+        else {
+            "displacement_yx_um": np.round(tr.displacement.values, 5).tolist(),
+            "spacing_yx_um": list(tr.displacement.spacing_yx_um),
+            "origin_yx_um": list(tr.displacement.origin_yx_um),
+            "rms_um": tr.displacement.rms(),
+            "rms_msi_px": tr.displacement.rms() / cfg.msi_pixel_um,
+        },
+        "peaks_mz": ph.peaks,
+        "classes": list(CLASSES),
+        "missing_pixels_yx": np.argwhere(ph.missing).tolist(),
+        "config": asdict(cfg),
+    }
+    return d
+
+
+def load_truth(path: str | os.PathLike) -> PhantomTransform:
+    """The MSI-to-H&E transform stored in a ``truth.json``: ``.forward`` maps MSI world um to H&E
+    world um, ``.inverse`` maps back."""
+    d = json.loads(Path(path).read_text())
+    if d.get("format") != TRUTH_FORMAT:
+        raise ValueError(f"{path}: not a phantom truth file (format {d.get('format')!r})")
+    disp = None
+    if d.get("deformation"):
+        df = d["deformation"]
+        disp = DisplacementField(
+            np.asarray(df["displacement_yx_um"], dtype=np.float64),
+            tuple(df["spacing_yx_um"]),
+            tuple(df["origin_yx_um"]),
+        )
+    return PhantomTransform(
+        np.asarray(d["linear"]["matrix_yx_um"]), np.asarray(d["linear"]["offset_yx_um"]), disp
+    )
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
+    """napari points CSV: ``index,axis-0,axis-1`` with world (y, x) coordinates in micrometres."""
+    path = Path(path)
+    lines = ["index,axis-0,axis-1"] + [
+        f"{i},{float(p[0])!r},{float(p[1])!r}"
+        for i, p in enumerate(np.asarray(points_yx_um, float))
+    ]
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def read_points_csv(path: str | os.PathLike) -> np.ndarray:
+    """Read a napari points CSV (``index,axis-0,axis-1``) into an ``(N, 2)`` yx array in world units."""
+    path = Path(path)
+    rows = path.read_text().strip().splitlines()
+    header = [h.strip() for h in rows[0].split(",")]
+    try:
+        iy, ix = header.index("axis-0"), header.index("axis-1")
+    except ValueError:
+        raise ValueError(
+            f"{path}: not a napari points CSV (needs columns axis-0, axis-1)"
+        ) from None
+    return np.array(
+        [[float(r.split(",")[iy]), float(r.split(",")[ix])] for r in rows[1:] if r.strip()]
+    )

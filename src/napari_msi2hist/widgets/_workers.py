@@ -1,0 +1,70 @@
+"""Glue between the core's progress generators and napari thread workers.
+
+``start_job`` runs a generator that yields :class:`~napari_msi2hist.progress.Progress` and returns a
+result. With ``MSI2HIST_NOTHREADS=1`` (or ``sync=True``) it runs in the calling thread, which keeps a
+synchronous path for debugging and for environments where threads misbehave.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error
+
+from ..progress import Cancelled, Progress
+
+
+def _friendly(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def start_job(
+    job_factory: Callable,
+    on_progress: Callable[[Progress], None],
+    on_done: Callable,
+    on_error: Callable[[str], None] | None = None,
+    on_finished: Callable | None = None,
+    sync: bool | None = None,
+) -> GeneratorWorker | None:
+    """Run ``job_factory()`` (a progress generator) and deliver its result to ``on_done``."""
+
+    def report_error(exc):
+        if isinstance(exc, Cancelled):
+            return
+        msg = _friendly(exc)
+        show_error(msg)
+        if on_error is not None:
+            on_error(msg)
+
+    if sync is None:
+        sync = os.environ.get("MSI2HIST_NOTHREADS", "") not in ("", "0")
+    if sync:
+        gen = job_factory()
+        try:
+            while True:
+                try:
+                    on_progress(next(gen))
+                except StopIteration as stop:
+                    on_done(stop.value)
+                    break
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            report_error(exc)
+        finally:
+            if on_finished is not None:
+                on_finished()
+        return None
+
+    def run():
+        result = yield from job_factory()
+        return result
+
+    worker = create_worker(run, _start_thread=False)
+    worker.yielded.connect(on_progress)
+    worker.returned.connect(on_done)
+    worker.errored.connect(report_error)
+    if on_finished is not None:
+        worker.finished.connect(on_finished)
+    worker.start()
+    return worker

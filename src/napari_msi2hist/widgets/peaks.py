@@ -1,0 +1,246 @@
+"""Peak selection dock widget: mean spectrum, top-N or explicit m/z, preview, add the ion-image stack.
+
+The widget only collects parameters (snapshotted into a frozen :class:`PeakParams` before a job
+starts), runs core generators in a thread worker, and turns results into layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.imzml import open_imzml
+from ..msi.ion_images import Tolerance, iter_ion_images
+from ..msi.peaks import parse_mz_list, pick_peaks
+from ..msi.spectra import NORMALISATIONS, iter_mean_spectrum
+from ._workers import start_job
+
+
+@dataclass(frozen=True)
+class PeakParams:
+    file: str
+    norm: str
+    n_peaks: int
+    mz_text: str
+    tolerance: Tolerance
+    pixel_size_um: tuple[float, float]
+
+
+def msi_layers(viewer):
+    """Layers that came from an imzML, found by metadata (not by name)."""
+    return [ly for ly in viewer.layers if ly.metadata.get("msi2hist", {}).get("kind") == "msi"]
+
+
+class PeakSelectionWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.spectrum = None
+        self.peaks = None
+
+        self.layer_box = QComboBox()
+        self.layer_box.setToolTip("MSI layer (opened from an .imzML) whose spectra are used")
+        self.norm_box = QComboBox()
+        self.norm_box.addItems(list(NORMALISATIONS))
+        self.norm_box.setToolTip(
+            "Per-spectrum normalisation: TIC = sum, RMS = root mean square, median"
+        )
+        self.n_peaks = QSpinBox()
+        self.n_peaks.setRange(1, 1000)
+        self.n_peaks.setValue(50)
+        self.n_peaks.setToolTip(
+            "Top-N most prominent peaks of the mean spectrum (seed 000 uses 50)"
+        )
+        self.mz_edit = QLineEdit()
+        self.mz_edit.setPlaceholderText("optional: m/z list, e.g. 760.585, 782.567")
+        self.mz_edit.setToolTip("Explicit m/z values (overrides top-N)")
+        self.tol = QDoubleSpinBox()
+        self.tol.setDecimals(4)
+        self.tol.setRange(0.0, 10000.0)
+        self.tol.setValue(10.0)
+        self.tol.setToolTip("Half-width of each m/z window (inclusive)")
+        self.tol_unit = QComboBox()
+        self.tol_unit.addItems(["ppm", "Da"])
+        tol_row = QHBoxLayout()
+        tol_row.addWidget(self.tol)
+        tol_row.addWidget(self.tol_unit)
+
+        self.pick_btn = QPushButton("Mean spectrum + pick peaks")
+        self.add_btn = QPushButton("Add ion images")
+        self.add_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.ax = self.figure.add_subplot(111)
+        self.ax.set_xlabel("m/z")
+        self.canvas.mpl_connect("pick_event", self._on_pick)
+
+        form = QFormLayout()
+        form.addRow("MSI layer", self.layer_box)
+        form.addRow("Normalisation", self.norm_box)
+        form.addRow("N peaks", self.n_peaks)
+        form.addRow("m/z list", self.mz_edit)
+        form.addRow("Tolerance", tol_row)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.pick_btn)
+        lay.addWidget(self.canvas)
+        lay.addWidget(self.add_btn)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+
+        self.pick_btn.clicked.connect(lambda: self._run_or_cancel("pick"))
+        self.add_btn.clicked.connect(lambda: self._run_or_cancel("add"))
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # ---------------------------------------------------------------- state
+    def _refresh_layers(self, *_):
+        current = self.layer_box.currentText()
+        names = [ly.name for ly in msi_layers(self.viewer)]
+        self.layer_box.clear()
+        self.layer_box.addItems(names)
+        if current in names:
+            self.layer_box.setCurrentText(current)
+
+    def _params(self) -> PeakParams:
+        name = self.layer_box.currentText()
+        if not name:
+            raise ValueError("open an .imzML file first (drag it onto the viewer)")
+        md = self.viewer.layers[name].metadata["msi2hist"]
+        unit = "ppm" if self.tol_unit.currentText() == "ppm" else "da"
+        return PeakParams(
+            md["file"],
+            self.norm_box.currentText(),
+            self.n_peaks.value(),
+            self.mz_edit.text().strip(),
+            Tolerance(self.tol.value(), unit),
+            tuple(self.viewer.layers[name].scale[-2:]),
+        )
+
+    def _busy(self, which: str | None):
+        self.pick_btn.setText("Cancel" if which == "pick" else "Mean spectrum + pick peaks")
+        self.add_btn.setText("Cancel" if which == "add" else "Add ion images")
+        self.pick_btn.setEnabled(which in (None, "pick"))
+        self.add_btn.setEnabled(which == "add" or (which is None and self.peaks is not None))
+
+    def _on_progress(self, p):
+        self.progress.setMaximum(max(1, p.total))
+        self.progress.setValue(p.done)
+        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
+
+    def _finished(self):
+        self.worker = None
+        self._busy(None)
+
+    def _run_or_cancel(self, which: str):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling...")
+            return
+        try:
+            params = self._params()
+            mz = parse_mz_list(params.mz_text) if params.mz_text else None
+        except Exception as e:  # noqa: BLE001
+            from napari.utils.notifications import show_error
+
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+        self._busy(which)
+        if which == "pick":
+            job, done = (lambda: self._pick_job(params, mz)), self._show_spectrum
+        else:
+            job, done = (lambda: self._extract_job(params, self.peaks)), self._add_stack
+        self.worker = start_job(
+            job, self._on_progress, done, on_error=self.status.setText, on_finished=self._finished
+        )
+
+    # ---------------------------------------------------------------- jobs (worker thread)
+    @staticmethod
+    def _pick_job(params: PeakParams, mz):
+        with open_imzml(params.file) as imz:
+            ms = yield from iter_mean_spectrum(imz, norm=params.norm)
+        if mz is None:
+            peaks = pick_peaks(ms.mz, ms.intensity, n_peaks=params.n_peaks).mz
+        else:
+            peaks = mz
+        return ms, peaks
+
+    @staticmethod
+    def _extract_job(params: PeakParams, mz):
+        with open_imzml(params.file) as imz:
+            res = yield from iter_ion_images(imz, mz, tolerance=params.tolerance, norm=params.norm)
+        return params, res
+
+    # ---------------------------------------------------------------- results (GUI thread)
+    def _show_spectrum(self, result):
+        ms, peaks = result
+        self.spectrum, self.peaks = ms, np.asarray(peaks)
+        self.ax.clear()
+        self.ax.plot(ms.mz, ms.intensity, lw=0.7, color="0.3")
+        yk = np.interp(self.peaks, ms.mz, ms.intensity)
+        self.ax.plot(self.peaks, yk, "v", color="tab:red", ms=5, picker=5)
+        self.ax.set_xlabel("m/z")
+        self.ax.set_ylabel("mean intensity")
+        self.canvas.draw_idle()
+        self.status.setText(f"{len(self.peaks)} peaks; click a marker to preview its ion image")
+
+    def _on_pick(self, event):
+        if self.worker is not None or self.peaks is None:
+            return
+        i = int(event.ind[0])
+        params = self._params()
+        mz = self.peaks[i : i + 1]
+        self._busy("add")
+        self.worker = start_job(
+            lambda: self._extract_job(params, mz),
+            self._on_progress,
+            lambda r: self._add_layer(*r, preview=True),
+            on_error=self.status.setText,
+            on_finished=self._finished,
+        )
+
+    def _add_stack(self, result):
+        self._add_layer(*result, preview=False)
+
+    def _add_layer(self, params: PeakParams, res, preview: bool):
+        meta = {"msi2hist": {"kind": "ion_stack", **res.metadata(), "mask": res.mask}}
+        if preview:
+            name = "preview ion image"
+            data, scale = res.stack[0], params.pixel_size_um
+            meta["msi2hist"]["kind"] = "ion_preview"
+        else:
+            name = f"{self.layer_box.currentText().removesuffix(' TIC')} ion images"
+            data, scale = res.stack, (1.0, *params.pixel_size_um)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = data
+            self.viewer.layers[name].metadata = meta
+        else:
+            self.viewer.add_image(data, name=name, scale=scale, metadata=meta, colormap="viridis")
+        if preview:
+            self.status.setText(f"preview m/z {res.mz[0]:.4f} ({res.tolerance})")
+        else:
+            self.status.setText(f"added {len(res.mz)} ion images ({res.tolerance}, {res.norm})")

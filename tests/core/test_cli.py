@@ -1,0 +1,146 @@
+"""The CLI contract: names, options, JSON keys, OME-TIFF outputs, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_msi2hist.cli import main
+from napari_msi2hist.io.histology import read_histology
+from napari_msi2hist.io.imzml import ImzMLFile
+
+
+def test_info_json(shared_data, capsys):
+    assert main(["info", str(shared_data / "imzml" / "Example_Processed.imzML"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert set(d) == {"mode", "n_spectra", "shape_yx", "pixel_size_um", "mz_range", "uuid"}
+    assert d["mode"] == "processed" and d["n_spectra"] == 9 and d["shape_yx"] == [3, 3]
+    assert d["pixel_size_um"] == [100.0, 100.0] and d["mz_range"][0] == pytest.approx(
+        100.0833, abs=1e-3
+    )
+
+
+def test_peaks_with_mz_list_matches_manual_sum(shared_data, tmp_path):
+    f = shared_data / "imzml" / "Example_Continuous.imzML"
+    out = tmp_path / "s.ome.tif"
+    assert (
+        main(
+            [
+                "peaks",
+                str(f),
+                "--mz",
+                "151.9,328.9",
+                "--tol-da",
+                "0.3",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    img = read_histology(out)
+    assert img.channel_names == ["mz=151.9000", "mz=328.9000"]
+    assert img.pixel_size_um == (100.0, 100.0)
+    with ImzMLFile(f) as imz:
+        for i in range(imz.n_spectra):
+            mz, it = imz.getspectrum(i)
+            x, y = imz.coords_xyz[i, :2]
+            for c, m in enumerate([151.9, 328.9]):
+                sel = (mz >= m - 0.3) & (mz <= m + 0.3)
+                assert img.data[c, y - 1, x - 1] == pytest.approx(
+                    float(it[sel].astype(np.float64).sum()), rel=1e-6
+                )
+    with tifffile.TiffFile(out) as tf:
+        assert tf.is_ome and tf.series[0].dtype == np.float32
+
+
+def test_peaks_top_n_and_norm(small_phantom, tmp_path):
+    out = tmp_path / "p.ome.tif"
+    assert (
+        main(
+            [
+                "peaks",
+                small_phantom.paths["imzml"],
+                "--n-peaks",
+                "8",
+                "--norm",
+                "tic",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    img = read_histology(out)
+    assert img.data.shape[0] == 8
+    planted = np.array(sorted(m for v in small_phantom.peaks.values() for m in v))
+    picked = np.array([float(n[3:]) for n in img.channel_names])
+    assert all(np.min(np.abs(planted - m)) < 1.0 for m in picked)
+
+
+def test_errors_are_one_line(shared_data, tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_msi2hist.cli",
+            "info",
+            str(shared_data / "imzml" / "coords_only_no_ibd.imzML"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "coords_only_no_ibd.ibd is missing" in r.stderr
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_msi2hist.cli",
+            "--debug",
+            "info",
+            str(shared_data / "imzml" / "coords_only_no_ibd.imzML"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert "Traceback" in r.stderr
+
+
+def test_peaks_refuses_to_overwrite_input(small_phantom, capsys):
+    f = small_phantom.paths["imzml"]
+    before = open(f, "rb").read()
+    assert main(["peaks", f, "--mz", "500", "--out", f]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert open(f, "rb").read() == before
+
+
+def test_phantom_command(tmp_path):
+    assert (
+        main(["phantom", str(tmp_path / "ph"), "--seed", "4", "--mode", "processed", "--quiet"])
+        == 0
+    )
+    names = sorted(p.name for p in (tmp_path / "ph").iterdir())
+    assert names == [
+        "he.ome.tif",
+        "landmarks_he.csv",
+        "landmarks_msi.csv",
+        "msi.ibd",
+        "msi.imzML",
+        "truth.json",
+    ]
+    # a second run does not silently overwrite
+    assert main(["phantom", str(tmp_path / "ph"), "--quiet"]) == 1
+
+
+def test_demo(tmp_path):
+    assert main(["demo", str(tmp_path / "d"), "--quiet"]) == 0
+    rep = json.loads((tmp_path / "d" / "report.json").read_text())
+    found, total = map(int, rep["planted_peaks_recovered"].split("/"))
+    assert found == total  # all planted peaks are among the top 50

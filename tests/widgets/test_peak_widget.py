@@ -1,0 +1,94 @@
+"""The Peak selection widget end to end in a real napari viewer (Xvfb in CI)."""
+
+import numpy as np
+import pytest
+
+from napari_msi2hist.widgets.peaks import PeakSelectionWidget
+
+
+def _open_phantom(viewer, phantom_dir):
+    viewer.open(str(phantom_dir / "he.ome.tif"), plugin="napari-msi2hist")
+    viewer.open(str(phantom_dir / "msi.imzML"), plugin="napari-msi2hist")
+    he, msi = viewer.layers[0], viewer.layers[1]
+    return he, msi
+
+
+def test_reader_layers_overlap_in_world_units(make_napari_viewer, phantom_dir, small_phantom):
+    viewer = make_napari_viewer()
+    he, msi = _open_phantom(viewer, phantom_dir)
+    assert he.rgb and tuple(he.scale) == (4.0, 4.0)
+    assert tuple(msi.scale) == (20.0, 20.0)
+    assert msi.metadata["msi2hist"]["kind"] == "msi"
+    # a landmark's MSI world position, taken through the layer's own world->data mapping,
+    # lands on the pixel the truth maps it to
+    p = small_phantom.landmarks_msi_um[0]
+    assert np.allclose(msi.world_to_data(p), p / 20.0)
+
+
+def _wait(qtbot, w):
+    # the widget drops its worker in the finished handler; waiting on that avoids a signal race
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
+
+
+def test_pick_preview_and_add(make_napari_viewer, qtbot, phantom_dir, small_phantom):
+    viewer = make_napari_viewer()
+    _open_phantom(viewer, phantom_dir)
+    w = PeakSelectionWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.layer_box.count() == 1  # only the MSI layer, found by metadata
+    w.n_peaks.setValue(10)
+    w.norm_box.setCurrentText("tic")
+    w.pick_btn.click()
+    _wait(qtbot, w)
+    assert w.peaks is not None and len(w.peaks) == 10
+    planted = np.array(sorted(m for v in small_phantom.peaks.values() for m in v))
+    assert all(np.min(np.abs(planted - m)) < 1.0 for m in w.peaks)
+    assert len(w.ax.lines) == 2  # spectrum + peak markers
+
+    class Ev:
+        ind = [3]
+
+    w._on_pick(Ev())
+    _wait(qtbot, w)
+    prev = viewer.layers["preview ion image"]
+    assert prev.data.shape == tuple(small_phantom.msi_shape_yx)
+    assert prev.metadata["msi2hist"]["mz"] == [pytest.approx(w.peaks[3])]
+
+    w.add_btn.click()
+    _wait(qtbot, w)
+    stack = [
+        ly for ly in viewer.layers if ly.metadata.get("msi2hist", {}).get("kind") == "ion_stack"
+    ][0]
+    assert stack.data.shape == (10, *small_phantom.msi_shape_yx)
+    assert tuple(stack.scale) == (1.0, 20.0, 20.0)
+    assert stack.metadata["msi2hist"]["normalisation"] == "tic"
+    np.testing.assert_allclose(stack.data[3], prev.data, rtol=1e-6)
+
+
+def test_cancel_keeps_viewer_usable(make_napari_viewer, qtbot, phantom_dir):
+    viewer = make_napari_viewer()
+    _open_phantom(viewer, phantom_dir)
+    w = PeakSelectionWidget(viewer)
+    w.mz_edit.setText(", ".join(str(300 + 3 * i) for i in range(200)))
+    w.pick_btn.click()
+    _wait(qtbot, w)
+    w.add_btn.click()
+    assert w.add_btn.text() == "Cancel"
+    w.add_btn.click()  # cancel
+    _wait(qtbot, w)
+    assert w.add_btn.text() == "Add ion images" and w.worker is None
+    # the viewer still works: a new layer can be added and the widget can run again
+    viewer.add_points(np.zeros((1, 2)))
+    w.mz_edit.setText("500")
+    w.pick_btn.click()
+    _wait(qtbot, w)
+    assert len(w.peaks) == 1
+
+
+def test_bad_mz_text_gives_message_not_traceback(make_napari_viewer, phantom_dir):
+    viewer = make_napari_viewer()
+    _open_phantom(viewer, phantom_dir)
+    w = PeakSelectionWidget(viewer)
+    w.mz_edit.setText("abc")
+    w.pick_btn.click()
+    assert "not a list of m/z" in w.status.text() and w.worker is None
