@@ -132,3 +132,77 @@ def test_cancel_stops_extraction(small_phantom):
         tok.cancel()
         with pytest.raises(Cancelled):
             run_to_end(gen)
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(np.float64, np.float32), (np.float32, np.int64), (np.float64, np.int32)]
+)
+def test_processed_mixed_dtypes_and_scattered_reads(tmp_path, dtypes, monkeypatch):
+    """Processed files whose arrays are not aligned to the item size, read both in one span and
+    packed array by array (a subset of every 7th spectrum is scattered through the file)."""
+    from napari_msi2hist.io.imzml_writer import ImzMLWriter
+    from napari_msi2hist.msi import _chunks
+    from napari_msi2hist.msi._chunks import iter_raw_chunks
+
+    monkeypatch.setattr(_chunks, "SPAN_SLACK_BYTES", 0)
+    from napari_msi2hist.msi.ion_images import _bisect_sums
+
+    rng = np.random.default_rng(1)
+    p = tmp_path / "m.imzML"
+    spectra = []
+    with ImzMLWriter(p, mode="processed", mz_dtype=dtypes[0], int_dtype=dtypes[1]) as w:
+        for i in range(60):
+            n = int(rng.integers(0, 40))  # some spectra are empty
+            mz = np.sort(rng.uniform(100, 110, n))
+            it = rng.integers(1, 100, n)
+            w.add_spectrum(i % 10 + 1, i // 10 + 1, it, mz=mz)
+            spectra.append((mz.astype(dtypes[0]).astype(np.float64), it.astype(np.float64)))
+    targets = np.array([101.0, 103.3, 105.5, 109.9])
+    tol = Tolerance(0.2, "da")
+    lo, hi = tol.windows(targets)
+    with ImzMLFile(p) as imz:
+        assert len({int(o) % 8 for o in imz.int_offsets}) > 1 or dtypes[1] == np.int64
+        res = ion_images(imz, targets, tolerance=tol)
+        subset = np.arange(0, 60, 7)
+        raws = list(iter_raw_chunks(imz, subset))
+        assert raws[0].base == 0  # packed: the subset is scattered, so no single span read
+        got = np.concatenate([_bisect_sums(r, lo, hi) for r in raws])
+    for i, (mz, it) in enumerate(spectra):
+        ref = [it[(mz >= a) & (mz <= b)].sum() for a, b in zip(lo, hi, strict=True)]
+        np.testing.assert_allclose(res.stack[:, i // 10, i % 10], ref, rtol=1e-6)
+        if i in subset:
+            np.testing.assert_allclose(got[list(subset).index(i)], ref, rtol=1e-6)
+
+
+def test_fast_xml_scan_equals_full_expat_parse(shared_data, small_phantom):
+    files = [
+        shared_data / "imzml" / f"{n}.imzML"
+        for n in ("Example_Continuous", "Example_Processed", "MatrixTests_N2", "Combat_40pixel")
+    ]
+    for f in files + [small_phantom.paths["imzml"]]:
+        a, b = ImzMLFile(f), ImzMLFile(f, fast_parse=False)
+        for k in ("coords_xyz", "mz_offsets", "mz_lengths", "int_offsets", "int_lengths"):
+            assert np.array_equal(getattr(a, k), getattr(b, k)), (f, k)
+        assert (a.mode, a.spectrum_type, a.mz_dtype, a.int_dtype) == (
+            b.mode,
+            b.spectrum_type,
+            b.mz_dtype,
+            b.int_dtype,
+        )
+
+
+def test_fast_scan_falls_back_on_unusual_xml(shared_data, tmp_path):
+    """Comments inside the spectrum list, or a truncated XML, send the parse to expat."""
+    src = (shared_data / "imzml" / "Example_Continuous.imzML").read_bytes()
+    (tmp_path / "c.ibd").write_bytes(
+        (shared_data / "imzml" / "Example_Continuous.ibd").read_bytes()
+    )
+    i = src.index(b"<spectrum ")
+    (tmp_path / "c.imzML").write_bytes(src[:i] + b"<!-- <spectrum > -->" + src[i:])
+    with ImzMLFile(tmp_path / "c.imzML") as imz:
+        assert imz.n_spectra == 9
+    from napari_msi2hist.io.imzml import ImzMLFormatError
+
+    (tmp_path / "c.imzML").write_bytes(src[: len(src) - 200])
+    with pytest.raises(ImzMLFormatError, match="not well-formed"):
+        ImzMLFile(tmp_path / "c.imzML")

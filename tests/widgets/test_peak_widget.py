@@ -92,3 +92,26 @@ def test_bad_mz_text_gives_message_not_traceback(make_napari_viewer, phantom_dir
     w.mz_edit.setText("abc")
     w.pick_btn.click()
     assert "not a list of m/z" in w.status.text() and w.worker is None
+
+
+def test_sample_data_gives_both_layers(make_napari_viewer, tmp_path, monkeypatch):
+    monkeypatch.setenv("MSI2HIST_CACHE", str(tmp_path))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-msi2hist", "phantom")
+    kinds = sorted(ly.metadata["msi2hist"]["kind"] for ly in viewer.layers)
+    assert kinds == ["he", "msi"]
+    assert (tmp_path / "phantom-seed0" / "truth.json").is_file()
+
+
+def test_pyramidal_he_opens_as_multiscale(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_msi2hist.io import histology
+    from napari_msi2hist.io.histology import write_ome_tiff
+
+    rgb = np.random.default_rng(0).integers(0, 255, (2048, 1536, 3), dtype=np.uint8)
+    p = write_ome_tiff(tmp_path / "big.ome.tif", rgb, (0.5, 0.5), pyramid=True)
+    monkeypatch.setattr(histology, "LAZY_BYTES", 1024)  # treat it as large: open lazily
+    viewer = make_napari_viewer()
+    viewer.open(str(p), plugin="napari-msi2hist")
+    ly = viewer.layers[0]
+    assert ly.multiscale and ly.rgb and tuple(ly.scale) == (0.5, 0.5)
+    assert len(ly.data) >= 2 and ly.data[1].shape[:2] == (1024, 768)

@@ -15,6 +15,7 @@ are ``pixel_size_um = (y, x)`` in micrometres.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid as uuid_mod
 import xml.parsers.expat
@@ -131,13 +132,21 @@ class _ParseState:
     int_dtypes: set = field(default_factory=set)
     compressions: set = field(default_factory=set)
     saw_mzml: bool = False
+    spectra_at: int | None = None
+    spectra_count: int | None = None
 
 
 def _cv_of_group(groups, ref):
     return groups.get(ref, {})
 
 
-def _parse_imzml_xml(path: Path) -> _ParseState:
+class _StopAtSpectra(Exception):
+    pass
+
+
+def _parse_imzml_xml(path: Path, header_only: bool = False) -> _ParseState:
+    """Parse with expat. ``header_only`` stops at ``<spectrumList>`` and records its byte offset and
+    count in ``st.spectra_at`` / ``st.spectra_count`` (the spectra are then scanned by :func:`_scan_spectra`)."""
     st = _ParseState()
     stack: list[str] = []
     cur_group: dict[str, str] | None = None
@@ -161,6 +170,10 @@ def _parse_imzml_xml(path: Path) -> _ParseState:
         elif name == "referenceableParamGroup":
             cur_group = {}
             st.groups[attrs.get("id", "")] = cur_group
+        elif name == "spectrumList" and header_only:
+            st.spectra_at = p.CurrentByteIndex
+            st.spectra_count = int(attrs["count"]) if attrs.get("count", "").isdigit() else None
+            raise _StopAtSpectra
         elif name == "spectrum":
             cur_spec = {"x": None, "y": None, "z": 1, "mz": None, "int": None, "type": None}
         elif name == "binaryDataArray" and cur_spec is not None:
@@ -217,6 +230,8 @@ def _parse_imzml_xml(path: Path) -> _ParseState:
     try:
         with open(path, "rb") as fh:
             p.ParseFile(fh)
+    except _StopAtSpectra:
+        pass
     except _Forbidden as e:
         raise ImzMLFormatError(f"{path}: {e}") from None
     except xml.parsers.expat.ExpatError as e:
@@ -285,6 +300,181 @@ def _finish_spectrum(st: _ParseState, spec: dict, path: Path):
         st.spectrum_types.add(spec["type"])
 
 
+# two passes over the text: element starts, and cvParam accessions (values or flags)
+_RE_TAG = re.compile(
+    rb'<(?:(s)pectrum[\s>]|(b)inaryDataArray[\s>]|referenceableParamGroupRef\s+ref="([^"]*)")'
+)
+_RE_ACC = re.compile(
+    rb'accession="(?:IMS:100(0050|0051|0052|0102|0103)"[^>]*?value="([^"]*)"'
+    rb'|(MS:100051[45]|MS:100012[78]|MS:10005(?:19|20|21|22|23)|IMS:100014[12]|MS:1000574|MS:100231[234])")'
+)
+
+
+_DTYPE_CODES = [np.dtype("<f4"), np.dtype("<f8"), np.dtype("<f2"), np.dtype("<i4"), np.dtype("<i8")]
+
+
+def _flag_codes(acc: str, name: str = "") -> tuple[int, int, int, str | None]:
+    """(kind 1=mz 2=int 0=none, dtype code+1 or 0, spectrum type 1=centroid 2=profile 0, compression)."""
+    probe = _ArrayDecl()
+    _apply_array_param(probe, acc, name, "")
+    kind = {"mz": 1, "int": 2}.get(probe.kind, 0)
+    dt = _DTYPE_CODES.index(probe.dtype) + 1 if probe.dtype is not None else 0
+    stype = 1 if acc == "MS:1000127" else 2 if acc == "MS:1000128" else 0
+    return kind, dt, stype, probe.compression
+
+
+def _positions(regex, body) -> tuple[np.ndarray, list]:
+    pos, groups = [], []
+    for m in regex.finditer(body):
+        pos.append(m.start())
+        groups.append(m.groups())
+    return np.asarray(pos, dtype=np.int64), groups
+
+
+def _scan_block(body: bytes, st: _ParseState, path: Path) -> bool:
+    """Vectorised scan of a block of whole ``<spectrum>`` elements: each token kind is found by a
+    literal-prefixed regex (in C) and assigned to its spectrum / binaryDataArray by position with
+    ``searchsorted``. Returns False where anything is unusual, so that expat takes over."""
+    tag_pos, tags = _positions(_RE_TAG, body)
+    kind = np.array([0 if t[0] else 1 if t[1] else 2 for t in tags], dtype=np.int8)
+    spec_pos = tag_pos[kind == 0]
+    n = len(spec_pos)
+    if n == 0:
+        return True
+    bda_pos = tag_pos[kind == 1]
+    nb = len(bda_pos)
+    ref_pos = tag_pos[kind == 2]
+    ref_names = [t for t in tags if t[2]]
+    acc_pos, accs = _positions(_RE_ACC, body)
+    is_val = np.array([bool(a[0]) for a in accs], dtype=bool)
+    val_pos = acc_pos[is_val]
+    vals = [a for a in accs if a[0]]
+    flag_pos = acc_pos[~is_val]
+    flags = [a for a in accs if not a[0]]
+    bda_spec = np.searchsorted(spec_pos, bda_pos, side="right") - 1
+
+    def owners(pos):
+        si = np.searchsorted(spec_pos, pos, side="right") - 1
+        bi = np.searchsorted(bda_pos, pos, side="right") - 1
+        in_b = (bi >= 0) & (bda_spec[np.maximum(bi, 0)] == si)
+        return si, np.where(in_b, bi, -1)
+
+    bda_kind = np.zeros(nb, np.int64)
+    bda_dt = np.zeros(nb, np.int64)
+    spec_type = np.zeros(n, np.int64)
+
+    def apply_codes(si, bi, codes):  # codes: (len, 3) kind, dtype, type
+        if len(codes) == 0:
+            return
+        inb = bi >= 0
+        for col, target in ((0, bda_kind), (1, bda_dt)):
+            sel = inb & (codes[:, col] > 0)
+            target[bi[sel]] = codes[sel, col]
+        sel = ~inb & (si >= 0) & (codes[:, 2] > 0)
+        spec_type[si[sel]] = codes[sel, 2]
+
+    if len(ref_pos):
+        table = {}
+        for g in {r[2] for r in ref_names}:
+            k = d = t = 0
+            for acc, (name, _v) in st.groups.get(g.decode(), {}).items():
+                ck, cd, ct, comp = _flag_codes(acc, name)
+                if comp:
+                    st.compressions.add(comp)
+                k, d, t = ck or k, cd or d, ct or t
+            table[g] = (k, d, t)
+        si, bi = owners(ref_pos)
+        apply_codes(
+            si, bi, np.array([table[r[2]] for r in ref_names], dtype=np.int64).reshape(-1, 3)
+        )
+    if len(flag_pos):
+        table = {}
+        for f in {f[2] for f in flags}:
+            ck, cd, ct, comp = _flag_codes(f.decode())
+            if comp:
+                st.compressions.add(comp)
+            table[f] = (ck, cd, ct)
+        si, bi = owners(flag_pos)
+        apply_codes(si, bi, np.array([table[f[2]] for f in flags], dtype=np.int64).reshape(-1, 3))
+    if len(val_pos) == 0:
+        return False
+    code = np.array([v[0] for v in vals])
+    try:
+        value = np.array([v[1] for v in vals]).astype(np.int64)
+    except ValueError:
+        return False
+    si, bi = owners(val_pos)
+    xyz = np.full((n, 3), -1, dtype=np.int64)
+    xyz[:, 2] = 1
+    bda_off = np.full(nb, -1, np.int64)
+    bda_len = np.full(nb, -1, np.int64)
+    for c, col in ((b"0050", 0), (b"0051", 1), (b"0052", 2)):
+        sel = (code == c) & (si >= 0)
+        xyz[si[sel], col] = value[sel]
+    for c, target in ((b"0102", bda_off), (b"0103", bda_len)):
+        sel = (code == c) & (bi >= 0)
+        target[bi[sel]] = value[sel]
+    ok_b = (bda_kind > 0) & (bda_off >= 0) & (bda_len >= 0) & (bda_dt > 0)
+    if (xyz[:, :2] < 0).any() or not ok_b.all():
+        return False
+    mz_b, int_b = bda_kind == 1, bda_kind == 2
+    if not (
+        (np.bincount(bda_spec[mz_b], minlength=n) == 1).all()
+        and (np.bincount(bda_spec[int_b], minlength=n) == 1).all()
+    ):
+        return False
+    order_mz = np.argsort(bda_spec[mz_b])
+    order_int = np.argsort(bda_spec[int_b])
+    st.xs.extend(xyz[:, 0].tolist())
+    st.ys.extend(xyz[:, 1].tolist())
+    st.zs.extend(xyz[:, 2].tolist())
+    st.mz_off.extend(bda_off[mz_b][order_mz].tolist())
+    st.mz_len.extend(bda_len[mz_b][order_mz].tolist())
+    st.int_off.extend(bda_off[int_b][order_int].tolist())
+    st.int_len.extend(bda_len[int_b][order_int].tolist())
+    st.mz_dtypes.update(_DTYPE_CODES[c - 1] for c in np.unique(bda_dt[mz_b]).tolist())
+    st.int_dtypes.update(_DTYPE_CODES[c - 1] for c in np.unique(bda_dt[int_b]).tolist())
+    st.spectrum_types.update(
+        {1: "centroid", 2: "profile"}[t] for t in np.unique(spec_type).tolist() if t
+    )
+    return True
+
+
+def _scan_spectra(path: Path, st: _ParseState, block_size: int = 32 * 2**20) -> bool:
+    """Scan the spectrum section without per-element Python callbacks (see :func:`_scan_block`).
+
+    The header, where DTDs and entities would live, was parsed by expat, which refused any entity
+    declaration, so nothing here can expand one. Returns False when the result cannot be trusted
+    (count differs from ``spectrumList/@count``, no closing ``</mzML>``, comments or namespace
+    prefixes, values before accessions): the caller then parses the whole file with expat, which is
+    slower but handles every valid layout and reports the exact problem of an invalid one."""
+    tail = b""
+    with open(path, "rb") as fh:
+        fh.seek(st.spectra_at)
+        while True:
+            chunk = fh.read(block_size)
+            data = tail + chunk
+            if chunk:
+                cut = data.rfind(b"</spectrum>")
+                if cut < 0:
+                    tail = data
+                    continue
+                cut += len(b"</spectrum>")
+                body, tail = data[:cut], data[cut:]
+            else:
+                body, tail = data, b""
+            if b"<!--" in body or not _scan_block(body, st, path):
+                return False
+            if not chunk:
+                break
+        end = fh.seek(0, 2)
+        fh.seek(max(st.spectra_at, end - 4096))
+        end_ok = re.search(rb"</mzML>\s*$", fh.read()) is not None
+    if not end_ok or not st.xs:
+        return False
+    return st.spectra_count is None or st.spectra_count == len(st.xs)
+
+
 def _parse_uuid(text: str | None) -> uuid_mod.UUID | None:
     if not text:
         return None
@@ -316,12 +506,15 @@ class ImzMLFile:
         path: str | os.PathLike,
         ibd_path: str | os.PathLike | None = None,
         check_uuid: bool = True,
+        fast_parse: bool = True,
     ):
         self.path = Path(path)
         if not self.path.is_file():
             raise ImzMLError(f"{self.path}: file not found")
         self.ibd_path = Path(ibd_path) if ibd_path is not None else self._find_ibd(self.path)
-        st = _parse_imzml_xml(self.path)
+        st = _parse_imzml_xml(self.path, header_only=fast_parse)
+        if fast_parse and (st.spectra_at is None or not _scan_spectra(self.path, st)):
+            st = _parse_imzml_xml(self.path)
         if not st.saw_mzml:
             raise ImzMLFormatError(f"{self.path}: not an imzML file (no <mzML> root element)")
         if not st.xs:

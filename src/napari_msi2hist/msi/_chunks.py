@@ -17,6 +17,8 @@ import numpy as np
 from ..io.imzml import ImzMLFile
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+# a chunk is read as one span when the span is at most twice the useful bytes plus this slack
+SPAN_SLACK_BYTES = 65536
 
 
 @dataclass
@@ -105,10 +107,95 @@ def _gather(
     return out
 
 
-def iter_flat_chunks(
+@dataclass
+class RawChunk:
+    """Processed data as read: ``buf`` holds the bytes from file offset ``base``; spectrum ``j``
+    (``index[j]``) has ``lengths[j]`` values at byte offsets ``mz_off[j]`` / ``int_off[j]``
+    (``mz_off`` is None when all spectra share ``axis``)."""
+
+    index: np.ndarray
+    buf: np.ndarray
+    base: int
+    lengths: np.ndarray
+    mz_off: np.ndarray | None
+    int_off: np.ndarray
+    mz_dtype: np.dtype
+    int_dtype: np.dtype
+    axis: np.ndarray | None = None
+
+    def typed(self, which: str) -> TypedArrays:
+        if which == "mz":
+            return TypedArrays(self.buf, self.base, self.mz_off, self.mz_dtype)
+        return TypedArrays(self.buf, self.base, self.int_off, self.int_dtype)
+
+    def to_flat(self) -> FlatChunk:
+        inten = _gather(self.buf, self.base, self.int_off, self.lengths, self.int_dtype)
+        if self.mz_off is None:
+            mz64 = np.tile(self.axis, len(self.index))
+        else:
+            mz64 = _gather(self.buf, self.base, self.mz_off, self.lengths, self.mz_dtype).astype(
+                np.float64
+            )
+        return FlatChunk(self.index, self.lengths, mz64, inten)
+
+
+class TypedArrays:
+    """Typed, zero-copy views of variable-length arrays inside a byte buffer. Arrays whose byte
+    offset is not a multiple of the item size relative to the buffer live in a view shifted by that
+    remainder; ``start[j]`` indexes array ``j``'s first element in ``views[shift[j]]``."""
+
+    def __init__(self, buf: np.ndarray, base: int, offsets: np.ndarray, dtype: np.dtype):
+        isz = dtype.itemsize
+        rel = offsets - base
+        self.shift = rel % isz
+        self.start = (rel - self.shift) // isz
+        self.views = {
+            int(sh): np.frombuffer(
+                buf, dtype=dtype, count=(len(buf) - int(sh)) // isz, offset=int(sh)
+            )
+            for sh in np.unique(self.shift).tolist()
+        }
+
+    def take(self, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Element ``pos`` of array ``rows`` (same-shaped integer arrays)."""
+        if len(self.views) == 1:
+            ((sh, view),) = self.views.items()
+            return view[self.start[rows] + pos]
+        out = None
+        for sh, view in self.views.items():
+            m = self.shift[rows] == sh
+            vals = view[self.start[rows[m]] + pos[m]]
+            if out is None:
+                out = np.empty(rows.shape, dtype=vals.dtype)
+            out[m] = vals
+        return out
+
+    def segment_sums(self, lengths: np.ndarray, square: bool = False) -> np.ndarray:
+        """Sum (of squares) of each whole array, in float64, without gathering the elements."""
+        out = np.zeros(len(lengths))
+        for sh, view in self.views.items():
+            g = np.flatnonzero((self.shift == sh) & (lengths > 0))
+            if len(g) == 0:
+                continue
+            src = view.astype(np.float64) ** 2 if square else view
+            st = self.start[g]
+            order = np.argsort(st, kind="stable")
+            g, st = g[order], st[order]
+            en = st + lengths[g]
+            idx = np.empty(2 * len(g), np.int64)
+            idx[0::2], idx[1::2] = st, en
+            keep_last = idx[-1] < len(src)
+            if not keep_last:
+                idx = idx[:-1]
+            sums = np.add.reduceat(src, idx, dtype=np.float64)[0::2]
+            out[g] = sums[: len(g)]
+        return out
+
+
+def iter_raw_chunks(
     imz: ImzMLFile, subset: np.ndarray | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[FlatChunk]:
-    """Yield processed-mode chunks (works for continuous files too, spectrum by spectrum)."""
+) -> Iterator[RawChunk]:
+    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed)."""
     idx_all = np.arange(imz.n_spectra) if subset is None else np.asarray(subset, np.int64)
     if len(idx_all) == 0:
         return
@@ -122,40 +209,49 @@ def iter_flat_chunks(
     n = len(order)
     a = 0
     while a < n:
-        # as many spectra as fit in chunk_bytes (at least one)
         start_bytes = csum[a - 1] if a else 0
         b = int(np.searchsorted(csum, start_bytes + chunk_bytes, side="right"))
         b = min(n, max(b, a + 1))
         sel = order[a:b]
         ilen = imz.int_lengths[sel]
         ioff = imz.int_offsets[sel]
+        moff = None if shared else imz.mz_offsets[sel]
         if shared:
-            mlen, moff = ilen, None
             ends = ioff + ilen * its
             begin = int(ioff.min())
         else:
-            mlen = imz.mz_lengths[sel]
-            moff = imz.mz_offsets[sel]
-            ends = np.maximum(ioff + ilen * its, moff + mlen * mzs)
+            ends = np.maximum(ioff + ilen * its, moff + imz.mz_lengths[sel] * mzs)
             begin = int(min(ioff.min(), moff.min()))
         span = int(ends.max()) - begin
         useful = int(nbytes[a:b].sum())
-        if span <= 2 * useful + 65536:
+        if span <= 2 * useful + SPAN_SLACK_BYTES:
             buf = np.empty(span, dtype=np.uint8)
             imz.read_bytes_into(buf, begin)
-            inten = _gather(buf, begin, ioff, ilen, imz.int_dtype)
-            mz = None if shared else _gather(buf, begin, moff, mlen, imz.mz_dtype)
-        else:
-            inten = np.concatenate(
-                [imz.read_array(o, m, imz.int_dtype) for o, m in zip(ioff, ilen, strict=True)]
-            )
-            mz = (
-                None
-                if shared
-                else np.concatenate(
-                    [imz.read_array(o, m, imz.mz_dtype) for o, m in zip(moff, mlen, strict=True)]
-                )
-            )
-        mz64 = np.tile(axis, len(sel)) if shared else mz.astype(np.float64)
-        yield FlatChunk(sel, ilen.astype(np.int64), mz64, inten)
+        else:  # scattered arrays: pack them into a fresh buffer, one read per array
+            buf = np.empty(useful, dtype=np.uint8)
+            pos = 0
+            new_i = np.empty(len(sel), np.int64)
+            new_m = None if shared else np.empty(len(sel), np.int64)
+            for j in range(len(sel)):
+                if not shared:
+                    k = int(imz.mz_lengths[sel[j]]) * mzs
+                    imz.read_bytes_into(buf[pos : pos + k], int(moff[j]))
+                    new_m[j] = pos
+                    pos += k
+                k = int(ilen[j]) * its
+                imz.read_bytes_into(buf[pos : pos + k], int(ioff[j]))
+                new_i[j] = pos
+                pos += k
+            begin, ioff, moff = 0, new_i, new_m
+        yield RawChunk(
+            sel, buf, begin, ilen.astype(np.int64), moff, ioff, imz.mz_dtype, imz.int_dtype, axis
+        )
         a = b
+
+
+def iter_flat_chunks(
+    imz: ImzMLFile, subset: np.ndarray | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[FlatChunk]:
+    """Yield chunks as flat float64 m/z and intensity arrays (works for continuous files too)."""
+    for raw in iter_raw_chunks(imz, subset, chunk_bytes):
+        yield raw.to_flat()

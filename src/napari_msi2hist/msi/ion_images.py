@@ -5,8 +5,9 @@ tolerance of ``mz[c]``, bounds inclusive: ``mz[c] - tol <= m <= mz[c] + tol`` (`
 ``tol_ppm * 1e-6 * mz[c]``). Unmeasured pixels are 0 and ``mask`` tells which pixels were measured.
 
 Continuous files are read in large strided chunks and the needed columns are gathered and summed with
-``np.add.reduceat``; processed files are read as flat arrays and each value is assigned to its window
-with one ``searchsorted`` over the window edges, then summed with ``np.bincount``. Memory is bounded by
+``np.add.reduceat``; processed files are read chunk by chunk as raw bytes and each window's index range
+in every spectrum is found by a batched binary search on the sorted m/z arrays, so only the values
+inside windows are gathered. Memory is bounded by
 the output stack plus one chunk (``chunk_bytes``), whatever the file size.
 """
 
@@ -19,7 +20,13 @@ import numpy as np
 
 from ..io.imzml import ImzMLFile, ImzMLNonFiniteError
 from ..progress import CancelToken, Progress, run_to_end
-from ._chunks import DEFAULT_CHUNK_BYTES, iter_dense_chunks, iter_flat_chunks
+from ._chunks import (
+    DEFAULT_CHUNK_BYTES,
+    RawChunk,
+    iter_dense_chunks,
+    iter_flat_chunks,
+    iter_raw_chunks,
+)
 from .spectra import check_norm, dense_factors, flat_factors
 
 
@@ -75,23 +82,6 @@ class IonImages:
         }
 
 
-def _layers(lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
-    """Split windows into groups of mutually non-overlapping ones (each group sorted by m/z)."""
-    order = np.argsort(lo, kind="stable")
-    layers: list[list[int]] = []
-    last_hi: list[float] = []
-    for i in order.tolist():
-        for li, h in enumerate(last_hi):
-            if lo[i] > h:
-                layers[li].append(i)
-                last_hi[li] = hi[i]
-                break
-        else:
-            layers.append([i])
-            last_hi.append(hi[i])
-    return [np.asarray(g, np.int64) for g in layers]
-
-
 class _DensePlan:
     """Column plan for a shared m/z axis: which columns each window sums."""
 
@@ -123,28 +113,87 @@ class _DensePlan:
         return out
 
 
-def _flat_sums(
-    mz: np.ndarray,
-    w: np.ndarray,
-    seg: np.ndarray,
-    n: int,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    layers: list[np.ndarray],
-) -> np.ndarray:
-    """Sum ``w`` per (segment, window) for values whose ``mz`` falls in a window (inclusive)."""
-    out = np.zeros((n, len(lo)), dtype=np.float64)
-    for g in layers:
-        cl = len(g)
-        edges = np.empty(2 * cl)
-        edges[0::2] = lo[g]
-        edges[1::2] = np.nextafter(hi[g], np.inf)  # m <= hi  <=>  m < nextafter(hi)
-        k = np.searchsorted(edges, mz, side="right")
-        inside = (k & 1) == 1
-        win = (k[inside] - 1) >> 1
-        sums = np.bincount(seg[inside] * cl + win, weights=w[inside], minlength=n * cl)
-        out[:, g] = sums.reshape(n, cl)
-    return out
+def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Window sums for processed data by a batched binary search on each spectrum's sorted m/z.
+
+    For every (spectrum, window) query the first m/z >= lo is found by bisection over all queries at
+    once (compact arrays of the still-active queries); the window's end is then found by stepping
+    forward while m/z <= hi, which also visits exactly the values to sum. Only ~log2(n) m/z values
+    per query and the values inside windows are read; no Python loop over spectra."""
+    n, c = len(raw.index), len(lo)
+    mzv, itv = raw.typed("mz"), raw.typed("int")
+    L = raw.lengths
+    rows = np.repeat(np.arange(n), c)
+    q_len = L[rows]
+    t_lo = np.tile(lo, n)
+    t_hi = np.tile(hi, n)
+    # lower bound: first j with mz[j] >= lo
+    first = np.zeros(n * c, np.int64)
+    act = np.flatnonzero(q_len > 0)
+    left = np.zeros(len(act), np.int64)
+    right = q_len[act].copy()
+    r_act, t_act = rows[act], t_lo[act]
+    if len(act):
+        # interpolation guess from each spectrum's m/z range, then one probe a step further:
+        # for roughly uniform sampling this brackets the answer within ~1/64 of the array
+        ln = right
+        f = mzv.take(r_act, np.zeros_like(ln)).astype(np.float64)
+        e = mzv.take(r_act, ln - 1).astype(np.float64)
+        frac = np.clip((t_act - f) / np.where(e > f, e - f, 1.0), 0.0, 1.0)
+        g = np.minimum((frac * (ln - 1)).astype(np.int64), ln - 1)
+        step = np.maximum(ln >> 6, 4)
+        below = mzv.take(r_act, g) < t_act
+        left = np.where(below, g + 1, left)
+        right = np.where(below, right, g)
+        p2 = np.clip(np.where(below, g + step, g - step), 0, ln - 1)
+        below2 = mzv.take(r_act, p2) < t_act
+        ok = np.where(below, ~below2 & (p2 > g), below2 & (p2 < g))
+        left = np.where(ok & ~below, p2 + 1, left)
+        right = np.where(ok & below, p2, right)
+    while len(act):
+        mid = (left + right) >> 1
+        go = mzv.take(r_act, mid) < t_act
+        left = np.where(go, mid + 1, left)
+        right = np.where(go, right, mid)
+        done = left >= right
+        if done.any():
+            first[act[done]] = left[done]
+            keep = ~done
+            act, left, right, r_act, t_act = (
+                act[keep],
+                left[keep],
+                right[keep],
+                r_act[keep],
+                t_act[keep],
+            )
+    # step forward inside each window, summing as we go
+    sums = np.zeros(n * c)
+    act = np.flatnonzero(first < q_len)
+    pos = first[act]
+    while len(act):
+        r = rows[act]
+        inside = mzv.take(r, pos) <= t_hi[act]
+        if not inside.all():
+            act, pos, r = act[inside], pos[inside], r[inside]
+        if len(act) == 0:
+            break
+        sums[act] += itv.take(r, pos)
+        pos = pos + 1
+        more = pos < q_len[act]
+        if not more.all():
+            act, pos = act[more], pos[more]
+    return sums.reshape(n, c)
+
+
+def _raw_factors(raw: RawChunk, norm: str) -> np.ndarray | None:
+    if norm == "none":
+        return None
+    itv = raw.typed("int")
+    if norm == "tic":
+        return itv.segment_sums(raw.lengths)
+    if norm == "rms":
+        return np.sqrt(itv.segment_sums(raw.lengths, square=True) / np.maximum(raw.lengths, 1))
+    return flat_factors(raw.to_flat(), norm)
 
 
 def _extract_rows(imz: ImzMLFile, subset: np.ndarray | None, lo, hi, norm: str, chunk_bytes: int):
@@ -156,13 +205,8 @@ def _extract_rows(imz: ImzMLFile, subset: np.ndarray | None, lo, hi, norm: str, 
             f = dense_factors(ch.block, norm)
             yield ch.index, vals, f
     else:
-        layers = _layers(lo, hi)
-        for ch in iter_flat_chunks(imz, subset, chunk_bytes):
-            n = len(ch.index)
-            vals = _flat_sums(
-                ch.mz, ch.intensity.astype(np.float64), ch.segment_ids, n, lo, hi, layers
-            )
-            yield ch.index, vals, flat_factors(ch, norm)
+        for raw in iter_raw_chunks(imz, subset, chunk_bytes):
+            yield raw.index, _bisect_sums(raw, lo, hi), _raw_factors(raw, norm)
 
 
 def _normalise(vals: np.ndarray, f: np.ndarray | None) -> np.ndarray:
