@@ -115,3 +115,33 @@ def test_pyramidal_he_opens_as_multiscale(make_napari_viewer, tmp_path, monkeypa
     ly = viewer.layers[0]
     assert ly.multiscale and ly.rgb and tuple(ly.scale) == (0.5, 0.5)
     assert len(ly.data) >= 2 and ly.data[1].shape[:2] == (1024, 768)
+
+
+def test_truth_linear_part_as_layer_affine_overlays_msi_on_he(
+    make_napari_viewer, phantom_dir, small_phantom
+):
+    """With the truth's linear part as the MSI layer's affine, each MSI landmark lands on its H&E
+    landmark up to the known smooth deformation at that point."""
+    import json
+
+    viewer = make_napari_viewer()
+    he, msi = _open_phantom(viewer, phantom_dir)
+    truth = json.loads((phantom_dir / "truth.json").read_text())
+    from napari_msi2hist.phantom import load_truth
+
+    tr = load_truth(phantom_dir / "truth.json")
+    msi.affine = np.block(
+        [
+            [
+                np.asarray(truth["linear"]["matrix_yx_um"]),
+                np.asarray(truth["linear"]["offset_yx_um"])[:, None],
+            ],
+            [np.zeros((1, 2)), np.ones((1, 1))],
+        ]
+    )
+    lm_msi_px = small_phantom.landmarks_msi_um / 20.0
+    world = np.array([msi.data_to_world(p) for p in lm_msi_px])
+    expected = small_phantom.landmarks_he_um - tr.displacement(small_phantom.landmarks_msi_um)
+    np.testing.assert_allclose(world, expected, atol=1e-6)
+    # and the H&E layer's own data->world is its pixel size
+    assert np.allclose(he.data_to_world((10, 20)), (40.0, 80.0))

@@ -14,6 +14,19 @@ from .histology import HistologyImage, is_histology_path, read_histology
 from .imzml import is_imzml_path
 
 
+def robust_limits(values) -> tuple[float, float]:
+    """Contrast limits from the 0.5-99.5 percentiles of ``values`` (pass the measured pixels), so
+    that hot pixels, common in MSI, do not turn the rest of the image black."""
+    import numpy as np
+
+    v = np.asarray(values).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(v, [0.5, 99.5])
+    return (float(lo), float(hi if hi > lo else lo + 1.0))
+
+
 def get_reader(path):
     if isinstance(path, list):
         if len(path) != 1:
@@ -35,6 +48,7 @@ def imzml_layer_data(path) -> list[tuple]:
         tic = total_ion_image(imz)
         info = imz.info()
         px = imz.pixel_size_um or (1.0, 1.0)
+        measured = imz.measured_mask()
     meta = {
         "msi2hist": {
             "kind": "msi",
@@ -44,13 +58,14 @@ def imzml_layer_data(path) -> list[tuple]:
             "pixel_size_assumed": info["pixel_size_um"] is None,
         }
     }
-    return [
-        (
-            tic,
-            {"name": f"{Path(path).stem} TIC", "scale": px, "metadata": meta, "colormap": "magma"},
-            "image",
-        )
-    ]
+    kw = {
+        "name": f"{Path(path).stem} TIC",
+        "scale": px,
+        "metadata": meta,
+        "colormap": "magma",
+        "contrast_limits": robust_limits(tic[measured]),
+    }
+    return [(tic, kw, "image")]
 
 
 def read_imzml_layers(path):

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..io._napari_reader import robust_limits
 from ..io.imzml import open_imzml
 from ..msi.ion_images import Tolerance, iter_ion_images
 from ..msi.peaks import parse_mz_list, pick_peaks
@@ -235,11 +236,19 @@ class PeakSelectionWidget(QWidget):
         else:
             name = f"{self.layer_box.currentText().removesuffix(' TIC')} ion images"
             data, scale = res.stack, (1.0, *params.pixel_size_um)
+        limits = robust_limits(data[..., res.mask])
         if name in self.viewer.layers:
-            self.viewer.layers[name].data = data
-            self.viewer.layers[name].metadata = meta
+            ly = self.viewer.layers[name]
+            ly.data, ly.metadata, ly.contrast_limits = data, meta, limits
         else:
-            self.viewer.add_image(data, name=name, scale=scale, metadata=meta, colormap="viridis")
+            self.viewer.add_image(
+                data,
+                name=name,
+                scale=scale,
+                metadata=meta,
+                colormap="viridis",
+                contrast_limits=limits,
+            )
         if preview:
             self.status.setText(f"preview m/z {res.mz[0]:.4f} ({res.tolerance})")
         else:
