@@ -124,6 +124,33 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def cmd_synthesize(args) -> int:
+    from .io.histology import write_ome_tiff
+    from .models.inference import InferenceOptions
+    from .models.synthesis import iter_synthesize_imzml
+    from .progress import run_to_end
+
+    out = Path(args.out)
+    if out.resolve() == Path(args.file).resolve():
+        raise CLIError(f"{out}: refusing to overwrite the input")
+    opts = InferenceOptions(
+        tile=args.tile,
+        overlap=args.overlap,
+        device=args.device,
+        amp=not args.no_amp,
+        batch_size=args.batch_size,
+        compile=args.compile,
+    )
+    res = run_to_end(iter_synthesize_imzml(args.file, args.model, opts), _Bar(args.quiet))
+    write_ome_tiff(out, res.rgb, res.pixel_size_um)
+    if not args.quiet:
+        print(
+            f"wrote {out}: synthetic H&E {res.rgb.shape[0]}x{res.rgb.shape[1]} px at "
+            f"{res.pixel_size_um[0]} um ({Path(res.checkpoint).name})"
+        )
+    return 0
+
+
 def cmd_demo(args) -> int:
     """What exists end to end today: phantom -> peaks -> ion images, with a summary report."""
     from .io.histology import write_ome_tiff
@@ -216,6 +243,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("synthesize", help="synthesise H&E from an imzML with a pix2pix checkpoint")
+    p.add_argument("file", help="an .imzML file")
+    p.add_argument(
+        "--model", required=True, help="checkpoint file, or 'demo' for the bundled model"
+    )
+    p.add_argument(
+        "--out", required=True, help="output RGB .ome.tif (pixel size = the model's working pixel)"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--tile", type=int, default=512, help="tile size in working pixels (default 512)"
+    )
+    p.add_argument(
+        "--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="tiles per batch (default: from free memory)"
+    )
+    p.add_argument(
+        "--no-amp", action="store_true", help="full fp32 on GPU (default: bf16 autocast)"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("demo", help="run the workflow on an embedded phantom and write a report")
     p.add_argument("out_dir")

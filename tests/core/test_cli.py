@@ -144,3 +144,34 @@ def test_demo(tmp_path):
     rep = json.loads((tmp_path / "d" / "report.json").read_text())
     found, total = map(int, rep["planted_peaks_recovered"].split("/"))
     assert found == total  # all planted peaks are among the top 50
+
+
+def test_synthesize_command(small_phantom, trained_checkpoint, tmp_path):
+    from napari_msi2hist.models.contract import output_grid
+    from napari_msi2hist.models.inference import InferenceOptions
+    from napari_msi2hist.models.synthesis import synthesize_imzml
+
+    out = tmp_path / "s.ome.tif"
+    rc = main(
+        [
+            "synthesize",
+            small_phantom.paths["imzml"],
+            "--model",
+            str(trained_checkpoint),
+            "--out",
+            str(out),
+            "--tile",
+            "64",
+            "--overlap",
+            "16",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    img = read_histology(out)
+    assert img.rgb and img.pixel_size_um == (10.0, 10.0)
+    assert img.data.shape[:2] == output_grid(small_phantom.msi_shape_yx, (20.0, 20.0), 10.0)
+    direct = synthesize_imzml(
+        small_phantom.paths["imzml"], trained_checkpoint, InferenceOptions(tile=64, overlap=16)
+    )
+    assert np.array_equal(direct.rgb, img.data)

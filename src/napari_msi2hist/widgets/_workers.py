@@ -16,6 +16,17 @@ from napari.utils.notifications import show_error
 from ..progress import Cancelled, Progress
 
 
+def leave_a_core_for_the_viewer() -> None:
+    """Torch uses every core by default, which starves the Qt event loop on small machines; keep one
+    core free while a job runs in a worker thread."""
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
 def _friendly(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -57,10 +68,12 @@ def start_job(
         return None
 
     def run():
+        leave_a_core_for_the_viewer()
         result = yield from job_factory()
         return result
 
-    worker = create_worker(run, _start_thread=False)
+    # errors go to report_error (a notification), not re-raised into the Qt event loop
+    worker = create_worker(run, _start_thread=False, _ignore_errors=True)
     worker.yielded.connect(on_progress)
     worker.returned.connect(on_done)
     worker.errored.connect(report_error)

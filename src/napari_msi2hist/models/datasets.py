@@ -1,0 +1,278 @@
+"""Paired MSI / H&E training data.
+
+A sample is the model input (``(C, Y, X)``, prepared by the channel contract on the MSI working grid)
+and the target H&E resampled onto the same grid through the MSI-to-H&E alignment. Working in the MSI
+frame is what inference does (the model is applied to an MSI before any registration), so training
+and inference see the same geometry.
+
+Alignment of a sample (pairs YAML ``align``): ``truth`` (a phantom's truth.json), ``landmarks`` (two
+napari points CSVs in world um, an affine is fitted MSI -> H&E), or ``aligned`` (H&E world um equal MSI
+world um).
+
+Pairs YAML::
+
+    samples:
+      - name: s1
+        imzml: s1/msi.imzML
+        he: s1/he.ome.tif
+        align: {truth: s1/truth.json}          # or {landmarks_msi: a.csv, landmarks_he: b.csv} or aligned
+        split: train                           # or val (default: train)
+
+Paths are relative to the YAML's folder. Train/validation split is by sample, never by patch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.histology import read_histology, to_uint8_rgb
+from ..io.imzml import ImzMLFile
+from ..msi.ion_images import IonImages, ion_images
+from ..msi.peaks import pick_peaks
+from ..msi.spectra import mean_spectrum
+from .contract import ChannelContract, output_grid, prepare_input
+
+GLASS_RGB = (243, 241, 245)
+
+
+@dataclass
+class PairedSample:
+    name: str
+    x: np.ndarray  # (C, Y, X) float32, model input space
+    y: np.ndarray  # (3, Y, X) float32 in [-1, 1]
+    valid: np.ndarray  # (Y, X) bool: target pixels that came from the H&E image
+    split: str = "train"
+
+
+def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares affine ``dst = A @ src + t`` (yx, um)."""
+    src, dst = np.asarray(src_yx, float), np.asarray(dst_yx, float)
+    if len(src) < 3:
+        raise ValueError("an affine needs at least 3 landmark pairs")
+    g = np.column_stack([src, np.ones(len(src))])
+    sol, *_ = np.linalg.lstsq(g, dst, rcond=None)
+    return sol[:2].T, sol[2]
+
+
+def he_on_msi_grid(
+    he_rgb: np.ndarray, he_px, msi_to_he, grid_shape, working_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample the H&E at the world positions of the MSI working grid (area-averaged to the working
+    pixel). ``msi_to_he`` maps (N, 2) yx um points. Returns ``(Y, X, 3)`` uint8 and a validity mask."""
+    from scipy import ndimage as ndi
+
+    ny, nx = grid_shape
+    rr, cc = np.mgrid[0:ny, 0:nx]
+    p_msi = np.column_stack([rr.ravel(), cc.ravel()]).astype(np.float64) * working_px
+    p_he = msi_to_he(p_msi) / np.asarray(he_px, dtype=np.float64)
+    k = max(1, int(round(working_px / float(np.mean(he_px)))))
+    out = np.empty((ny * nx, 3), dtype=np.float64)
+    for ch in range(3):
+        band = ndi.uniform_filter(he_rgb[..., ch].astype(np.float64), size=k, mode="nearest")
+        out[:, ch] = ndi.map_coordinates(band, p_he.T, order=1, mode="constant", cval=GLASS_RGB[ch])
+    h, w = he_rgb.shape[:2]
+    valid = (p_he[:, 0] >= 0) & (p_he[:, 0] <= h - 1) & (p_he[:, 1] >= 0) & (p_he[:, 1] <= w - 1)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8).reshape(ny, nx, 3), valid.reshape(ny, nx)
+
+
+def make_sample(
+    name: str,
+    ions: IonImages,
+    he_rgb: np.ndarray,
+    he_px,
+    msi_to_he,
+    contract: ChannelContract,
+    split: str = "train",
+) -> PairedSample:
+    x = prepare_input(ions, contract)
+    rgb, valid = he_on_msi_grid(he_rgb, he_px, msi_to_he, x.shape[1:], contract.working_pixel_um)
+    y = (np.moveaxis(rgb, -1, 0).astype(np.float32) / 127.5) - 1.0
+    return PairedSample(name, x, y, valid, split)
+
+
+def _align_function(align, base: Path):
+    if align in (None, "aligned"):
+        return lambda p: p
+    if "truth" in align:
+        from ..phantom import load_truth
+
+        return load_truth(base / align["truth"]).forward
+    if "landmarks_msi" in align:
+        from ..phantom import read_points_csv
+
+        a, t = affine_from_landmarks(
+            read_points_csv(base / align["landmarks_msi"]),
+            read_points_csv(base / align["landmarks_he"]),
+        )
+        return lambda p: p @ a.T + t
+    raise ValueError(
+        f"unknown alignment {align!r} (use truth, landmarks_msi/landmarks_he, or aligned)"
+    )
+
+
+def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
+    import yaml
+
+    path = Path(path)
+    d = yaml.safe_load(path.read_text())
+    if not isinstance(d, dict) or not isinstance(d.get("samples"), list) or not d["samples"]:
+        raise ValueError(f"{path}: a pairs file needs a non-empty 'samples' list")
+    out = []
+    for i, s in enumerate(d["samples"]):
+        for k in ("imzml", "he"):
+            if k not in s:
+                raise ValueError(f"{path}: sample {i} has no '{k}'")
+        out.append(
+            {
+                "name": s.get("name", f"sample{i}"),
+                "imzml": str(path.parent / s["imzml"]),
+                "he": str(path.parent / s["he"]),
+                "align": s.get("align", "aligned"),
+                "split": s.get("split", "train"),
+                "base": str(path.parent),
+            }
+        )
+    return out
+
+
+def contract_from_data(
+    entries: list[dict],
+    n_peaks: int = 50,
+    mz: list[float] | None = None,
+    tolerance=(10.0, "ppm"),
+    norm: str = "tic",
+    working_pixel_um: float = 10.0,
+    padding: str = "white",
+) -> tuple[ChannelContract, list[IonImages]]:
+    """A channel contract from the training samples: m/z (top-N of the first training sample's mean
+    spectrum, unless given), then statistics over all training samples' ion images."""
+    train = [e for e in entries if e["split"] == "train"] or entries
+    if mz is None:
+        with ImzMLFile(train[0]["imzml"]) as imz:
+            ms = mean_spectrum(imz, norm=norm)
+        mz = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz.tolist()
+    c = ChannelContract(
+        mz=tuple(float(m) for m in mz),
+        tolerance_value=tolerance[0],
+        tolerance_unit=tolerance[1],
+        spectrum_norm=norm,
+        working_pixel_um=working_pixel_um,
+        padding=padding,
+    )
+    stacks = []
+    for e in entries:
+        with ImzMLFile(e["imzml"]) as imz:
+            stacks.append(ion_images(imz, np.asarray(c.mz), tolerance=c.tolerance, norm=norm))
+    tr = [s for s, e in zip(stacks, entries, strict=True) if e["split"] == "train"] or stacks
+    return c.with_stats([s.stack for s in tr], [s.mask for s in tr]), stacks
+
+
+def load_samples(
+    entries: list[dict],
+    contract: ChannelContract,
+    stacks: list[IonImages] | None = None,
+) -> list[PairedSample]:
+    out = []
+    for i, e in enumerate(entries):
+        if stacks is not None:
+            ions = stacks[i]
+        else:
+            with ImzMLFile(e["imzml"]) as imz:
+                ions = ion_images(
+                    imz,
+                    np.asarray(contract.mz),
+                    tolerance=contract.tolerance,
+                    norm=contract.spectrum_norm,
+                )
+        he = read_histology(e["he"])
+        rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+        px = he.pixel_size_um or (1.0, 1.0)
+        out.append(
+            make_sample(
+                e["name"],
+                ions,
+                rgb,
+                px,
+                _align_function(e["align"], Path(e["base"])),
+                contract,
+                e["split"],
+            )
+        )
+    return out
+
+
+def split_by_sample(samples: list[PairedSample]) -> tuple[list[PairedSample], list[PairedSample]]:
+    """Training and validation sets by sample (whole images), never by patch."""
+    train = [s for s in samples if s.split == "train"]
+    val = [s for s in samples if s.split == "val"]
+    names_t, names_v = {s.name for s in train}, {s.name for s in val}
+    if names_t & names_v:
+        raise ValueError(f"samples in both training and validation: {sorted(names_t & names_v)}")
+    return train, val
+
+
+class PatchSampler:
+    """Random crops with flips and 90-degree rotations; ``patch=0`` returns whole images (padded to the
+    network's multiple). Deterministic from the ``rng`` it is given."""
+
+    def __init__(self, samples: list[PairedSample], patch: int, multiple: int, pad_value: float):
+        if not samples:
+            raise ValueError("no training samples")
+        self.samples = samples
+        self.patch = patch
+        self.multiple = multiple
+        self.pad_value = pad_value
+
+    def _pad(self, s: PairedSample, ny: int, nx: int):
+        c, h, w = s.x.shape
+        x = np.full((c, max(h, ny), max(w, nx)), self.pad_value, np.float32)
+        y = np.full((3, max(h, ny), max(w, nx)), 1.0, np.float32)
+        x[:, :h, :w], y[:, :h, :w] = s.x, s.y
+        return x, y
+
+    def batch(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(n):
+            s = self.samples[int(rng.integers(len(self.samples)))]
+            if self.patch:
+                p = self.patch
+                x, y = self._pad(s, p, p)
+                y0 = int(rng.integers(x.shape[1] - p + 1))
+                x0 = int(rng.integers(x.shape[2] - p + 1))
+                x, y = x[:, y0 : y0 + p, x0 : x0 + p], y[:, y0 : y0 + p, x0 : x0 + p]
+            else:
+                m = self.multiple
+                h, w = s.x.shape[1:]
+                x, y = self._pad(s, -(-h // m) * m, -(-w // m) * m)
+            k = int(rng.integers(4))
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+            if rng.random() < 0.5:
+                x, y = x[:, :, ::-1], y[:, :, ::-1]
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        if not self.patch:  # whole images of different sizes: pad to the largest
+            hh = max(a.shape[1] for a in xs)
+            ww = max(a.shape[2] for a in xs)
+            xs = [
+                np.pad(
+                    a,
+                    ((0, 0), (0, hh - a.shape[1]), (0, ww - a.shape[2])),
+                    constant_values=self.pad_value,
+                )
+                for a in xs
+            ]
+            ys = [
+                np.pad(a, ((0, 0), (0, hh - a.shape[1]), (0, ww - a.shape[2])), constant_values=1.0)
+                for a in ys
+            ]
+        return np.stack(xs), np.stack(ys)
+
+
+def grid_shape_for(ions: IonImages, contract: ChannelContract) -> tuple[int, int]:
+    return output_grid(
+        ions.stack.shape[-2:], ions.pixel_size_um or (1.0, 1.0), contract.working_pixel_um
+    )

@@ -1,0 +1,401 @@
+"""pix2pix training (and the plain U-Net baseline) as a progress generator shared by CLI and widget.
+
+Objective (seed 000 / pix2pix): conditional GAN loss (``vanilla`` BCE, ``lsgan`` least squares, or
+``wgangp`` Wasserstein with gradient penalty, as seed 002 compares) + ``lambda_l1`` * L1, Adam with
+beta1 = 0.5, defaults lambda 200 and lr 2e-5 as in seed 000, optional linear decay of the learning rate
+to 0 from ``decay_start``. The baseline (``model="unet"``) is a plain U-Net trained with MSE on small
+patches.
+
+Resumable and deterministic: every step seeds torch and the patch sampler from ``(seed, step)``, so a
+run resumed from ``checkpoints/last.pt`` (weights, both optimisers, scheduler) reproduces the
+uninterrupted run exactly. Checkpoints are written atomically every ``checkpoint_every`` steps, at the
+end, and when cancelled: a crash loses at most ``checkpoint_every`` steps.
+
+Multi-GPU / multi-node: launched by ``torchrun``, each process wraps the networks in
+``DistributedDataParallel`` (gloo on CPU, NCCL on GPU); rank ``r`` samples its own patches from
+``(seed, step, r)``; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..progress import Cancelled, CancelToken, Progress
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .contract import ChannelContract
+from .datasets import PairedSample, PatchSampler
+from .inference import pick_device
+from .networks import build_discriminator, build_generator, init_weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "pix2pix"  # or "unet" (baseline, MSE)
+    gan_mode: str = "vanilla"  # vanilla | lsgan | wgangp
+    lambda_l1: float = 200.0
+    lr: float = 2e-5
+    beta1: float = 0.5
+    max_steps: int = 1000
+    decay_start: int | None = None
+    batch_size: int = 4
+    patch: int = 128  # 0: whole images
+    ngf: int = 64
+    depth: int = 7
+    norm: str = "batch"
+    dropout: float = 0.5
+    ndf: int = 64
+    d_layers: int = 3
+    gp_weight: float = 10.0
+    baseline_base: int = 32
+    baseline_patch: int = 32
+    checkpoint_every: int = 100
+    val_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self):
+        if self.model not in ("pix2pix", "unet"):
+            raise ValueError(f"model must be pix2pix or unet, not {self.model!r}")
+        if self.gan_mode not in ("vanilla", "lsgan", "wgangp"):
+            raise ValueError(f"gan_mode must be vanilla, lsgan or wgangp, not {self.gan_mode!r}")
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def generator_arch(cfg: TrainConfig, in_channels: int) -> dict:
+    if cfg.model == "unet":
+        return {
+            "name": "baseline_unet",
+            "in_channels": in_channels,
+            "out_channels": 3,
+            "base": cfg.baseline_base,
+            "depth": 3,
+        }
+    return {
+        "name": "unet_generator",
+        "in_channels": in_channels,
+        "out_channels": 3,
+        "ngf": cfg.ngf,
+        "depth": cfg.depth,
+        "norm": cfg.norm,
+        "dropout": cfg.dropout,
+    }
+
+
+def discriminator_arch(cfg: TrainConfig, in_channels: int) -> dict:
+    # WGAN-GP's penalty is per sample: no batch norm in its critic
+    norm = "instance" if cfg.gan_mode == "wgangp" else cfg.norm
+    return {
+        "name": "patch",
+        "in_channels": in_channels + 3,
+        "ndf": cfg.ndf,
+        "n_layers": cfg.d_layers,
+        "norm": norm,
+    }
+
+
+def _gan_loss(mode: str, pred: torch.Tensor, real: bool) -> torch.Tensor:
+    if mode == "vanilla":
+        target = torch.ones_like(pred) if real else torch.zeros_like(pred)
+        return nn.functional.binary_cross_entropy_with_logits(pred, target)
+    if mode == "lsgan":
+        return ((pred - (1.0 if real else 0.0)) ** 2).mean()
+    return -pred.mean() if real else pred.mean()  # wgangp critic terms
+
+
+def _gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    a = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    inter = (a * real + (1 - a) * fake).requires_grad_(True)
+    out = d(inter)
+    (g,) = torch.autograd.grad(out.sum(), inter, create_graph=True)
+    return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def _dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _state_for_resume(d, opt_g, opt_d, sched_g, sched_d, step, d_arch) -> dict:
+    return {
+        "step": int(step),
+        "discriminator": {k: v.detach().cpu() for k, v in d.state_dict().items()} if d else {},
+        "d_arch": d_arch or {},
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict() if opt_d else {},
+        "sched_g": sched_g.state_dict(),
+        "sched_d": sched_d.state_dict() if sched_d else {},
+    }
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if cfg.decay_start is None or step < cfg.decay_start:
+            return 1.0
+        span = max(1, cfg.max_steps - cfg.decay_start)
+        return max(0.0, 1.0 - (step - cfg.decay_start) / span)
+
+    return f
+
+
+def _unwrap(m):
+    return m.module if hasattr(m, "module") else m
+
+
+def predict_sample(
+    g: nn.Module, s: PairedSample, multiple: int, pad_value: float, device
+) -> np.ndarray:
+    """Whole-image prediction of one sample, ``(Y, X, 3)`` uint8 (for previews and validation)."""
+    from .inference import to_rgb_uint8
+
+    h, w = s.x.shape[1:]
+    hh, ww = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    x = np.full((s.x.shape[0], hh, ww), pad_value, np.float32)
+    x[:, :h, :w] = s.x
+    was = g.training
+    g.eval()
+    with torch.no_grad():
+        out = g(torch.from_numpy(x)[None].to(device)).float().cpu().numpy()[0]
+    g.train(was)
+    return to_rgb_uint8(out[:, :h, :w])
+
+
+def validation_metrics(g, samples, multiple, pad_value, device) -> tuple[dict, np.ndarray | None]:
+    from ..metrics import mutual_information, ssim
+    from .inference import to_rgb_uint8
+
+    if not samples:
+        return {}, None
+    mis, ssims, preview = [], [], None
+    for s in samples:
+        pred = predict_sample(g, s, multiple, pad_value, device)
+        truth = to_rgb_uint8(s.y)
+        mis.append(mutual_information(pred, truth, s.valid))
+        ssims.append(ssim(pred, truth, s.valid))
+        preview = pred if preview is None else preview
+    return {"val_mi": float(np.mean(mis)), "val_ssim": float(np.mean(ssims))}, preview
+
+
+def iter_train(
+    train: list[PairedSample],
+    val: list[PairedSample],
+    contract: ChannelContract,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    base: str | os.PathLike | Checkpoint | None = None,
+    cancel: CancelToken | None = None,
+    data_info: dict | None = None,
+) -> Generator[Progress, None, Path]:
+    """Train; yields ``Progress(step, max_steps, "train", info={...losses, val metrics, preview})`` and
+    returns the path of the final checkpoint (``OUT_DIR/model.pt``)."""
+    rank, world = _dist_info()
+    out = Path(out_dir)
+    ck_dir = out / "checkpoints"
+    if rank == 0:
+        ck_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    in_ch = contract.n_channels
+    arch = generator_arch(cfg, in_ch)
+    d_arch = discriminator_arch(cfg, in_ch) if cfg.model == "pix2pix" else None
+    torch.manual_seed(cfg.seed)
+    g = build_generator(arch)
+    init_weights(g)
+    d = build_discriminator(d_arch) if d_arch else None
+    if d is not None:
+        init_weights(d)
+    start = 0
+    last = ck_dir / "last.pt"
+    resume_state = None
+    if resume and last.is_file():
+        ck = load_checkpoint(last)
+        if ck.contract != contract or ck.arch != arch:
+            raise ValueError(
+                f"{last}: the run to resume used another channel contract or architecture"
+            )
+        g.load_state_dict(ck.state_dict)
+        resume_state = ck.extra_state
+        if d is not None and resume_state.get("discriminator"):
+            d.load_state_dict(resume_state["discriminator"])
+        start = int(resume_state.get("step", 0))
+    elif base is not None:
+        ck = base if isinstance(base, Checkpoint) else load_checkpoint(base)
+        if ck.contract.mz != contract.mz:
+            raise ValueError(
+                f"{ck.path}: base checkpoint has another m/z channel list than the data"
+            )
+        if ck.arch != arch:
+            arch = dict(ck.arch)
+            g = build_generator(arch)
+        g.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()}
+        )
+        if (
+            d is not None
+            and ck.extra_state.get("discriminator")
+            and ck.extra_state.get("d_arch") == d_arch
+        ):
+            d.load_state_dict(ck.extra_state["discriminator"])
+    g.to(device).train()
+    if d is not None:
+        d.to(device).train()
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        g = DDP(g, device_ids=ids)
+        if d is not None:
+            d = DDP(d, device_ids=ids)
+    betas = (cfg.beta1, 0.999) if cfg.gan_mode != "wgangp" else (0.0, 0.9)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas) if d is not None else None
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_lambda(cfg)) if opt_d else None
+    if resume_state:
+        opt_g.load_state_dict(resume_state["opt_g"])
+        sched_g.load_state_dict(resume_state["sched_g"])
+        if opt_d is not None:
+            opt_d.load_state_dict(resume_state["opt_d"])
+            sched_d.load_state_dict(resume_state["sched_d"])
+    multiple = _unwrap(g).multiple
+    patch = cfg.baseline_patch if cfg.model == "unet" else cfg.patch
+    if patch:
+        patch = max(multiple, -(-patch // multiple) * multiple)
+    sampler = PatchSampler(train, patch, multiple, contract.pad_value)
+    use_amp = device.type == "cuda" and cfg.amp
+    amp_dtype = torch.bfloat16
+    training_meta = {
+        "config": asdict(cfg),
+        "data": data_info or {"train": [s.name for s in train], "val": [s.name for s in val]},
+    }
+    log_path = out / "metrics.jsonl"
+    if rank == 0:
+        (out / "config.yaml").write_text(cfg.to_yaml())
+
+    def save(step: int, final: bool = False) -> Path:
+        meta = {**training_meta, "steps": step, "losses": last_losses, "seed": cfg.seed}
+        extra = _state_for_resume(
+            _unwrap(d) if d is not None else None, opt_g, opt_d, sched_g, sched_d, step, d_arch
+        )
+        p = save_checkpoint(last, _unwrap(g), arch, contract, meta, extra)
+        if final:
+            p = save_checkpoint(out / "model.pt", _unwrap(g), arch, contract, meta)
+        return p
+
+    last_losses: dict = {}
+    t0 = time.monotonic()
+    step = start
+    yield Progress(step, cfg.max_steps, "train", {"resumed_from": start} if start else None)
+    try:
+        while step < cfg.max_steps:
+            if cancel is not None:
+                cancel.check()
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * 131 + rank)
+            rng = np.random.default_rng([cfg.seed, step, rank])
+            xb, yb = sampler.batch(rng, cfg.batch_size)
+            x = torch.from_numpy(xb).to(device)
+            y = torch.from_numpy(yb).to(device)
+            losses = {}
+            if d is None:  # U-Net baseline, MSE
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = nn.functional.mse_loss(g(x).float(), y)
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+                sched_g.step()
+                losses["mse"] = float(loss.detach())
+            else:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    fake = g(x)
+                # discriminator / critic: real and fake pairs in one forward (DDP needs one forward
+                # per backward)
+                opt_d.zero_grad(set_to_none=True)
+                real_pair, fake_pair = torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    pred_real, pred_fake = d(torch.cat([real_pair, fake_pair], 0)).float().chunk(2)
+                if cfg.gan_mode == "wgangp":
+                    loss_d = pred_fake.mean() - pred_real.mean()
+                    loss_d = loss_d + cfg.gp_weight * _gradient_penalty(
+                        _unwrap(d), real_pair.float(), fake_pair.float()
+                    )
+                else:
+                    loss_d = 0.5 * (
+                        _gan_loss(cfg.gan_mode, pred_real, True)
+                        + _gan_loss(cfg.gan_mode, pred_fake, False)
+                    )
+                loss_d.backward()
+                opt_d.step()
+                # generator: adversarial + lambda * L1 (the discriminator's gradients from this pass are
+                # cleared before its next step)
+                opt_g.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    pred = d(torch.cat([x, fake], 1)).float()
+                adv = _gan_loss(cfg.gan_mode, pred, True)
+                l1 = nn.functional.l1_loss(fake.float(), y)
+                loss_g = adv + cfg.lambda_l1 * l1
+                loss_g.backward()
+                opt_g.step()
+                sched_g.step()
+                sched_d.step()
+                losses = {
+                    "d": float(loss_d.detach()),
+                    "g_adv": float(adv.detach()),
+                    "l1": float(l1.detach()),
+                }
+            step += 1
+            last_losses = losses
+            info = {
+                "losses": losses,
+                "lr": sched_g.get_last_lr()[0],
+                "seconds": time.monotonic() - t0,
+            }
+            if rank == 0 and val and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                vm, preview = validation_metrics(
+                    _unwrap(g), val, multiple, contract.pad_value, device
+                )
+                info.update(vm)
+                info["preview"] = preview
+            if rank == 0:
+                with open(log_path, "a") as fh:
+                    fh.write(
+                        json.dumps(
+                            {
+                                "step": step,
+                                **losses,
+                                **{k: v for k, v in info.items() if k.startswith("val_")},
+                            }
+                        )
+                        + "\n"
+                    )
+                if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                    save(step)
+            yield Progress(step, cfg.max_steps, "train", info)
+    except (Cancelled, GeneratorExit):
+        if rank == 0 and step > start:
+            save(step)
+        raise
+    final = save(step, final=True) if rank == 0 else out / "model.pt"
+    return final

@@ -1,0 +1,232 @@
+"""Synthesise H&E dock widget: MSI layer + checkpoint -> synthetic H&E layer, in a thread worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.imzml import is_imzml_path, open_imzml
+from ..models.checkpoint import load_checkpoint
+from ..models.contract import ContractMismatchError
+from ..models.inference import InferenceOptions
+from ..models.synthesis import extract_for_contract, iter_synthesize
+from ..msi.ion_images import IonImages, Tolerance
+from ._workers import start_job
+
+# checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser
+RECENT_CHECKPOINTS: list[str] = []
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    layer_name: str
+    kind: str
+    file: str
+    checkpoint: str
+    options: InferenceOptions
+    reextract: bool
+
+
+def synthesis_sources(viewer):
+    out = []
+    for ly in viewer.layers:
+        k = ly.metadata.get("msi2hist", {}).get("kind")
+        if k in ("msi", "ion_stack"):
+            out.append(ly)
+    return out
+
+
+class SynthesisWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.last_result = None
+
+        self.layer_box = QComboBox()
+        self.layer_box.setToolTip("MSI (from an .imzML) or an ion-image stack layer")
+        self.ckpt_box = QComboBox()
+        self.ckpt_box.setEditable(True)
+        self.ckpt_box.setToolTip("Checkpoint file, or 'demo' for the bundled demo model")
+        browse = QPushButton("...")
+        browse.setToolTip("Choose a checkpoint file")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.ckpt_box, 1)
+        row.addWidget(browse)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setToolTip("Where the network runs (auto: CUDA, then Apple MPS, then CPU)")
+        self.tile = QSpinBox()
+        self.tile.setRange(32, 4096)
+        self.tile.setValue(512)
+        self.tile.setSuffix(" px")
+        self.tile.setToolTip("Tile size in working pixels (rounded up to the network's multiple)")
+        self.overlap = QSpinBox()
+        self.overlap.setRange(0, 1024)
+        self.overlap.setValue(64)
+        self.overlap.setSuffix(" px")
+        self.overlap.setToolTip("Overlap between tiles; overlaps are blended smoothly")
+        self.reextract = QCheckBox("re-extract the model's m/z from the imzML when needed")
+        self.reextract.setChecked(True)
+        self.run_btn = QPushButton("Synthesise H&E")
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("MSI layer", self.layer_box)
+        form.addRow("Checkpoint", row)
+        form.addRow("Device", self.device)
+        form.addRow("Tile", self.tile)
+        form.addRow("Overlap", self.overlap)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.reextract)
+        lay.addWidget(self.run_btn)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+        self.refresh_checkpoints()
+
+    def refresh_checkpoints(self, select: str | None = None):
+        current = select or self.ckpt_box.currentText() or "demo"
+        items = list(dict.fromkeys(list(reversed(RECENT_CHECKPOINTS)) + ["demo"]))
+        self.ckpt_box.clear()
+        self.ckpt_box.addItems(items)
+        self.ckpt_box.setCurrentText(current)
+
+    def _browse(self):
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Checkpoint", "", "Checkpoints (*.pt *.pth);;All files (*)"
+        )
+        if path:
+            self.ckpt_box.setCurrentText(path)
+
+    def _refresh(self, *_):
+        cur = self.layer_box.currentText()
+        names = [ly.name for ly in synthesis_sources(self.viewer)]
+        self.layer_box.clear()
+        self.layer_box.addItems(names)
+        if cur in names:
+            self.layer_box.setCurrentText(cur)
+
+    def _params(self) -> SynthParams:
+        name = self.layer_box.currentText()
+        if not name:
+            raise ValueError("open an .imzML file first (drag it onto the viewer)")
+        md = self.viewer.layers[name].metadata["msi2hist"]
+        opts = InferenceOptions(
+            tile=self.tile.value(), overlap=self.overlap.value(), device=self.device.currentText()
+        )
+        return SynthParams(
+            name,
+            md["kind"],
+            md.get("file", ""),
+            self.ckpt_box.currentText().strip() or "demo",
+            opts,
+            self.reextract.isChecked(),
+        )
+
+    def _stack_from_layer(self, name: str) -> IonImages:
+        ly = self.viewer.layers[name]
+        md = ly.metadata["msi2hist"]
+        tol = md.get("tolerance", {"value": 10.0, "unit": "ppm"})
+        data = np.asarray(ly.data)
+        mask = md.get("mask")
+        mask = np.ones(data.shape[-2:], bool) if mask is None else np.asarray(mask)
+        return IonImages(
+            data,
+            mask,
+            np.asarray(md["mz"]),
+            Tolerance(tol["value"], tol["unit"]),
+            md.get("normalisation", "none"),
+            tuple(ly.scale[-2:]),
+            md.get("file", name),
+        )
+
+    def _run_or_cancel(self):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling...")
+            return
+        try:
+            params = self._params()
+            stack = (
+                self._stack_from_layer(params.layer_name) if params.kind == "ion_stack" else None
+            )
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            from napari.utils.notifications import show_error
+
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+        self.run_btn.setText("Cancel")
+        self.worker = start_job(
+            lambda: self._job(params, stack),
+            self._on_progress,
+            self._add_layer,
+            on_error=self.status.setText,
+            on_finished=self._finished,
+        )
+
+    @staticmethod
+    def _job(params: SynthParams, stack: IonImages | None):
+        ckpt = load_checkpoint(params.checkpoint)
+        if stack is not None:
+            try:
+                return params, (yield from iter_synthesize(stack, ckpt, params.options))
+            except ContractMismatchError:
+                if not (params.reextract and is_imzml_path(params.file)):
+                    raise
+        if not is_imzml_path(params.file):
+            raise ValueError(
+                f"{params.layer_name}: no imzML to extract the model's m/z channels from"
+            )
+        with open_imzml(params.file) as imz:
+            ions = yield from extract_for_contract(imz, ckpt)
+        return params, (yield from iter_synthesize(ions, ckpt, params.options))
+
+    def _on_progress(self, p):
+        self.progress.setMaximum(max(1, p.total))
+        self.progress.setValue(p.done)
+        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
+
+    def _finished(self):
+        self.worker = None
+        self.run_btn.setText("Synthesise H&E")
+
+    def _add_layer(self, result):
+        params, res = result
+        self.last_result = res
+        name = f"{params.layer_name.removesuffix(' TIC')} synthetic H&E"
+        meta = {"msi2hist": res.metadata()}
+        if name in self.viewer.layers:
+            ly = self.viewer.layers[name]
+            ly.data, ly.metadata, ly.scale = res.rgb, meta, res.pixel_size_um
+        else:
+            self.viewer.add_image(
+                res.rgb, name=name, rgb=True, scale=res.pixel_size_um, metadata=meta
+            )
+        self.status.setText(
+            f"synthetic H&E {res.rgb.shape[0]}x{res.rgb.shape[1]} px at {res.pixel_size_um[0]} um"
+        )
