@@ -151,6 +151,110 @@ def cmd_synthesize(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .models.datasets import contract_from_data, load_samples, read_pairs_yaml, split_by_sample
+    from .models.training import TrainConfig, iter_train
+    from .progress import run_to_end
+
+    entries = read_pairs_yaml(args.pairs)
+    cfg = TrainConfig(
+        model=args.model,
+        gan_mode=args.gan_mode,
+        lambda_l1=args.lambda_l1,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        patch=args.patch,
+        ngf=args.ngf,
+        depth=args.depth,
+        ndf=args.ndf,
+        checkpoint_every=args.checkpoint_every,
+        val_every=args.val_every,
+        seed=args.seed,
+        device=args.device,
+        decay_start=args.decay_start,
+    )
+    out = Path(args.out)
+    base = None
+    if args.base or args.resume:
+        from .models.checkpoint import load_checkpoint
+
+        src = (
+            out / "checkpoints" / "last.pt"
+            if args.resume and (out / "checkpoints" / "last.pt").is_file()
+            else args.base
+        )
+        if src is None:
+            raise CLIError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+        base = load_checkpoint(src)
+        contract = base.contract
+        samples = load_samples(entries, contract)
+    else:
+        mz = [float(v) for v in args.mz.split(",")] if args.mz else None
+        contract, stacks = contract_from_data(
+            entries,
+            n_peaks=args.n_peaks,
+            mz=mz,
+            working_pixel_um=args.working_pixel_um,
+            padding=args.padding,
+        )
+        samples = load_samples(entries, contract, stacks)
+    train, val = split_by_sample(samples)
+    bar = _Bar(args.quiet)
+    info = {
+        "pairs": str(Path(args.pairs).resolve()),
+        "train": [s.name for s in train],
+        "val": [s.name for s in val],
+    }
+    final = run_to_end(
+        iter_train(
+            train,
+            val,
+            contract,
+            cfg,
+            out,
+            resume=args.resume,
+            base=None if args.resume else base,
+            data_info=info,
+        ),
+        bar,
+    )
+    if not args.quiet:
+        print(
+            f"wrote {final} (metrics in {out / 'metrics.jsonl'}, config in {out / 'config.yaml'})"
+        )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .io.histology import read_histology, to_uint8_rgb
+    from .metrics import all_metrics
+
+    pred = to_uint8_rgb(np.asarray(read_histology(args.pred).levels[0]))
+    truth = to_uint8_rgb(np.asarray(read_histology(args.truth).levels[0]))
+    if pred.shape[:2] != truth.shape[:2]:
+        raise CLIError(
+            f"{args.pred}: shape {pred.shape[:2]} differs from {args.truth}: {truth.shape[:2]}"
+        )
+    mask = None
+    if args.mask:
+        m = np.asarray(read_histology(args.mask).levels[0])
+        mask = (m[..., 0] if m.ndim == 3 else m) > 0
+        if mask.shape != pred.shape[:2]:
+            raise CLIError(
+                f"{args.mask}: mask shape {mask.shape} differs from the images {pred.shape[:2]}"
+            )
+    res = all_metrics(pred, truth, mask)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:5s} {v:.4f}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """What exists end to end today: phantom -> peaks -> ion images, with a summary report."""
     from .io.histology import write_ome_tiff
@@ -268,6 +372,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser(
+        "train", help="train or fine-tune pix2pix (or the U-Net baseline) on paired MSI/H&E"
+    )
+    p.add_argument("--pairs", required=True, help="pairs YAML (see docs/training.md)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder: checkpoints/, model.pt, metrics.jsonl, config.yaml",
+    )
+    p.add_argument("--base", help="checkpoint to fine-tune from (its m/z channels are used)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--model", choices=["pix2pix", "unet"], default="pix2pix")
+    p.add_argument("--gan-mode", choices=["vanilla", "lsgan", "wgangp"], default="vanilla")
+    p.add_argument("--lambda-l1", type=float, default=200.0, help="L1 weight (seed 000: 200)")
+    p.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (seed 000: 2e-5)")
+    p.add_argument(
+        "--decay-start", type=int, default=None, help="step from which the LR decays linearly to 0"
+    )
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--patch", type=int, default=128, help="training crop in working pixels (0: whole images)"
+    )
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--depth", type=int, default=7)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument(
+        "--n-peaks",
+        type=int,
+        default=50,
+        help="top-N peaks for the channel contract (seed 000: 50)",
+    )
+    p.add_argument("--mz", help="explicit comma-separated m/z list instead of top-N")
+    p.add_argument("--working-pixel-um", type=float, default=10.0)
+    p.add_argument("--padding", choices=["white", "black"], default="white")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="MI, NMI, SSIM, PSNR between a synthetic and a real H&E")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--mask", help="optional mask image (non-zero = inside)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run the workflow on an embedded phantom and write a report")
     p.add_argument("out_dir")

@@ -10,7 +10,9 @@ Realism effects, each switchable in :class:`PhantomConfig`: matrix peaks off tis
 drift (gradient along the scan, line-to-line jitter), ion suppression where nuclei are dense, hot
 pixels, missing pixels. The MSI-to-H&E transform is rotation + scale + shift + a smooth displacement
 (``deform_rms_px`` MSI pixels rms) and is written to ``truth.json`` (see :func:`load_truth`).
-Everything is deterministic from ``seed``.
+Everything is deterministic from ``seed``; the peak table (the "chemistry": which m/z belong to
+which tissue class) comes from ``chemistry_seed`` instead, so that phantoms of different seeds share
+their m/z channels as samples from one lab and protocol do, and one model applies to all of them.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class PhantomConfig:
     noise: bool = True
     counts_scale: float = 200.0
     n_landmarks: int = 12
+    chemistry_seed: int = 0  # the peak table (which m/z belong to which class); shared across seeds
 
     def replace(self, **kw) -> PhantomConfig:
         d = asdict(self)
@@ -306,7 +309,7 @@ def iter_make_phantom(
     cls = tissue_classes(he)
     tr, shape = _make_transform(cfg, he.shape, rng)
     fr = _msi_fractions(cls, tr, shape, cfg)
-    peaks = _peak_table(cfg, rng)
+    peaks = _peak_table(cfg, np.random.default_rng(cfg.chemistry_seed))
     yield Progress(2, 5, "geometry")
 
     ny, nx = shape

@@ -207,9 +207,11 @@ def iter_train(
     base: str | os.PathLike | Checkpoint | None = None,
     cancel: CancelToken | None = None,
     data_info: dict | None = None,
+    keep: dict | None = None,
 ) -> Generator[Progress, None, Path]:
     """Train; yields ``Progress(step, max_steps, "train", info={...losses, val metrics, preview})`` and
-    returns the path of the final checkpoint (``OUT_DIR/model.pt``)."""
+    returns the path of the final checkpoint (``OUT_DIR/model.pt``). ``keep``, if given, receives the
+    trained networks (``keep["generator"]``), e.g. for comparing DDP ranks."""
     rank, world = _dist_info()
     out = Path(out_dir)
     ck_dir = out / "checkpoints"
@@ -397,5 +399,17 @@ def iter_train(
         if rank == 0 and step > start:
             save(step)
         raise
+    if world > 1:
+        # DDP broadcasts rank 0's buffers (BatchNorm running statistics) before each forward; each
+        # rank then updated its own copy in the last step. Make every rank hold rank 0's model.
+        import torch.distributed as dist
+
+        for net in (g, d):
+            if net is not None:
+                for buf in _unwrap(net).buffers():
+                    dist.broadcast(buf, 0)
     final = save(step, final=True) if rank == 0 else out / "model.pt"
+    if keep is not None:  # hand the trained networks to the caller (each DDP rank has its own)
+        keep["generator"] = _unwrap(g)
+        keep["discriminator"] = _unwrap(d) if d is not None else None
     return final
