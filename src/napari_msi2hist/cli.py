@@ -175,6 +175,10 @@ def cmd_train(args) -> int:
         decay_start=args.decay_start,
     )
     out = Path(args.out)
+    if not args.resume and (out / "checkpoints" / "last.pt").is_file():
+        raise CLIError(
+            f"{out}: holds a training run already; use --resume to continue it or another --out"
+        )
     base = None
     if args.base or args.resume:
         from .models.checkpoint import load_checkpoint

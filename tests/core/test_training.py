@@ -248,6 +248,7 @@ def test_train_and_evaluate_cli(tmp_path, phantom_entries, capsys):
     }
     ck = load_checkpoint(out / "model.pt")
     assert ck.contract.n_channels == 8 and ck.training["steps"] == 4
+    assert main(args) == 1  # a second run over the first is refused
     assert main(args[:-1] + ["--max-steps", "6", "--resume", "--quiet"]) == 0
     assert load_checkpoint(out / "model.pt").training["steps"] == 6
     # evaluate: identical images score perfectly

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
 
-from ..progress import Cancelled, Progress
+from ..progress import Cancelled, CancelToken, Progress
 
 
 def leave_a_core_for_the_viewer() -> None:
@@ -39,7 +39,12 @@ def start_job(
     on_finished: Callable | None = None,
     sync: bool | None = None,
 ) -> GeneratorWorker | None:
-    """Run ``job_factory()`` (a progress generator) and deliver its result to ``on_done``."""
+    """Run ``job_factory(cancel_token)`` (a progress generator) and deliver its result to ``on_done``.
+
+    Cancel with ``worker.cancel_token.cancel()``: the job stops at its next check by raising
+    :class:`Cancelled` inside the generator, so its own clean-up runs (a training run saves its state).
+    (napari's ``worker.quit()`` would stop iterating without telling the generator.)"""
+    token = CancelToken()
 
     def report_error(exc):
         if isinstance(exc, Cancelled):
@@ -52,7 +57,7 @@ def start_job(
     if sync is None:
         sync = os.environ.get("MSI2HIST_NOTHREADS", "") not in ("", "0")
     if sync:
-        gen = job_factory()
+        gen = job_factory(token)
         try:
             while True:
                 try:
@@ -69,7 +74,7 @@ def start_job(
 
     def run():
         leave_a_core_for_the_viewer()
-        result = yield from job_factory()
+        result = yield from job_factory(token)
         return result
 
     # errors go to report_error (a notification), not re-raised into the Qt event loop
@@ -79,5 +84,6 @@ def start_job(
     worker.errored.connect(report_error)
     if on_finished is not None:
         worker.finished.connect(on_finished)
+    worker.cancel_token = token
     worker.start()
     return worker

@@ -158,7 +158,7 @@ class PeakSelectionWidget(QWidget):
 
     def _run_or_cancel(self, which: str):
         if self.worker is not None:
-            self.worker.quit()
+            self.worker.cancel_token.cancel()
             self.status.setText("cancelling...")
             return
         try:
@@ -172,18 +172,18 @@ class PeakSelectionWidget(QWidget):
             return
         self._busy(which)
         if which == "pick":
-            job, done = (lambda: self._pick_job(params, mz)), self._show_spectrum
+            job, done = (lambda tok: self._pick_job(params, mz, tok)), self._show_spectrum
         else:
-            job, done = (lambda: self._extract_job(params, self.peaks)), self._add_stack
+            job, done = (lambda tok: self._extract_job(params, self.peaks, tok)), self._add_stack
         self.worker = start_job(
             job, self._on_progress, done, on_error=self.status.setText, on_finished=self._finished
         )
 
     # ---------------------------------------------------------------- jobs (worker thread)
     @staticmethod
-    def _pick_job(params: PeakParams, mz):
+    def _pick_job(params: PeakParams, mz, cancel=None):
         with open_imzml(params.file) as imz:
-            ms = yield from iter_mean_spectrum(imz, norm=params.norm)
+            ms = yield from iter_mean_spectrum(imz, norm=params.norm, cancel=cancel)
         if mz is None:
             peaks = pick_peaks(ms.mz, ms.intensity, n_peaks=params.n_peaks).mz
         else:
@@ -191,9 +191,11 @@ class PeakSelectionWidget(QWidget):
         return ms, peaks
 
     @staticmethod
-    def _extract_job(params: PeakParams, mz):
+    def _extract_job(params: PeakParams, mz, cancel=None):
         with open_imzml(params.file) as imz:
-            res = yield from iter_ion_images(imz, mz, tolerance=params.tolerance, norm=params.norm)
+            res = yield from iter_ion_images(
+                imz, mz, tolerance=params.tolerance, norm=params.norm, cancel=cancel
+            )
         return params, res
 
     # ---------------------------------------------------------------- results (GUI thread)
@@ -217,7 +219,7 @@ class PeakSelectionWidget(QWidget):
         mz = self.peaks[i : i + 1]
         self._busy("add")
         self.worker = start_job(
-            lambda: self._extract_job(params, mz),
+            lambda tok: self._extract_job(params, mz, tok),
             self._on_progress,
             lambda r: self._add_layer(*r, preview=True),
             on_error=self.status.setText,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +28,10 @@ from ..models.synthesis import extract_for_contract, iter_synthesize
 from ..msi.ion_images import IonImages, Tolerance
 from ._workers import start_job
 
-# checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser
+# checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser, and
+# the live widgets to tell when a new one appears
 RECENT_CHECKPOINTS: list[str] = []
+LIVE_WIDGETS: weakref.WeakSet = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class SynthesisWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
         self.refresh_checkpoints()
+        LIVE_WIDGETS.add(self)
 
     def refresh_checkpoints(self, select: str | None = None):
         current = select or self.ckpt_box.currentText() or "demo"
@@ -166,7 +170,7 @@ class SynthesisWidget(QWidget):
 
     def _run_or_cancel(self):
         if self.worker is not None:
-            self.worker.quit()
+            self.worker.cancel_token.cancel()
             self.status.setText("cancelling...")
             return
         try:
@@ -182,7 +186,7 @@ class SynthesisWidget(QWidget):
             return
         self.run_btn.setText("Cancel")
         self.worker = start_job(
-            lambda: self._job(params, stack),
+            lambda tok: self._job(params, stack, tok),
             self._on_progress,
             self._add_layer,
             on_error=self.status.setText,
@@ -190,11 +194,11 @@ class SynthesisWidget(QWidget):
         )
 
     @staticmethod
-    def _job(params: SynthParams, stack: IonImages | None):
+    def _job(params: SynthParams, stack: IonImages | None, cancel=None):
         ckpt = load_checkpoint(params.checkpoint)
         if stack is not None:
             try:
-                return params, (yield from iter_synthesize(stack, ckpt, params.options))
+                return params, (yield from iter_synthesize(stack, ckpt, params.options, cancel))
             except ContractMismatchError:
                 if not (params.reextract and is_imzml_path(params.file)):
                     raise
@@ -203,8 +207,8 @@ class SynthesisWidget(QWidget):
                 f"{params.layer_name}: no imzML to extract the model's m/z channels from"
             )
         with open_imzml(params.file) as imz:
-            ions = yield from extract_for_contract(imz, ckpt)
-        return params, (yield from iter_synthesize(ions, ckpt, params.options))
+            ions = yield from extract_for_contract(imz, ckpt, cancel)
+        return params, (yield from iter_synthesize(ions, ckpt, params.options, cancel))
 
     def _on_progress(self, p):
         self.progress.setMaximum(max(1, p.total))

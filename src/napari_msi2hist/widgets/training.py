@@ -1,0 +1,381 @@
+"""Train / fine-tune dock widget: pairs from open layers or a pairs file, live losses and preview.
+
+Open layers become a training pair without writing files: the MSI layer's imzML gives the ion images,
+the H&E layer gives the target, and the alignment is either the layers' own transforms as displayed
+(each layer's ``scale``/``translate``/``affine``), or a least-squares affine from two paired
+landmark Points layers (world micrometres). A finished checkpoint is offered at once in every
+Synthesise H&E widget.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.histology import to_uint8_rgb
+from ..models.training import TrainConfig
+from . import synthesis as synth_widget
+from ._workers import start_job
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    source: str  # "layers" or "file"
+    pairs_file: str
+    imzml: str
+    he_rgb: np.ndarray | None
+    he_pixel_um: tuple[float, float]
+    align: str  # "displayed" | "landmarks"
+    msi_to_he_matrix: np.ndarray | None  # 3x3 homogeneous, yx um
+    base: str
+    out_dir: str
+    resume: bool
+    cfg: TrainConfig
+    n_peaks: int
+
+
+def _layer_matrix(layer) -> np.ndarray:
+    """3x3 homogeneous (yx) matrix from a layer's world-um-without-transform coordinates (data *
+    scale) to napari world: affine @ (p + translate)."""
+    aff = np.asarray(layer.affine.affine_matrix, dtype=np.float64)[-3:, -3:]
+    t = np.eye(3)
+    t[:2, 2] = np.asarray(layer.translate[-2:], dtype=np.float64)
+    return aff @ t
+
+
+def displayed_msi_to_he(msi_layer, he_layer) -> np.ndarray:
+    return np.linalg.inv(_layer_matrix(he_layer)) @ _layer_matrix(msi_layer)
+
+
+def landmark_msi_to_he(moving_pts, fixed_pts) -> np.ndarray:
+    from ..models.datasets import affine_from_landmarks
+
+    a, t = affine_from_landmarks(np.asarray(moving_pts)[:, -2:], np.asarray(fixed_pts)[:, -2:])
+    m = np.eye(3)
+    m[:2, :2], m[:2, 2] = a, t
+    return m
+
+
+def training_job(p: TrainParams, cancel=None):
+    """Worker: build the pairs, then train (a progress generator)."""
+    from ..io.imzml import open_imzml
+    from ..models.checkpoint import load_checkpoint
+    from ..models.datasets import (
+        contract_from_data,
+        load_samples,
+        make_sample,
+        read_pairs_yaml,
+        split_by_sample,
+    )
+    from ..models.training import iter_train
+    from ..msi.ion_images import ion_images
+
+    base = load_checkpoint(p.base) if p.base else None
+    if p.source == "file":
+        entries = read_pairs_yaml(p.pairs_file)
+        if base is not None:
+            contract = base.contract
+            samples = load_samples(entries, contract)
+        else:
+            contract, stacks = contract_from_data(entries, n_peaks=p.n_peaks)
+            samples = load_samples(entries, contract, stacks)
+        train, val = split_by_sample(samples)
+    else:
+        entry = {"name": Path(p.imzml).stem, "imzml": p.imzml, "he": "", "split": "train"}
+        if base is not None:
+            contract = base.contract
+            with open_imzml(p.imzml) as imz:
+                ions = ion_images(
+                    imz,
+                    np.asarray(contract.mz),
+                    tolerance=contract.tolerance,
+                    norm=contract.spectrum_norm,
+                )
+        else:
+            contract, stacks = contract_from_data([entry], n_peaks=p.n_peaks)
+            ions = stacks[0]
+        m = p.msi_to_he_matrix
+
+        def msi_to_he(pts):
+            return pts @ m[:2, :2].T + m[:2, 2]
+
+        s = make_sample(entry["name"], ions, p.he_rgb, p.he_pixel_um, msi_to_he, contract)
+        train, val = [s], [replace(s, split="val")]  # one pair: its validation is the pair itself
+    return (
+        yield from iter_train(
+            train, val, contract, p.cfg, p.out_dir, resume=p.resume, base=base, cancel=cancel
+        )
+    )
+
+
+class TrainWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.history: list[tuple[int, dict]] = []
+        self.last_checkpoint: str | None = None
+
+        self.source = QComboBox()
+        self.source.addItems(["open layers", "pairs file"])
+        self.msi_box, self.he_box = QComboBox(), QComboBox()
+        self.msi_box.setToolTip("MSI layer (opened from an .imzML)")
+        self.he_box.setToolTip("The H&E of the same section")
+        self.align = QComboBox()
+        self.align.addItems(["as displayed", "landmarks"])
+        self.align.setToolTip(
+            "As displayed: the layers' own transforms. Landmarks: an affine fitted to "
+            "paired Points layers (moving = MSI, fixed = H&E, world um)"
+        )
+        self.moving_pts, self.fixed_pts = QComboBox(), QComboBox()
+        self.pairs_file = QLineEdit()
+        self.pairs_file.setPlaceholderText("pairs.yaml (see docs/training.md)")
+        self.base = QComboBox()
+        self.base.setEditable(True)
+        self.base.setToolTip("Checkpoint to fine-tune from (empty: train from scratch)")
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 10_000_000)
+        self.steps.setValue(200)
+        self.lam = QDoubleSpinBox()
+        self.lam.setRange(0, 10000)
+        self.lam.setValue(200.0)
+        self.lam.setToolTip("L1 weight lambda (seed 000: 200)")
+        self.lr = QLineEdit("2e-5")
+        self.lr.setToolTip("Adam learning rate (seed 000: 2e-5)")
+        self.gan = QComboBox()
+        self.gan.addItems(["vanilla", "lsgan", "wgangp"])
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.out_dir = QLineEdit(
+            str(
+                Path(tempfile.gettempdir())
+                / "napari-msi2hist"
+                / "runs"
+                / time.strftime("%Y%m%d-%H%M%S")
+            )
+        )
+        self.out_dir.setToolTip("Run folder: checkpoints, metrics.jsonl, config.yaml, model.pt")
+        self.resume = QCheckBox("resume the run in this folder")
+        self.run_btn = QPushButton("Train")
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.ax_loss = self.figure.add_subplot(121)
+        self.ax_prev = self.figure.add_subplot(122)
+        self.ax_prev.set_axis_off()
+
+        form = QFormLayout()
+        for label, w in (
+            ("Pairs", self.source),
+            ("MSI layer", self.msi_box),
+            ("H&E layer", self.he_box),
+            ("Alignment", self.align),
+            ("Moving points", self.moving_pts),
+            ("Fixed points", self.fixed_pts),
+            ("Pairs file", self.pairs_file),
+            ("Base", self.base),
+            ("Steps", self.steps),
+            ("Lambda L1", self.lam),
+            ("Learning rate", self.lr),
+            ("GAN loss", self.gan),
+            ("Device", self.device),
+            ("Run folder", self.out_dir),
+        ):
+            form.addRow(label, w)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.resume)
+        lay.addWidget(self.run_btn)
+        lay.addWidget(self.canvas)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+
+        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+        self.base.addItems(["", "demo"] + list(reversed(synth_widget.RECENT_CHECKPOINTS)))
+
+    def _refresh(self, *_):
+        def fill(box, pred):
+            cur = box.currentText()
+            names = [ly.name for ly in self.viewer.layers if pred(ly)]
+            box.clear()
+            box.addItems(names)
+            if cur in names:
+                box.setCurrentText(cur)
+
+        kind = lambda ly: ly.metadata.get("msi2hist", {}).get("kind")  # noqa: E731
+        fill(self.msi_box, lambda ly: kind(ly) == "msi")
+        fill(self.he_box, lambda ly: getattr(ly, "rgb", False))
+        fill(self.moving_pts, lambda ly: type(ly).__name__ == "Points")
+        fill(self.fixed_pts, lambda ly: type(ly).__name__ == "Points")
+
+    def _params(self) -> TrainParams:
+        cfg = TrainConfig(
+            max_steps=self.steps.value(),
+            lambda_l1=self.lam.value(),
+            lr=float(self.lr.text()),
+            gan_mode=self.gan.currentText(),
+            device=self.device.currentText(),
+            ngf=16,
+            depth=6,
+            ndf=32,
+            patch=128,
+            batch_size=4,
+            checkpoint_every=max(10, self.steps.value() // 10),
+            val_every=max(5, self.steps.value() // 20),
+        )
+        base = self.base.currentText().strip()
+        if self.source.currentText() == "pairs file":
+            return TrainParams(
+                "file",
+                self.pairs_file.text().strip(),
+                "",
+                None,
+                (1.0, 1.0),
+                "",
+                None,
+                base,
+                self.out_dir.text(),
+                self.resume.isChecked(),
+                cfg,
+                50,
+            )
+        msi, he = self.msi_box.currentText(), self.he_box.currentText()
+        if not msi or not he:
+            raise ValueError("open an MSI (.imzML) and its H&E first")
+        msi_l, he_l = self.viewer.layers[msi], self.viewer.layers[he]
+        if self.align.currentText() == "landmarks":
+            mv, fx = self.moving_pts.currentText(), self.fixed_pts.currentText()
+            if not mv or not fx or mv == fx:
+                raise ValueError("choose two different Points layers: moving (MSI) and fixed (H&E)")
+            m_pts, f_pts = self.viewer.layers[mv].data, self.viewer.layers[fx].data
+            if len(m_pts) != len(f_pts) or len(m_pts) < 3:
+                raise ValueError(
+                    f"landmarks must be paired: {len(m_pts)} moving vs {len(f_pts)} fixed (>= 3)"
+                )
+            matrix = landmark_msi_to_he(m_pts, f_pts)
+        else:
+            matrix = displayed_msi_to_he(msi_l, he_l)
+        data = he_l.data[0] if he_l.multiscale else he_l.data
+        rgb = to_uint8_rgb(np.asarray(data)[..., :3])
+        return TrainParams(
+            "layers",
+            "",
+            msi_l.metadata["msi2hist"]["file"],
+            rgb,
+            tuple(he_l.scale[-2:]),
+            self.align.currentText(),
+            matrix,
+            base,
+            self.out_dir.text(),
+            self.resume.isChecked(),
+            cfg,
+            50,
+        )
+
+    def _run_or_cancel(self):
+        if self.worker is not None:
+            self.worker.cancel_token.cancel()
+            self.status.setText("cancelling (the state is saved for resuming)...")
+            return
+        try:
+            params = self._params()
+        except Exception as e:  # noqa: BLE001
+            from napari.utils.notifications import show_error
+
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+        if not params.resume and (Path(params.out_dir) / "checkpoints").exists():
+            # never start over a previous run: take a fresh folder next to it
+            k = 2
+            while Path(f"{params.out_dir}-{k}").exists():
+                k += 1
+            params = replace(params, out_dir=f"{params.out_dir}-{k}")
+            self.out_dir.setText(params.out_dir)
+        os.makedirs(params.out_dir, exist_ok=True)
+        self.history = []
+        self.run_btn.setText("Cancel")
+        self.worker = start_job(
+            lambda tok: training_job(params, tok),
+            self._on_progress,
+            self._done,
+            on_error=self.status.setText,
+            on_finished=self._finished,
+        )
+
+    def _on_progress(self, p):
+        self.progress.setMaximum(max(1, p.total))
+        self.progress.setValue(p.done)
+        info = p.info or {}
+        if "losses" in info:
+            self.history.append((p.done, info["losses"]))
+            msg = ", ".join(f"{k} {v:.3f}" for k, v in info["losses"].items())
+            if "val_mi" in info:
+                msg += f" | val MI {info['val_mi']:.3f}, SSIM {info['val_ssim']:.3f}"
+            self.status.setText(f"step {p.done}/{p.total}: {msg}")
+            if len(self.history) % 5 == 0 or "preview" in info:
+                self._plot(info.get("preview"))
+
+    def _plot(self, preview):
+        self.ax_loss.clear()
+        steps = [h[0] for h in self.history]
+        for key in self.history[-1][1]:
+            self.ax_loss.plot(
+                steps, [h[1].get(key, np.nan) for h in self.history], label=key, lw=0.8
+            )
+        self.ax_loss.set_yscale("log")
+        self.ax_loss.legend(fontsize=6)
+        self.ax_loss.set_xlabel("step")
+        if preview is not None:
+            self.ax_prev.clear()
+            self.ax_prev.imshow(preview)
+            self.ax_prev.set_title("validation", fontsize=7)
+            self.ax_prev.set_axis_off()
+        self.canvas.draw_idle()
+
+    def _done(self, path):
+        self.last_checkpoint = str(path)
+        if str(path) not in synth_widget.RECENT_CHECKPOINTS:
+            synth_widget.RECENT_CHECKPOINTS.append(str(path))
+        for w in list(synth_widget.LIVE_WIDGETS):
+            try:
+                w.refresh_checkpoints(select=str(path))
+            except RuntimeError:  # its Qt object was deleted (the dock was closed)
+                synth_widget.LIVE_WIDGETS.discard(w)
+        self.status.setText(f"done: {path} (now selectable in Synthesise H&E)")
+
+    def _finished(self):
+        if self.worker is not None and self.worker.cancel_token.cancelled:
+            done = self.history[-1][0] if self.history else 0
+            self.status.setText(
+                f"cancelled at step {done}; the state is saved: tick 'resume' to continue"
+            )
+        self.worker = None
+        self.run_btn.setText("Train")

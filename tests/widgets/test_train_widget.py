@@ -1,0 +1,75 @@
+"""Train / fine-tune widget: pairs from open layers, live losses, cancel/resume, hand-off to synthesis."""
+
+import json
+
+import numpy as np
+
+from napari_msi2hist.models.checkpoint import load_checkpoint
+from napari_msi2hist.widgets.synthesis import SynthesisWidget
+from napari_msi2hist.widgets.training import TrainWidget, displayed_msi_to_he, landmark_msi_to_he
+
+
+def _open(viewer, d):
+    viewer.open(str(d / "he.ome.tif"), plugin="napari-msi2hist")
+    viewer.open(str(d / "msi.imzML"), plugin="napari-msi2hist")
+    return viewer.layers[0], viewer.layers[1]
+
+
+def _apply_truth_affine(msi, d):
+    t = json.loads((d / "truth.json").read_text())["linear"]
+    m = np.eye(3)
+    m[:2, :2], m[:2, 2] = t["matrix_yx_um"], t["offset_yx_um"]
+    msi.affine = m
+    return m
+
+
+def test_alignment_from_displayed_layers_and_landmarks(
+    make_napari_viewer, phantom_dir, small_phantom
+):
+    viewer = make_napari_viewer()
+    he, msi = _open(viewer, phantom_dir)
+    m = _apply_truth_affine(msi, phantom_dir)
+    np.testing.assert_allclose(displayed_msi_to_he(msi, he), m, atol=1e-9)
+    # landmarks: the fitted affine maps MSI landmarks onto H&E ones up to the smooth deformation
+    a = landmark_msi_to_he(small_phantom.landmarks_msi_um, small_phantom.landmarks_he_um)
+    mapped = small_phantom.landmarks_msi_um @ a[:2, :2].T + a[:2, 2]
+    assert np.sqrt(((mapped - small_phantom.landmarks_he_um) ** 2).sum(1)).mean() < 2 * 1.5 * 20
+
+
+def test_train_from_open_layers_then_synthesise(make_napari_viewer, qtbot, phantom_dir, tmp_path):
+    viewer = make_napari_viewer()
+    he, msi = _open(viewer, phantom_dir)
+    _apply_truth_affine(msi, phantom_dir)
+    synth = SynthesisWidget(viewer)
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.steps.setValue(6)
+    w.lr.setText("2e-4")
+    w.device.setCurrentText("cpu")
+    w.out_dir.setText(str(tmp_path / "run"))
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert w.last_checkpoint and w.last_checkpoint.endswith("model.pt"), w.status.text()
+    assert len(w.history) == 6 and all(np.isfinite(list(h[1].values())).all() for h in w.history)
+    ck = load_checkpoint(w.last_checkpoint)
+    assert ck.training["steps"] == 6 and ck.contract.n_channels == 50
+    # the new checkpoint is selected in the synthesis widget at once
+    assert synth.ckpt_box.currentText() == w.last_checkpoint
+    # resume to a longer run, then cancel it: the state is saved for a later resume
+    w.steps.setValue(400)
+    w.resume.setChecked(True)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: len(w.history) >= 2, timeout=120000)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    step = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").extra_state["step"]
+    assert 6 < step < 400
+    assert "cancelled at step" in w.status.text()
+    # a new run (no resume) in the same folder goes to a fresh folder instead of overwriting
+    w.resume.setChecked(False)
+    w.steps.setValue(2)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    assert w.out_dir.text() == str(tmp_path / "run") + "-2"
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").extra_state["step"] == step
+    viewer.add_points(np.zeros((1, 2)))  # the viewer is still usable
