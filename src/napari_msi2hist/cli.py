@@ -259,6 +259,171 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_register(args) -> int:
+    import numpy as np
+
+    from .io.histology import read_histology, to_uint8_rgb, write_ome_tiff
+    from .io.imzml import is_imzml_path, open_imzml
+    from .phantom import read_points_csv
+    from .progress import run_to_end
+    from .registration.intensity import RegistrationOptions
+    from .registration.pipeline import iter_register_msi
+
+    out = Path(args.out)
+    for src in (args.fixed, args.moving):
+        if Path(src).resolve().parent == out.resolve() and Path(src).name in (
+            "registered.ome.tif",
+            "report.json",
+        ):
+            raise CLIError(f"{src}: refusing to overwrite an input")
+    out.mkdir(parents=True, exist_ok=True)
+    bar = _Bar(args.quiet)
+    he = read_histology(args.fixed)
+    for w in he.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    he_rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+    he_px = he.pixel_size_um or (1.0, 1.0)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    opts = RegistrationOptions(stages=stages, rotation_search=args.rotation_search)
+    lm_f = read_points_csv(args.landmarks_fixed) if args.landmarks_fixed else None
+    lm_m = read_points_csv(args.landmarks_moving) if args.landmarks_moving else None
+    if (lm_f is None) != (lm_m is None):
+        raise CLIError("give both --landmarks-fixed and --landmarks-moving")
+    synth = stack = mask = None
+    msi_px = None
+    mz = None
+    if is_imzml_path(args.moving):
+        from .msi.ion_images import ion_images, total_ion_image
+
+        with open_imzml(args.moving) as imz:
+            msi_px = imz.pixel_size_um or (1.0, 1.0)
+            if args.route == "synthesis":
+                from .models.checkpoint import load_checkpoint
+                from .models.inference import InferenceOptions
+                from .models.synthesis import extract_for_contract, iter_synthesize
+
+                ckpt = load_checkpoint(args.model)
+                ions = run_to_end(extract_for_contract(imz, ckpt), bar)
+                res = run_to_end(
+                    iter_synthesize(ions, ckpt, InferenceOptions(device=args.device)), bar
+                )
+                synth, moving_px = res.rgb, res.pixel_size_um
+                stack, mask, mz = ions.stack, ions.mask, ions.mz
+            else:
+                stack = total_ion_image(imz)[None]
+                mask, moving_px = imz.measured_mask(), msi_px
+                if args.mz:
+                    ions = ion_images(imz, [float(v) for v in args.mz.split(",")])
+                    stack, mz = ions.stack, ions.mz
+    else:
+        img = read_histology(args.moving)
+        arr = np.asarray(img.levels[0])
+        moving_px = msi_px = img.pixel_size_um or (1.0, 1.0)
+        if img.rgb:
+            if args.route != "synthesis":
+                raise CLIError(
+                    f"{args.moving}: an RGB moving image is a synthetic H&E: use --route synthesis"
+                )
+            synth = to_uint8_rgb(arr)
+        else:
+            stack = arr if arr.ndim == 3 else arr[None]
+            mask = np.ones(stack.shape[-2:], bool)
+            if args.route == "synthesis":
+                raise CLIError(
+                    f"{args.moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
+                )
+    reg = run_to_end(
+        iter_register_msi(
+            he_rgb,
+            he_px,
+            args.route,
+            moving_px,
+            synth_rgb=synth,
+            msi_stack=stack,
+            msi_mask=mask,
+            opts=opts,
+            landmarks_fixed=lm_f,
+            landmarks_moving=lm_m,
+            landmarks_use=args.landmarks_use,
+            msi_pixel_um=float(np.mean(msi_px)),
+        ),
+        bar,
+    )
+    reg.transform.meta.update(
+        {
+            "fixed": str(Path(args.fixed).resolve()),
+            "moving": str(Path(args.moving).resolve()),
+            "fixed_pixel_size_um": list(he_px),
+            "moving_pixel_size_um": list(moving_px),
+            "metrics": reg.metrics,
+        }
+    )
+    reg.transform.save(out / "transform.json", out / "transform.h5")
+    # the moving data resampled onto the H&E grid: every ion image (or the synthetic H&E)
+    layers, names = [], []
+    if stack is not None:
+        for c in range(stack.shape[0]):
+            layers.append(
+                reg.transform.resample_moving_to_fixed(stack[c], msi_px, he_rgb.shape[:2], he_px)
+            )
+        names = (
+            [f"mz={m:.4f}" for m in mz]
+            if mz is not None
+            else [f"channel {c}" for c in range(len(layers))]
+        )
+    else:
+        for c in range(3):
+            layers.append(
+                reg.transform.resample_moving_to_fixed(
+                    synth[..., c].astype(np.float32), moving_px, he_rgb.shape[:2], he_px
+                )
+            )
+        names = ["R", "G", "B"]
+    write_ome_tiff(
+        out / "registered.ome.tif", np.stack(layers).astype(np.float32), he_px, channel_names=names
+    )
+    report = {
+        "route": args.route,
+        "stages": list(stages),
+        "seconds": reg.seconds,
+        "metrics": reg.metrics,
+        "landmarks": reg.landmarks,
+    }
+    tmp = out / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / "report.json")
+    if not args.quiet:
+        b, a = reg.metrics["before"], reg.metrics["after"]
+        print(
+            f"wrote {out}: transform.json/.h5, registered.ome.tif, report.json; MI {b['mi']:.3f} -> {a['mi']:.3f}, "
+            f"Dice {b['dice']:.3f} -> {a['dice']:.3f} ({reg.seconds:.1f} s)"
+        )
+        if reg.landmarks:
+            print(
+                f"landmark TRE median {reg.landmarks['tre_median_um']:.1f} um "
+                f"({reg.landmarks['tre_median_msi_px']:.2f} MSI px)"
+            )
+    return 0
+
+
+def cmd_transform_points(args) -> int:
+    from .phantom import read_points_csv, write_points_csv
+    from .registration.transforms import Transform
+
+    tr = Transform.load(args.transform)
+    pts = read_points_csv(args.points)
+    mapped = tr.fixed_to_moving(pts) if args.inverse else tr.moving_to_fixed(pts)
+    out = Path(args.out)
+    if out.resolve() == Path(args.points).resolve():
+        raise CLIError(f"{out}: refusing to overwrite the input")
+    write_points_csv(out, mapped)
+    if not args.quiet:
+        print(
+            f"wrote {out}: {len(mapped)} points mapped {'fixed -> moving' if args.inverse else 'moving -> fixed'}"
+        )
+    return 0
+
+
 def cmd_demo(args) -> int:
     """What exists end to end today: phantom -> peaks -> ion images, with a summary report."""
     from .io.histology import write_ome_tiff
@@ -425,6 +590,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="optional mask image (non-zero = inside)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("register", help="register an MSI (or its synthetic H&E) to the real H&E")
+    p.add_argument("--fixed", required=True, help="the real H&E image")
+    p.add_argument(
+        "--moving", required=True, help="an .imzML, a synthetic H&E, or an MSI image/stack"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for transform.json/.h5, registered.ome.tif, report.json",
+    )
+    p.add_argument("--route", choices=["synthesis", "direct"], default="synthesis")
+    p.add_argument(
+        "--model", default="demo", help="checkpoint for the synthesis route (default: bundled demo)"
+    )
+    p.add_argument("--stages", default="rigid,affine", help="comma list of rigid, affine, bspline")
+    p.add_argument("--rotation-search", type=int, default=12, help="start angles tried (0: none)")
+    p.add_argument(
+        "--mz", help="direct route: m/z whose ion images are resampled into registered.ome.tif"
+    )
+    p.add_argument("--landmarks-fixed", help="napari points CSV on the H&E (world um)")
+    p.add_argument("--landmarks-moving", help="napari points CSV on the MSI (world um), same order")
+    p.add_argument("--landmarks-use", choices=["fit", "hybrid", "eval"], default="eval")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("transform-points", help="map napari points CSV through a transform")
+    p.add_argument("--transform", required=True, help="transform.json (or an ITK .tfm/.h5)")
+    p.add_argument(
+        "--points", required=True, help="napari points CSV in the moving frame (world um)"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--inverse", action="store_true", help="map fixed -> moving instead")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_transform_points)
 
     p = sub.add_parser("demo", help="run the workflow on an embedded phantom and write a report")
     p.add_argument("out_dir")

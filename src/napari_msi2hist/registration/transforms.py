@@ -104,3 +104,220 @@ class PhantomTransform:
                 return p_new
             p = p_new
         return p
+
+
+# --------------------------------------------------------------------------- registration transforms
+def sitk_image(array_yx: np.ndarray, pixel_size_yx_um):
+    """2-D numpy (Y, X) to a SimpleITK image with spacing (x, y) um and origin 0 (world = index * size)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_yx, dtype=np.float32))
+    img.SetSpacing((float(pixel_size_yx_um[1]), float(pixel_size_yx_um[0])))
+    img.SetOrigin((0.0, 0.0))
+    return img
+
+
+def _affine_xy_from_yx(m_yx: np.ndarray):
+    """A SimpleITK AffineTransform from a 3x3 homogeneous yx matrix."""
+    import SimpleITK as sitk
+
+    m_xy = np.eye(3)
+    m_xy[:2, :2] = yx_to_xy(m_yx[:2, :2])
+    m_xy[:2, 2] = m_yx[:2, 2][::-1]
+    t = sitk.AffineTransform(2)
+    t.SetMatrix(m_xy[:2, :2].ravel().tolist())
+    t.SetTranslation(m_xy[:2, 2].tolist())
+    return t
+
+
+class Transform:
+    """A registration result: ``itk`` maps FIXED world points to MOVING world points (xy, um), the ITK
+    convention that SimpleITK and elastix users expect from a .tfm/.h5 file. Methods named
+    ``moving_to_fixed`` / ``fixed_to_moving`` take and return (N, 2) yx micrometres."""
+
+    def __init__(self, itk, meta: dict | None = None):
+        self.itk = itk
+        self.meta = dict(meta or {})
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def is_linear(self) -> bool:
+        return self._linear_matrix_fixed_to_moving_yx() is not None
+
+    def _flat(self):
+        import SimpleITK as sitk
+
+        t = self.itk
+        if isinstance(t, sitk.CompositeTransform) or t.GetName() == "CompositeTransform":
+            t = sitk.CompositeTransform(t)
+            return [t.GetNthTransform(i) for i in range(t.GetNumberOfTransforms())]
+        return [t]
+
+    def _linear_matrix_fixed_to_moving_yx(self) -> np.ndarray | None:
+        """3x3 yx homogeneous matrix of the whole transform if every part is linear, else None."""
+        m = np.eye(3)
+        for part in self._flat():  # a composite applies its last-added transform first
+            name = part.GetName()
+            if "BSpline" in name or "Displacement" in name:
+                return None
+            a = (
+                np.asarray(
+                    part.GetMatrix() if hasattr(part, "GetMatrix") else [1, 0, 0, 1], float
+                ).reshape(2, 2)
+                if name != "TranslationTransform"
+                else np.eye(2)
+            )
+            c = np.asarray(part.GetCenter(), float) if hasattr(part, "GetCenter") else np.zeros(2)
+            t = np.asarray(
+                part.GetTranslation() if hasattr(part, "GetTranslation") else part.GetOffset(),
+                float,
+            )
+            # ITK: T(p) = A (p - c) + c + t
+            off = -a @ c + c + t
+            h = np.eye(3)
+            h[:2, :2] = yx_to_xy(a)
+            h[:2, 2] = off[::-1]
+            m = m @ h  # parts listed first are applied last
+        return m
+
+    def linear_moving_to_fixed_yx(self) -> np.ndarray:
+        m = self._linear_matrix_fixed_to_moving_yx()
+        if m is None:
+            raise ValueError("the transform has a deformable part; it has no single affine matrix")
+        return np.linalg.inv(m)
+
+    def napari_affine(self) -> np.ndarray:
+        """3x3 matrix to set as the MOVING layer's ``affine`` so that it overlays the fixed layer
+        (napari applies the affine to ``data * scale``, i.e. to moving world um)."""
+        return self.linear_moving_to_fixed_yx()
+
+    # ----------------------------------------------------------------- points
+    def fixed_to_moving(self, points_yx_um) -> np.ndarray:
+        p = np.atleast_2d(np.asarray(points_yx_um, float))
+        return np.array(
+            [self.itk.TransformPoint(tuple(map(float, q[::-1])))[::-1] for q in p]
+        ).reshape(-1, 2)
+
+    def moving_to_fixed(
+        self, points_yx_um, tol_um: float = 1e-6, max_iter: int = 100
+    ) -> np.ndarray:
+        p = np.atleast_2d(np.asarray(points_yx_um, float))
+        m = self._linear_matrix_fixed_to_moving_yx()
+        if m is not None:
+            inv = np.linalg.inv(m)
+            return p @ inv[:2, :2].T + inv[:2, 2]
+        # numeric inverse of a deformable transform: Newton-like iteration with the linear part's
+        # (or a finite-difference) Jacobian
+        q = p.copy()
+        for _ in range(max_iter):
+            r = p - self.fixed_to_moving(q)
+            if np.abs(r).max() < tol_um:
+                break
+            h = 1.0
+            j = np.stack(
+                [
+                    (self.fixed_to_moving(q + [h, 0]) - self.fixed_to_moving(q - [h, 0])) / (2 * h),
+                    (self.fixed_to_moving(q + [0, h]) - self.fixed_to_moving(q - [0, h])) / (2 * h),
+                ],
+                axis=-1,
+            )
+            q = q + np.einsum("nij,nj->ni", np.linalg.inv(j), r)
+        return q
+
+    # ----------------------------------------------------------------- images
+    def resample_moving_to_fixed(
+        self,
+        moving_yx: np.ndarray,
+        moving_px,
+        fixed_shape_yx,
+        fixed_px,
+        order: int = 1,
+        default: float = 0.0,
+    ) -> np.ndarray:
+        import SimpleITK as sitk
+
+        mov = sitk_image(moving_yx, moving_px)
+        ref = sitk_image(np.zeros(fixed_shape_yx, np.float32), fixed_px)
+        interp = sitk.sitkLinear if order == 1 else sitk.sitkNearestNeighbor
+        return sitk.GetArrayFromImage(sitk.Resample(mov, ref, self.itk, interp, float(default)))
+
+    def resample_fixed_to_moving(
+        self,
+        fixed_yx: np.ndarray,
+        fixed_px,
+        moving_shape_yx,
+        moving_px,
+        order: int = 1,
+        default: float = 0.0,
+    ) -> np.ndarray:
+        from scipy import ndimage as ndi
+
+        ny, nx = moving_shape_yx
+        rr, cc = np.mgrid[0:ny, 0:nx]
+        pts = np.column_stack([rr.ravel(), cc.ravel()]) * np.asarray(moving_px, float)
+        src = self.moving_to_fixed(pts) / np.asarray(fixed_px, float)
+        return ndi.map_coordinates(
+            np.asarray(fixed_yx, float), src.T, order=order, cval=default
+        ).reshape(ny, nx)
+
+    # ----------------------------------------------------------------- files
+    def to_json(self) -> dict:
+        from .. import __version__
+
+        d = {
+            "format": "napari-msi2hist transform v1",
+            "package_version": __version__,
+            "direction": "matrix_*_um maps MOVING world um to FIXED world um (homogeneous 3x3); the ITK "
+            "file maps FIXED to MOVING (ITK convention)",
+            "linear": self.is_linear,
+            **self.meta,
+        }
+        if self.is_linear:
+            m = self.linear_moving_to_fixed_yx()
+            mxy = np.eye(3)
+            mxy[:2, :2] = yx_to_xy(m[:2, :2])
+            mxy[:2, 2] = m[:2, 2][::-1]
+            d["matrix_yx_um"] = m.tolist()
+            d["matrix_xy_um"] = mxy.tolist()
+        return d
+
+    def save(self, json_path, itk_path=None) -> None:
+        import json
+        import os
+        from pathlib import Path
+
+        import SimpleITK as sitk
+
+        json_path = Path(json_path)
+        itk_path = Path(itk_path) if itk_path else json_path.with_suffix(".h5")
+        d = self.to_json()
+        d["itk_file"] = itk_path.name
+        tmp = itk_path.with_name(f".tmp-{os.getpid()}-{itk_path.name}")
+        sitk.WriteTransform(self.itk, str(tmp))
+        os.replace(tmp, itk_path)
+        tmpj = json_path.with_name(f".tmp-{os.getpid()}-{json_path.name}")
+        tmpj.write_text(json.dumps(d, indent=1, default=float))
+        os.replace(tmpj, json_path)
+
+    @classmethod
+    def load(cls, path) -> Transform:
+        """From our JSON (which names its ITK file), an ITK .tfm/.h5, or a JSON with ``matrix_yx_um`` only."""
+        import json
+        from pathlib import Path
+
+        import SimpleITK as sitk
+
+        path = Path(path)
+        if path.suffix.lower() == ".json":
+            d = json.loads(path.read_text())
+            meta = {k: v for k, v in d.items() if k not in ("matrix_yx_um", "matrix_xy_um")}
+            if d.get("itk_file") and (path.parent / d["itk_file"]).is_file():
+                return cls(sitk.ReadTransform(str(path.parent / d["itk_file"])), meta)
+            if "matrix_yx_um" in d:
+                return cls.from_moving_to_fixed_matrix(np.asarray(d["matrix_yx_um"], float), meta)
+            raise ValueError(f"{path}: neither an ITK file nor matrix_yx_um")
+        return cls(sitk.ReadTransform(str(path)))
+
+    @classmethod
+    def from_moving_to_fixed_matrix(cls, m_yx: np.ndarray, meta: dict | None = None) -> Transform:
+        return cls(_affine_xy_from_yx(np.linalg.inv(np.asarray(m_yx, float))), meta)
