@@ -1,0 +1,437 @@
+"""Register dock widget: intensity registration with QA, and live landmark editing.
+
+The moving layer decides the route: a synthetic H&E layer -> ``synthesis``; an MSI (TIC) or ion-stack
+layer -> ``direct``. A linear result becomes the ``affine`` of every layer from the same MSI (TIC, ion
+images, synthetic H&E, moving landmarks), so they all overlay the H&E; a B-spline result adds the
+moving image resampled onto the H&E grid. Landmark layers (fixed on the H&E, moving on the MSI, world
+um) refit on every edit and show each landmark's leave-one-out TRE next to it; edits can be undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.histology import to_uint8_rgb
+from ..registration.intensity import RegistrationOptions
+from ..registration.landmarks import landmark_report
+from ..registration.pipeline import iter_register_msi
+from ._workers import start_job
+
+FIXED_ROLE, MOVING_ROLE = "landmarks_fixed", "landmarks_moving"
+
+
+@dataclass(frozen=True)
+class RegParams:
+    he_rgb: np.ndarray
+    he_px: tuple[float, float]
+    route: str
+    moving: np.ndarray
+    moving_px: tuple[float, float]
+    opts: RegistrationOptions
+    source_file: str
+
+
+def _kind(layer) -> str | None:
+    return layer.metadata.get("msi2hist", {}).get("kind")
+
+
+def _source_file(layer) -> str:
+    md = layer.metadata.get("msi2hist", {})
+    return md.get("file") or md.get("source") or ""
+
+
+class RegisterWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.result = None
+        self.undo_stack: list[tuple[np.ndarray, np.ndarray]] = []
+        self.redo_stack: list[tuple[np.ndarray, np.ndarray]] = []
+        self._restoring = False
+
+        self.fixed_box, self.moving_box = QComboBox(), QComboBox()
+        self.fixed_box.setToolTip("The real H&E (RGB)")
+        self.moving_box.setToolTip(
+            "Synthetic H&E (synthesis route) or an MSI layer (direct route, Mattes MI)"
+        )
+        self.stage_boxes = {s: QCheckBox(s) for s in ("rigid", "affine", "bspline")}
+        self.stage_boxes["rigid"].setChecked(True)
+        self.stage_boxes["affine"].setChecked(True)
+        self.stage_boxes["bspline"].setToolTip(
+            "Smooth deformation on top of the affine (mesh 250 um)"
+        )
+        row = QHBoxLayout()
+        for b in self.stage_boxes.values():
+            row.addWidget(b)
+        self.run_btn = QPushButton("Register")
+        self.checker_btn = QPushButton("Checkerboard")
+        self.checker_btn.setCheckable(True)
+        self.checker_btn.setToolTip(
+            "Show the H&E and the registered moving image in a checkerboard"
+        )
+        self.lm_btn = QPushButton("Add landmark layers")
+        self.fit_btn = QPushButton("Fit from landmarks")
+        self.undo_btn, self.redo_btn = QPushButton("Undo"), QPushButton("Redo")
+        self.progress = QProgressBar()
+        self.metrics = QLabel("")
+        self.metrics.setWordWrap(True)
+        self.lm_table = QLabel("")
+        self.lm_table.setWordWrap(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Fixed (H&E)", self.fixed_box)
+        form.addRow("Moving", self.moving_box)
+        form.addRow("Stages", row)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.run_btn)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.metrics)
+        lay.addWidget(self.checker_btn)
+        lm_row = QHBoxLayout()
+        for b in (self.lm_btn, self.fit_btn, self.undo_btn, self.redo_btn):
+            lm_row.addWidget(b)
+        lay.addLayout(lm_row)
+        lay.addWidget(self.lm_table)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.checker_btn.toggled.connect(self._toggle_checker)
+        self.lm_btn.clicked.connect(self.add_landmark_layers)
+        self.fit_btn.clicked.connect(self.fit_from_landmarks)
+        self.undo_btn.clicked.connect(self.undo)
+        self.redo_btn.clicked.connect(self.redo)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    # ------------------------------------------------------------------ layers
+    def _refresh(self, *_):
+        def fill(box, pred):
+            cur = box.currentText()
+            names = [ly.name for ly in self.viewer.layers if pred(ly)]
+            box.clear()
+            box.addItems(names)
+            if cur in names:
+                box.setCurrentText(cur)
+
+        fill(self.fixed_box, lambda ly: getattr(ly, "rgb", False) and _kind(ly) != "synthetic_he")
+        fill(self.moving_box, lambda ly: _kind(ly) in ("synthetic_he", "msi", "ion_stack"))
+
+    def _same_msi_layers(self, moving_layer):
+        src = _source_file(moving_layer)
+        return [
+            ly
+            for ly in self.viewer.layers
+            if ly is moving_layer
+            or (src and _source_file(ly) == src and _kind(ly) != "registered")
+            or ly.metadata.get("msi2hist", {}).get("role") == MOVING_ROLE
+        ]
+
+    def _params(self) -> RegParams:
+        f, m = self.fixed_box.currentText(), self.moving_box.currentText()
+        if not f or not m:
+            raise ValueError("open the H&E and an MSI (or its synthetic H&E) first")
+        fl, ml = self.viewer.layers[f], self.viewer.layers[m]
+        data = fl.data[0] if fl.multiscale else fl.data
+        he = to_uint8_rgb(np.asarray(data)[..., :3])
+        stages = tuple(s for s, b in self.stage_boxes.items() if b.isChecked())
+        if not stages:
+            raise ValueError("choose at least one stage")
+        route = "synthesis" if _kind(ml) == "synthetic_he" else "direct"
+        mv = np.asarray(ml.data)
+        return RegParams(
+            he,
+            tuple(fl.scale[-2:]),
+            route,
+            mv,
+            tuple(ml.scale[-2:]),
+            RegistrationOptions(stages=stages),
+            _source_file(ml),
+        )
+
+    # ------------------------------------------------------------------ intensity registration
+    def _run_or_cancel(self):
+        if self.worker is not None:
+            self.worker.cancel_token.cancel()
+            self.status.setText("cancelling...")
+            return
+        try:
+            p = self._params()
+        except Exception as e:  # noqa: BLE001
+            from napari.utils.notifications import show_error
+
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+
+        def job(tok):
+            kw = (
+                {"synth_rgb": p.moving}
+                if p.route == "synthesis"
+                else {"msi_stack": p.moving if p.moving.ndim == 3 else p.moving[None]}
+            )
+            return (
+                yield from iter_register_msi(
+                    p.he_rgb, p.he_px, p.route, p.moving_px, opts=p.opts, cancel=tok, **kw
+                )
+            )
+
+        self.run_btn.setText("Cancel")
+        self.worker = start_job(
+            job,
+            self._on_progress,
+            self._apply,
+            on_error=self.status.setText,
+            on_finished=self._finished,
+        )
+
+    def _on_progress(self, p):
+        self.progress.setMaximum(max(1, p.total))
+        self.progress.setValue(p.done)
+        self.status.setText(p.stage)
+
+    def _finished(self):
+        self.worker = None
+        self.run_btn.setText("Register")
+
+    def _apply(self, res):
+        self.result = res
+        ml = self.viewer.layers[self.moving_box.currentText()]
+        tr = res.transform
+        if tr.is_linear:
+            aff = tr.napari_affine()
+            for ly in self._same_msi_layers(ml):
+                ly.affine = aff
+        else:
+            fl = self.viewer.layers[self.fixed_box.currentText()]
+            warped = tr.resample_moving_to_fixed(
+                res.moving_image,
+                res.moving_px,
+                fl.data.shape[:2] if not fl.multiscale else fl.data[0].shape[:2],
+                tuple(fl.scale[-2:]),
+            )
+            name = f"{ml.name} registered"
+            meta = {"msi2hist": {"kind": "registered", "source": _source_file(ml)}}
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = warped
+            else:
+                self.viewer.add_image(
+                    warped,
+                    name=name,
+                    scale=fl.scale[-2:],
+                    colormap="magma",
+                    blending="additive",
+                    metadata=meta,
+                )
+        b, a = res.metrics["before"], res.metrics["after"]
+        text = (
+            f"MI {b['mi']:.3f} -> {a['mi']:.3f}; NCC {b['ncc']:.3f} -> {a['ncc']:.3f}; "
+            f"tissue Dice {b['dice']:.3f} -> {a['dice']:.3f} ({res.route} route, {res.seconds:.1f} s)"
+        )
+        fold = res.metrics.get("bspline_fold_fraction", 0.0)
+        if fold > 0:
+            text += f"\nWARNING: the B-spline folds on {100 * fold:.2f} % of the H&E grid (negative Jacobian)"
+            from napari.utils.notifications import show_warning
+
+            show_warning(
+                f"B-spline registration folds on {100 * fold:.2f} % of pixels; use fewer stages or landmarks"
+            )
+        self.metrics.setText(text)
+        self.status.setText("registered")
+        if self.checker_btn.isChecked():
+            self._toggle_checker(True)
+        self._update_landmarks()
+
+    def _toggle_checker(self, on: bool):
+        name = "checkerboard"
+        if not on:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
+            return
+        if self.result is None:
+            self.status.setText("register first")
+            self.checker_btn.setChecked(False)
+            return
+        from ..registration.intensity import od_image
+
+        fl = self.viewer.layers[self.fixed_box.currentText()]
+        he = np.asarray(fl.data[0] if fl.multiscale else fl.data)
+        f = od_image(he)
+        w = self.result.transform.resample_moving_to_fixed(
+            self.result.moving_image, self.result.moving_px, f.shape, tuple(fl.scale[-2:])
+        )
+        f, w = f / (np.percentile(f, 99) + 1e-9), w / (np.percentile(w, 99) + 1e-9)
+        k = max(8, min(f.shape) // 8)
+        yy, xx = np.indices(f.shape)
+        checker = np.where(((yy // k) + (xx // k)) % 2 == 0, f, w)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = checker
+            self.viewer.layers[name].visible = True
+        else:
+            self.viewer.add_image(
+                checker,
+                name=name,
+                scale=fl.scale[-2:],
+                colormap="gray",
+                metadata={"msi2hist": {"kind": "checkerboard"}},
+            )
+
+    # ------------------------------------------------------------------ landmarks
+    def landmark_layers(self):
+        fixed = moving = None
+        for ly in self.viewer.layers:
+            role = ly.metadata.get("msi2hist", {}).get("role")
+            if role == FIXED_ROLE:
+                fixed = ly
+            elif role == MOVING_ROLE:
+                moving = ly
+        return fixed, moving
+
+    def add_landmark_layers(self, fixed_pts=None, moving_pts=None):
+        fixed, moving = self.landmark_layers()
+        if fixed is None:
+            fixed = self.viewer.add_points(
+                np.zeros((0, 2)) if fixed_pts is None else fixed_pts,
+                name="landmarks H&E",
+                face_color="lime",
+                size=40,
+                metadata={"msi2hist": {"kind": "landmarks", "role": FIXED_ROLE}},
+            )
+        if moving is None:
+            moving = self.viewer.add_points(
+                np.zeros((0, 2)) if moving_pts is None else moving_pts,
+                name="landmarks MSI",
+                face_color="magenta",
+                size=40,
+                metadata={"msi2hist": {"kind": "landmarks", "role": MOVING_ROLE}},
+            )
+            ml = (
+                self.viewer.layers[self.moving_box.currentText()]
+                if self.moving_box.currentText()
+                else None
+            )
+            if ml is not None:
+                moving.affine = ml.affine.affine_matrix  # drawn on the MSI as displayed
+        for ly in (fixed, moving):
+            ly.events.data.connect(self._on_landmarks_edited)
+        self._snapshot()
+        self._update_landmarks()
+        return fixed, moving
+
+    def _snapshot(self):
+        fixed, moving = self.landmark_layers()
+        if fixed is not None and moving is not None:
+            self.undo_stack.append((np.array(fixed.data), np.array(moving.data)))
+
+    def _on_landmarks_edited(self, event=None):
+        if self._restoring:
+            return
+        self._snapshot()
+        self.redo_stack.clear()
+        self._update_landmarks()
+
+    def _restore(self, state):
+        fixed, moving = self.landmark_layers()
+        self._restoring = True
+        try:
+            fixed.data, moving.data = state
+        finally:
+            self._restoring = False
+        self._update_landmarks()
+
+    def undo(self):
+        if len(self.undo_stack) < 2:
+            return
+        self.redo_stack.append(self.undo_stack.pop())
+        self._restore(self.undo_stack[-1])
+
+    def redo(self):
+        if not self.redo_stack:
+            return
+        state = self.redo_stack.pop()
+        self.undo_stack.append(state)
+        self._restore(state)
+
+    def current_report(self):
+        fixed, moving = self.landmark_layers()
+        if fixed is None or moving is None:
+            return None
+        f, m = np.asarray(fixed.data)[:, -2:], np.asarray(moving.data)[:, -2:]
+        if len(f) != len(m) or len(f) < 4:
+            return None
+        px = (
+            float(np.mean(self.viewer.layers[self.moving_box.currentText()].scale[-2:]))
+            if self.moving_box.currentText()
+            else 1.0
+        )
+        return landmark_report(m, f, "affine", msi_pixel_um=px)
+
+    def _update_landmarks(self):
+        fixed, moving = self.landmark_layers()
+        if fixed is None or moving is None:
+            return
+        nf, nm = len(fixed.data), len(moving.data)
+        rep = self.current_report()
+        if rep is None:
+            self.lm_table.setText(
+                f"{nf} H&E and {nm} MSI landmarks: pair at least 4 (same order) to see errors"
+            )
+            return
+        rows = rep.rows()
+        for ly in (fixed, moving):
+            ly.features = {
+                "tre_um": [r["tre_um"] for r in rows],
+                "outlier": [r["outlier"] for r in rows],
+            }
+            ly.text = {"string": "{tre_um:.0f} um", "size": 9, "color": "yellow"}
+        s = rep.summary()
+        lines = [
+            f"affine fit: FRE median {s['fre_median_um']:.1f} um; leave-one-out TRE median "
+            f"{s['tre_median_um']:.1f} um ({s['tre_median_msi_px']:.2f} MSI px), p90 {s['tre_p90_um']:.1f} um"
+        ]
+        for r in rows:
+            flag = "  OUTLIER" if r["outlier"] else ""
+            lines.append(
+                f"#{r['index']}: TRE {r['tre_um']:.1f} um ({r['tre_msi_px']:.2f} px), "
+                f"dy {r['dy_um']:+.1f}, dx {r['dx_um']:+.1f}{flag}"
+            )
+        self.lm_table.setText("\n".join(lines))
+
+    def fit_from_landmarks(self):
+        from ..registration.landmarks import fit_linear
+        from ..registration.transforms import Transform
+
+        fixed, moving = self.landmark_layers()
+        if fixed is None or moving is None:
+            self.status.setText("add landmark layers first")
+            return
+        try:
+            m = fit_linear(
+                np.asarray(moving.data)[:, -2:], np.asarray(fixed.data)[:, -2:], "affine"
+            )
+        except ValueError as e:
+            self.status.setText(str(e))
+            return
+        tr = Transform.from_moving_to_fixed_matrix(m, {"route": "landmarks"})
+        ml = self.viewer.layers[self.moving_box.currentText()]
+        for ly in self._same_msi_layers(ml):  # the moving landmarks move with the MSI they sit on
+            ly.affine = tr.napari_affine()
+        self.status.setText("affine fitted to the landmarks and applied to the MSI layers")

@@ -1,0 +1,78 @@
+"""Register widget end to end: synthesis route on the phantom, napari affine = SimpleITK mapping,
+checkerboard, live landmark errors with undo/redo."""
+
+import numpy as np
+
+from napari_msi2hist.widgets.registration import RegisterWidget
+from napari_msi2hist.widgets.synthesis import SynthesisWidget
+
+
+def _open(viewer, d):
+    viewer.open(str(d / "he.ome.tif"), plugin="napari-msi2hist")
+    viewer.open(str(d / "msi.imzML"), plugin="napari-msi2hist")
+
+
+def test_register_synthetic_he_to_he(
+    make_napari_viewer, qtbot, phantom_dir, trained_checkpoint, small_phantom
+):
+    viewer = make_napari_viewer()
+    _open(viewer, phantom_dir)
+    s = SynthesisWidget(viewer)
+    s.ckpt_box.setCurrentText(str(trained_checkpoint))
+    s.tile.setValue(64)
+    s.run_btn.click()
+    qtbot.waitUntil(lambda: s.worker is None, timeout=120000)
+    w = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.fixed_box.currentText() == "he"
+    w.moving_box.setCurrentText("msi synthetic H&E")
+    w.run_btn.click()
+    assert w.run_btn.text() == "Cancel"
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert w.result is not None and w.result.route == "synthesis", w.status.text()
+    assert "MI" in w.metrics.text() and "Dice" in w.metrics.text()
+    tr = w.result.transform
+    # every layer of this MSI got the affine, and napari maps data exactly as SimpleITK does
+    for name in ("msi TIC", "msi synthetic H&E"):
+        ly = viewer.layers[name]
+        np.testing.assert_allclose(
+            np.asarray(ly.affine.affine_matrix)[-3:, -3:], tr.napari_affine(), atol=1e-9
+        )
+        pts_um = np.array([[100.0, 200.0], [400.0, 50.0]])
+        world = np.array([ly.data_to_world(p / np.asarray(ly.scale[-2:])) for p in pts_um])
+        np.testing.assert_allclose(world, tr.moving_to_fixed(pts_um), atol=1e-6)
+    w.checker_btn.setChecked(True)
+    assert viewer.layers["checkerboard"].visible
+    w.checker_btn.setChecked(False)
+    assert not viewer.layers["checkerboard"].visible
+
+
+def test_landmark_editing_updates_errors_with_undo(make_napari_viewer, phantom_dir, small_phantom):
+    viewer = make_napari_viewer()
+    _open(viewer, phantom_dir)
+    w = RegisterWidget(viewer)
+    w.moving_box.setCurrentText("msi TIC")
+    fixed, moving = w.add_landmark_layers(
+        small_phantom.landmarks_he_um.copy(), small_phantom.landmarks_msi_um.copy()
+    )
+    before = w.current_report()
+    assert before is not None and not before.outlier.any()
+    assert "leave-one-out TRE" in w.lm_table.text()
+    assert list(fixed.features["tre_um"]) == list(before.tre_um)
+    # drag landmark 3 far away on the H&E: its error jumps and it is flagged
+    data = np.array(fixed.data)
+    data[3] += [400.0, -300.0]
+    fixed.data = data
+    after = w.current_report()
+    assert after.tre_um[3] > 5 * before.tre_um[3] and after.outlier[3]
+    assert "OUTLIER" in w.lm_table.text()
+    w.undo()
+    np.testing.assert_allclose(w.current_report().tre_um, before.tre_um)
+    w.redo()
+    np.testing.assert_allclose(w.current_report().tre_um, after.tre_um)
+    # fit from landmarks: the MSI layer now overlays the H&E up to the phantom's smooth deformation
+    w.undo()
+    w.fit_from_landmarks()
+    msi = viewer.layers["msi TIC"]
+    mapped = np.array([msi.data_to_world(p / 20.0) for p in small_phantom.landmarks_msi_um])
+    assert np.median(np.linalg.norm(mapped - small_phantom.landmarks_he_um, axis=1)) < 2 * 20.0
