@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import write_text_atomic
 from .progress import Progress, run_to_end
 from .registration.transforms import (
     DisplacementField,
@@ -468,9 +469,7 @@ def load_truth(path: str | os.PathLike) -> PhantomTransform:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
@@ -480,9 +479,7 @@ def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
         f"{i},{float(p[0])!r},{float(p[1])!r}"
         for i, p in enumerate(np.asarray(points_yx_um, float))
     ]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_points_csv(path: str | os.PathLike) -> np.ndarray:

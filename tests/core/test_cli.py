@@ -140,10 +140,40 @@ def test_phantom_command(tmp_path):
 
 
 def test_demo(tmp_path):
+    """The README's main job: phantom -> peaks -> synthesis -> registration by both routes."""
     assert main(["demo", str(tmp_path / "d"), "--quiet"]) == 0
-    rep = json.loads((tmp_path / "d" / "report.json").read_text())
-    found, total = map(int, rep["planted_peaks_recovered"].split("/"))
-    assert found == total  # all planted peaks are among the top 50
+    d = tmp_path / "d"
+    for f in (
+        "synthetic_he.ome.tif",
+        "registered_msi.ome.tif",
+        "transform_synthesis.json",
+        "transform_synthesis.h5",
+        "transform_direct.json",
+        "report.json",
+        "report.html",
+        "fig_synthesis.png",
+        "fig_checkerboards.png",
+        "fig_tre.png",
+    ):
+        assert (d / f).is_file(), f
+    rep = json.loads((d / "report.json").read_text())
+    assert rep["peaks"]["n"] == 50
+    for route in ("synthesis", "direct"):
+        # both routes must at least beat no registration at all (rotation and shift are large)
+        assert rep["registration"][route]["tre_median_msi_px"] < 3.0
+    assert 0 < rep["synthesis_vs_truth"]["ssim"] <= 1
+    reg = read_histology(d / "registered_msi.ome.tif")
+    assert reg.data.shape[0] == 50 and reg.pixel_size_um == (4.0, 4.0)
+
+
+def test_bundled_demo_checkpoint():
+    from napari_msi2hist.models.checkpoint import demo_checkpoint_path, load_checkpoint
+
+    p = demo_checkpoint_path()
+    assert p.stat().st_size < 10 * 2**20
+    ck = load_checkpoint("demo")
+    assert ck.contract.n_channels == 50 and ck.training["made_by"] == "scripts/train_demo_model.py"
+    assert ck.training["test_metrics"]["mean"]["ssim"] > 0.5
 
 
 def test_synthesize_command(small_phantom, trained_checkpoint, tmp_path):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .._files import atomic_path
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".btf", ".qptiff", ".ndpi")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -203,16 +204,6 @@ def to_uint8_rgb(img: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     scale = 255.0 if a.max() <= 1.0 else 1.0
     return np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
-
-
-def atomic_path(final: Path) -> Path:
-    """A temporary name in the same folder as ``final`` (so that ``os.replace`` is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-    return Path(tmp)
 
 
 def write_ome_tiff(

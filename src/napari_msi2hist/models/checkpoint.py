@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .._files import atomic_path
 from .contract import ChannelContract
 from .networks import build_generator
 
@@ -84,8 +84,7 @@ def save_checkpoint(
         "state_dict": sd,
         "extra_state": extra_state or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = atomic_path(path)
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
