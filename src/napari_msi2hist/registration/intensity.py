@@ -12,7 +12,7 @@ world points to moving world points (ITK convention), wrapped in :class:`Transfo
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -157,6 +157,16 @@ def iter_register(
     m_img, m_px = _downsample_to(moving_yx, moving_px, target)
     fixed = sitk_image(f_img, f_px)
     moving = sitk_image(m_img, m_px)
+    # never shrink an image below ~32 px at a level (the start search runs at the coarsest kept
+    # level): small MSI images (60-100 px) otherwise leave Mattes MI a few hundred samples and the
+    # start search picks wrong angles
+    smallest = min(*f_img.shape, *m_img.shape)
+    levels = [
+        (s, sm) for s, sm in zip(opts.shrink, opts.smooth_px, strict=True) if smallest / s >= 32
+    ] or [(1, 0.0)]
+    opts = replace(
+        opts, shrink=tuple(s for s, _ in levels), smooth_px=tuple(sm for _, sm in levels)
+    )
     n_levels = len(opts.shrink)
     total = 1 + n_levels * len(opts.stages)
     done = 0
