@@ -294,3 +294,23 @@ def test_register_and_transform_points_cli(tmp_path, small_phantom, trained_chec
         )
         == 0
     )
+
+
+def test_lazy_resampling_of_the_whole_imzml(small_phantom):
+    from napari_msi2hist.io.imzml import ImzMLFile
+    from napari_msi2hist.msi.ion_images import Tolerance, ion_images
+    from napari_msi2hist.registration.transforms import lazy_resample_imzml
+
+    tr = Transform.from_moving_to_fixed_matrix(_matrix(30.0, 1.0, (10.0, 5.0), (600.0, 600.0)))
+    with ImzMLFile(small_phantom.paths["imzml"]) as imz:
+        cube = lazy_resample_imzml(imz, tr, (50, 60), (20.0, 20.0))
+        assert cube.shape == (len(imz.mz_axis()), 50, 60)  # the full m/z axis, nothing computed yet
+        k = int(np.argmin(np.abs(imz.mz_axis() - small_phantom.peaks["nuclei"][0])))
+        one = cube[k].compute()
+        direct = ion_images(imz, [float(imz.mz_axis()[k])], tolerance=Tolerance(0.0, "da")).stack[0]
+        np.testing.assert_allclose(
+            one,
+            tr.resample_moving_to_fixed(direct, (20.0, 20.0), (50, 60), (20.0, 20.0)),
+            rtol=1e-5,
+            atol=1e-3,
+        )

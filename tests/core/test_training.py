@@ -261,3 +261,44 @@ def test_train_and_evaluate_cli(tmp_path, phantom_entries, capsys):
         and d["ssim"] == pytest.approx(1.0)
         and d["nmi"] == pytest.approx(2.0)
     )
+
+
+def test_pairs_file_with_a_registration_transform(tmp_path, phantom_entries):
+    """A pairs file can align a sample by a transform from msi2hist register (moving = MSI)."""
+    import yaml
+
+    from napari_msi2hist.models.datasets import contract_from_data, load_samples, read_pairs_yaml
+    from napari_msi2hist.phantom import load_truth
+    from napari_msi2hist.registration.transforms import Transform
+
+    e = phantom_entries[0]
+    truth = load_truth(e["align"]["truth"])
+    m = np.eye(3)
+    m[:2, :2], m[:2, 2] = truth.matrix_yx, truth.offset_yx_um  # the truth's linear part
+    Transform.from_moving_to_fixed_matrix(m).save(tmp_path / "t.json")
+    (tmp_path / "pairs.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "samples": [
+                    {
+                        "name": "a",
+                        "imzml": e["imzml"],
+                        "he": e["he"],
+                        "align": {"transform": "t.json"},
+                    },
+                    {
+                        "name": "b",
+                        "imzml": e["imzml"],
+                        "he": e["he"],
+                        "align": {"truth": e["align"]["truth"]},
+                    },
+                ]
+            }
+        )
+    )
+    entries = read_pairs_yaml(tmp_path / "pairs.yaml")
+    contract, stacks = contract_from_data(entries, n_peaks=5)
+    a, b = load_samples(entries, contract, stacks)
+    assert (
+        np.abs(a.y - b.y)[:, a.valid & b.valid].mean() < 0.15
+    )  # differ only by the small deformation

@@ -41,10 +41,18 @@ def get_reader(path):
 
 
 def imzml_layer_data(path) -> list[tuple]:
+    import warnings
+
     from ..msi.ion_images import total_ion_image
     from .imzml import open_imzml
 
     with open_imzml(path) as imz:
+        if imz.pixel_size_um is None:
+            warnings.warn(
+                f"{Path(path).name}: no pixel size (IMS:1000046/47); assuming 1 um per pixel",
+                UserWarning,
+                stacklevel=2,
+            )
         tic = total_ion_image(imz)
         info = imz.info()
         px = imz.pixel_size_um or (1.0, 1.0)
@@ -118,7 +126,11 @@ def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple
 
 
 def read_image_layers(path):
+    import warnings
+
     if isinstance(path, list):
         path = path[0]
     img = read_histology(path)
+    for w in img.warnings:  # napari shows Python warnings as notifications
+        warnings.warn(w, UserWarning, stacklevel=2)
     return image_layer_data(img)

@@ -5,9 +5,9 @@ and the target H&E resampled onto the same grid through the MSI-to-H&E alignment
 frame is what inference does (the model is applied to an MSI before any registration), so training
 and inference see the same geometry.
 
-Alignment of a sample (pairs YAML ``align``): ``truth`` (a phantom's truth.json), ``landmarks`` (two
-napari points CSVs in world um, an affine is fitted MSI -> H&E), or ``aligned`` (H&E world um equal MSI
-world um).
+Alignment of a sample (pairs YAML ``align``): ``truth`` (a phantom's truth.json), ``transform`` (a
+registration result, moving = MSI), ``landmarks`` (two napari points CSVs in world um, an affine is
+fitted MSI -> H&E), or ``aligned`` (H&E world um equal MSI world um).
 
 Pairs YAML::
 
@@ -15,7 +15,8 @@ Pairs YAML::
       - name: s1
         imzml: s1/msi.imzML
         he: s1/he.ome.tif
-        align: {truth: s1/truth.json}          # or {landmarks_msi: a.csv, landmarks_he: b.csv} or aligned
+        align: {truth: s1/truth.json}    # or {transform: reg/transform.json} (from msi2hist register),
+                                         # {landmarks_msi: a.csv, landmarks_he: b.csv}, or aligned
         split: train                           # or val (default: train)
 
 Paths are relative to the YAML's folder. Train/validation split is by sample, never by patch.
@@ -101,6 +102,10 @@ def _align_function(align, base: Path):
         from ..phantom import load_truth
 
         return load_truth(base / align["truth"]).forward
+    if "transform" in align:  # a registration result: its moving frame is the MSI
+        from ..registration.transforms import Transform
+
+        return Transform.load(base / align["transform"]).moving_to_fixed
     if "landmarks_msi" in align:
         from ..phantom import read_points_csv
 

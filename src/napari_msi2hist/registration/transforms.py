@@ -321,3 +321,46 @@ class Transform:
     @classmethod
     def from_moving_to_fixed_matrix(cls, m_yx: np.ndarray, meta: dict | None = None) -> Transform:
         return cls(_affine_xy_from_yx(np.linalg.inv(np.asarray(m_yx, float))), meta)
+
+
+def lazy_resample_imzml(
+    imz,
+    transform: Transform,
+    fixed_shape_yx,
+    fixed_px,
+    mz=None,
+    tolerance=None,
+    channels_per_chunk: int = 16,
+):
+    """The imzML's ion images resampled onto the fixed (H&E) grid as a lazy dask array ``(C, Y, X)``.
+
+    ``mz`` defaults to every value of a continuous file's m/z axis (the full data cube, computed
+    chunk by chunk only when a channel is looked at); ``tolerance`` defaults to 0 Da (one axis bin
+    each for continuous files)."""
+    import dask
+    import dask.array as da
+
+    from ..msi.ion_images import Tolerance, ion_images
+
+    if mz is None:
+        mz = imz.mz_axis().astype(np.float64)
+    mz = np.asarray(mz, dtype=np.float64)
+    tol = tolerance or Tolerance(0.0, "da")
+    msi_px = imz.pixel_size_um or (1.0, 1.0)
+    ny, nx = fixed_shape_yx
+
+    def block(sel):
+        st = ion_images(imz, sel, tolerance=tol).stack
+        return np.stack(
+            [transform.resample_moving_to_fixed(c, msi_px, (ny, nx), fixed_px) for c in st]
+        ).astype(np.float32)
+
+    parts = [
+        da.from_delayed(
+            dask.delayed(block)(mz[i : i + channels_per_chunk]),
+            shape=(len(mz[i : i + channels_per_chunk]), ny, nx),
+            dtype=np.float32,
+        )
+        for i in range(0, len(mz), channels_per_chunk)
+    ]
+    return da.concatenate(parts, axis=0)
