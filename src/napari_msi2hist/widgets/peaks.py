@@ -28,6 +28,7 @@ from ..io.imzml import open_imzml
 from ..msi.ion_images import Tolerance, iter_ion_images
 from ..msi.peaks import parse_mz_list, pick_peaks
 from ..msi.spectra import NORMALISATIONS, iter_mean_spectrum
+from ._common import msi2hist_kind, refill_combo, show_progress, show_user_error
 from ._workers import start_job
 
 
@@ -43,7 +44,7 @@ class PeakParams:
 
 def msi_layers(viewer):
     """Layers that came from an imzML, found by metadata (not by name)."""
-    return [ly for ly in viewer.layers if ly.metadata.get("msi2hist", {}).get("kind") == "msi"]
+    return [ly for ly in viewer.layers if msi2hist_kind(ly) == "msi"]
 
 
 class PeakSelectionWidget(QWidget):
@@ -119,12 +120,7 @@ class PeakSelectionWidget(QWidget):
 
     # ---------------------------------------------------------------- state
     def _refresh_layers(self, *_):
-        current = self.layer_box.currentText()
-        names = [ly.name for ly in msi_layers(self.viewer)]
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
+        refill_combo(self.layer_box, [ly.name for ly in msi_layers(self.viewer)])
 
     def _params(self) -> PeakParams:
         name = self.layer_box.currentText()
@@ -148,9 +144,7 @@ class PeakSelectionWidget(QWidget):
         self.add_btn.setEnabled(which == "add" or (which is None and self.peaks is not None))
 
     def _on_progress(self, p):
-        self.progress.setMaximum(max(1, p.total))
-        self.progress.setValue(p.done)
-        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
+        show_progress(self.progress, self.status, p)
 
     def _finished(self):
         self.worker = None
@@ -164,11 +158,8 @@ class PeakSelectionWidget(QWidget):
         try:
             params = self._params()
             mz = parse_mz_list(params.mz_text) if params.mz_text else None
-        except Exception as e:  # noqa: BLE001
-            from napari.utils.notifications import show_error
-
-            show_error(str(e))
-            self.status.setText(str(e))
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            show_user_error(self.status, e)
             return
         self._busy(which)
         if which == "pick":

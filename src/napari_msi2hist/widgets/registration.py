@@ -28,6 +28,7 @@ from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
 from ..registration.landmarks import landmark_report
 from ..registration.pipeline import iter_register_msi
+from ._common import layer_names, msi2hist_kind, refill_combo, show_user_error
 from ._workers import start_job
 
 FIXED_ROLE, MOVING_ROLE = "landmarks_fixed", "landmarks_moving"
@@ -42,10 +43,6 @@ class RegParams:
     moving_px: tuple[float, float]
     opts: RegistrationOptions
     source_file: str
-
-
-def _kind(layer) -> str | None:
-    return layer.metadata.get("msi2hist", {}).get("kind")
 
 
 def _source_file(layer) -> str:
@@ -124,16 +121,17 @@ class RegisterWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def _refresh(self, *_):
-        def fill(box, pred):
-            cur = box.currentText()
-            names = [ly.name for ly in self.viewer.layers if pred(ly)]
-            box.clear()
-            box.addItems(names)
-            if cur in names:
-                box.setCurrentText(cur)
-
-        fill(self.fixed_box, lambda ly: getattr(ly, "rgb", False) and _kind(ly) != "synthetic_he")
-        fill(self.moving_box, lambda ly: _kind(ly) in ("synthetic_he", "msi", "ion_stack"))
+        v = self.viewer
+        refill_combo(
+            self.fixed_box,
+            layer_names(
+                v, lambda ly: getattr(ly, "rgb", False) and msi2hist_kind(ly) != "synthetic_he"
+            ),
+        )
+        refill_combo(
+            self.moving_box,
+            layer_names(v, lambda ly: msi2hist_kind(ly) in ("synthetic_he", "msi", "ion_stack")),
+        )
 
     def _same_msi_layers(self, moving_layer):
         src = _source_file(moving_layer)
@@ -141,7 +139,7 @@ class RegisterWidget(QWidget):
             ly
             for ly in self.viewer.layers
             if ly is moving_layer
-            or (src and _source_file(ly) == src and _kind(ly) != "registered")
+            or (src and _source_file(ly) == src and msi2hist_kind(ly) != "registered")
             or ly.metadata.get("msi2hist", {}).get("role") == MOVING_ROLE
         ]
 
@@ -155,7 +153,7 @@ class RegisterWidget(QWidget):
         stages = tuple(s for s, b in self.stage_boxes.items() if b.isChecked())
         if not stages:
             raise ValueError("choose at least one stage")
-        route = "synthesis" if _kind(ml) == "synthetic_he" else "direct"
+        route = "synthesis" if msi2hist_kind(ml) == "synthetic_he" else "direct"
         mv = np.asarray(ml.data)
         return RegParams(
             he,
@@ -175,11 +173,8 @@ class RegisterWidget(QWidget):
             return
         try:
             p = self._params()
-        except Exception as e:  # noqa: BLE001
-            from napari.utils.notifications import show_error
-
-            show_error(str(e))
-            self.status.setText(str(e))
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            show_user_error(self.status, e)
             return
 
         def job(tok):

@@ -26,6 +26,7 @@ from ..models.contract import ContractMismatchError
 from ..models.inference import InferenceOptions
 from ..models.synthesis import extract_for_contract, iter_synthesize
 from ..msi.ion_images import IonImages, Tolerance
+from ._common import msi2hist_kind, refill_combo, show_progress, show_user_error
 from ._workers import start_job
 
 # checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser, and
@@ -45,12 +46,7 @@ class SynthParams:
 
 
 def synthesis_sources(viewer):
-    out = []
-    for ly in viewer.layers:
-        k = ly.metadata.get("msi2hist", {}).get("kind")
-        if k in ("msi", "ion_stack"):
-            out.append(ly)
-    return out
+    return [ly for ly in viewer.layers if msi2hist_kind(ly) in ("msi", "ion_stack")]
 
 
 class SynthesisWidget(QWidget):
@@ -127,12 +123,7 @@ class SynthesisWidget(QWidget):
             self.ckpt_box.setCurrentText(path)
 
     def _refresh(self, *_):
-        cur = self.layer_box.currentText()
-        names = [ly.name for ly in synthesis_sources(self.viewer)]
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if cur in names:
-            self.layer_box.setCurrentText(cur)
+        refill_combo(self.layer_box, [ly.name for ly in synthesis_sources(self.viewer)])
 
     def _params(self) -> SynthParams:
         name = self.layer_box.currentText()
@@ -179,10 +170,7 @@ class SynthesisWidget(QWidget):
                 self._stack_from_layer(params.layer_name) if params.kind == "ion_stack" else None
             )
         except Exception as e:  # noqa: BLE001 - shown to the user
-            from napari.utils.notifications import show_error
-
-            show_error(str(e))
-            self.status.setText(str(e))
+            show_user_error(self.status, e)
             return
         self.run_btn.setText("Cancel")
         self.worker = start_job(
@@ -211,9 +199,7 @@ class SynthesisWidget(QWidget):
         return params, (yield from iter_synthesize(ions, ckpt, params.options, cancel))
 
     def _on_progress(self, p):
-        self.progress.setMaximum(max(1, p.total))
-        self.progress.setValue(p.done)
-        self.status.setText(f"{p.stage}: {p.done}/{p.total}")
+        show_progress(self.progress, self.status, p)
 
     def _finished(self):
         self.worker = None

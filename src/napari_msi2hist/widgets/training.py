@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..io.histology import to_uint8_rgb
 from ..models.training import TrainConfig
 from . import synthesis as synth_widget
+from ._common import layer_names, msi2hist_kind, refill_combo, show_user_error
 from ._workers import start_job
 
 
@@ -221,19 +222,12 @@ class TrainWidget(QWidget):
         self.base.addItems(["", "demo"] + list(reversed(synth_widget.RECENT_CHECKPOINTS)))
 
     def _refresh(self, *_):
-        def fill(box, pred):
-            cur = box.currentText()
-            names = [ly.name for ly in self.viewer.layers if pred(ly)]
-            box.clear()
-            box.addItems(names)
-            if cur in names:
-                box.setCurrentText(cur)
-
-        kind = lambda ly: ly.metadata.get("msi2hist", {}).get("kind")  # noqa: E731
-        fill(self.msi_box, lambda ly: kind(ly) == "msi")
-        fill(self.he_box, lambda ly: getattr(ly, "rgb", False))
-        fill(self.moving_pts, lambda ly: type(ly).__name__ == "Points")
-        fill(self.fixed_pts, lambda ly: type(ly).__name__ == "Points")
+        v = self.viewer
+        refill_combo(self.msi_box, layer_names(v, lambda ly: msi2hist_kind(ly) == "msi"))
+        refill_combo(self.he_box, layer_names(v, lambda ly: getattr(ly, "rgb", False)))
+        points = layer_names(v, lambda ly: type(ly).__name__ == "Points")
+        refill_combo(self.moving_pts, points)
+        refill_combo(self.fixed_pts, points)
 
     def _params(self) -> TrainParams:
         cfg = TrainConfig(
@@ -306,11 +300,8 @@ class TrainWidget(QWidget):
             return
         try:
             params = self._params()
-        except Exception as e:  # noqa: BLE001
-            from napari.utils.notifications import show_error
-
-            show_error(str(e))
-            self.status.setText(str(e))
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            show_user_error(self.status, e)
             return
         if not params.resume and (Path(params.out_dir) / "checkpoints").exists():
             # never start over a previous run: take a fresh folder next to it

@@ -1,0 +1,36 @@
+"""Small pieces every dock widget uses: layer choosers, error display, progress display."""
+
+from __future__ import annotations
+
+
+def refill_combo(box, names: list[str]) -> None:
+    """Replace a combo box's items, keeping the current choice when it still exists."""
+    current = box.currentText()
+    box.clear()
+    box.addItems(names)
+    if current in names:
+        box.setCurrentText(current)
+
+
+def layer_names(viewer, pred) -> list[str]:
+    return [ly.name for ly in viewer.layers if pred(ly)]
+
+
+def msi2hist_kind(layer) -> str | None:
+    """A layer's role, as this plugin records it in its metadata (layers are found by metadata)."""
+    return layer.metadata.get("msi2hist", {}).get("kind")
+
+
+def show_user_error(status_label, exc: BaseException) -> None:
+    """A readable notification plus the same text in the widget's status line (no traceback)."""
+    from napari.utils.notifications import show_error
+
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    show_error(msg)
+    status_label.setText(msg)
+
+
+def show_progress(bar, status_label, p) -> None:
+    bar.setMaximum(max(1, p.total))
+    bar.setValue(p.done)
+    status_label.setText(f"{p.stage}: {p.done}/{p.total}" if p.stage else f"{p.done}/{p.total}")
