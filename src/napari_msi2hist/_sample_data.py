@@ -16,13 +16,32 @@ def sample_dir() -> Path:
     return Path(base) / f"phantom-seed{SAMPLE_SEED}"
 
 
+def _is_current(d: Path, cfg) -> bool:
+    """A cached phantom is reused only if complete (truth.json is written last) and made by the same
+    generator version from the same config; otherwise it is regenerated (a stale cache gave a sample
+    whose m/z channels no longer matched the bundled model)."""
+    import json
+    from dataclasses import asdict
+
+    from .phantom import PHANTOM_VERSION
+
+    try:
+        t = json.loads((d / "truth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return t.get("phantom_version") == PHANTOM_VERSION and t.get("config") == json.loads(
+        json.dumps(asdict(cfg))
+    )
+
+
 def ensure_sample_phantom() -> Path:
-    """Write the sample phantom unless a complete one is already there; returns its folder."""
+    """Write the sample phantom unless a current one is already there; returns its folder."""
     from .phantom import PhantomConfig, make_phantom
 
     d = sample_dir()
-    if not (d / "truth.json").is_file():  # truth.json is written last
-        make_phantom(d, PhantomConfig(seed=SAMPLE_SEED), overwrite=True)
+    cfg = PhantomConfig(seed=SAMPLE_SEED)
+    if not _is_current(d, cfg):
+        make_phantom(d, cfg, overwrite=True)
     return d
 
 

@@ -37,6 +37,8 @@ from .registration.transforms import (
 )
 
 TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
+# bump whenever the same config would generate different data (caches of sample phantoms check it)
+PHANTOM_VERSION = 2
 CLASSES = ("background", "nuclei", "stroma", "other")
 
 
@@ -409,6 +411,7 @@ def truth_dict(ph: Phantom) -> dict:
     d = {
         "format": TRUTH_FORMAT,
         "package_version": __version__,
+        "phantom_version": PHANTOM_VERSION,
         "convention": (
             "Points are (y, x) world coordinates in micrometres; world = pixel index * pixel size "
             "(napari scale, no translate). msi_to_he(p) = matrix_yx_um @ p + offset_yx_um + D(p), where "

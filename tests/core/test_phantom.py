@@ -86,3 +86,22 @@ def test_real_texture_and_processed_mode(shared_data, tmp_path):
     # class maps: glass around the tissue, several tissue classes present
     frac = ph.he_classes.reshape(4, -1).mean(1)
     assert frac[0] > 0.2 and (frac[1:] > 0.02).all()
+
+
+def test_sample_cache_is_regenerated_when_stale(tmp_path, monkeypatch):
+    import json
+
+    from napari_msi2hist import _sample_data
+
+    monkeypatch.setenv("MSI2HIST_CACHE", str(tmp_path))
+    monkeypatch.setattr(_sample_data, "SAMPLE_SEED", 9)
+    d = _sample_data.ensure_sample_phantom()
+    first = (d / "msi.ibd").stat().st_mtime_ns
+    assert (
+        _sample_data.ensure_sample_phantom() == d and (d / "msi.ibd").stat().st_mtime_ns == first
+    )  # reused
+    t = json.loads((d / "truth.json").read_text())
+    t["phantom_version"] = 1  # as written by an older generator
+    (d / "truth.json").write_text(json.dumps(t))
+    _sample_data.ensure_sample_phantom()
+    assert json.loads((d / "truth.json").read_text())["phantom_version"] != 1
