@@ -25,6 +25,8 @@ def _figures(out: Path, ph, syn_rgb, truth_rgb, od_fixed, warped: dict, tre: dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .registration.pipeline import checkerboard
+
     files = []
     fig, ax = plt.subplots(1, 3, figsize=(12, 4))
     ax[0].imshow(ph.he_rgb)
@@ -41,12 +43,8 @@ def _figures(out: Path, ph, syn_rgb, truth_rgb, od_fixed, warped: dict, tre: dic
     files.append("fig_synthesis.png")
 
     fig, ax = plt.subplots(1, len(warped), figsize=(4 * len(warped), 4))
-    f = od_fixed / (np.percentile(od_fixed, 99) + 1e-9)
-    k = max(8, min(f.shape) // 8)
-    yy, xx = np.indices(f.shape)
     for a, (name, w) in zip(np.atleast_1d(ax), warped.items(), strict=True):
-        w = w / (np.percentile(w, 99) + 1e-9)
-        a.imshow(np.where(((yy // k) + (xx // k)) % 2 == 0, f, w), cmap="gray", vmin=0, vmax=1)
+        a.imshow(checkerboard(od_fixed, w), cmap="gray", vmin=0, vmax=1)
         a.set_title(f"checkerboard: {name}")
         a.set_axis_off()
     fig.tight_layout()

@@ -136,10 +136,6 @@ class _ParseState:
     spectra_count: int | None = None
 
 
-def _cv_of_group(groups, ref):
-    return groups.get(ref, {})
-
-
 class _StopAtSpectra(Exception):
     pass
 
@@ -163,7 +159,6 @@ def _parse_imzml_xml(path: Path, header_only: bool = False) -> _ParseState:
     def start(name: str, attrs: dict[str, str]):
         nonlocal cur_group, cur_spec, cur_array
         name = name.rsplit(":", 1)[-1]
-        parent = stack[-1] if stack else None
         stack.append(name)
         if name == "mzML" and len(stack) == 1:
             st.saw_mzml = True
@@ -203,7 +198,6 @@ def _parse_imzml_xml(path: Path, header_only: bool = False) -> _ParseState:
                 st.file_content[acc] = value if value else pname
             elif "scanSettings" in stack:
                 st.scan_settings[acc] = value
-        del parent
 
     def end(name: str):
         nonlocal cur_group, cur_spec, cur_array

@@ -35,7 +35,7 @@ from ..io.imzml import ImzMLFile
 from ..msi.ion_images import IonImages, ion_images
 from ..msi.peaks import pick_peaks
 from ..msi.spectra import mean_spectrum
-from .contract import ChannelContract, output_grid, prepare_input
+from .contract import ChannelContract, prepare_input
 
 GLASS_RGB = (243, 241, 245)
 
@@ -275,9 +275,3 @@ class PatchSampler:
                 for a in ys
             ]
         return np.stack(xs), np.stack(ys)
-
-
-def grid_shape_for(ions: IonImages, contract: ChannelContract) -> tuple[int, int]:
-    return output_grid(
-        ions.stack.shape[-2:], ions.pixel_size_um or (1.0, 1.0), contract.working_pixel_um
-    )

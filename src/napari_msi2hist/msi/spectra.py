@@ -15,7 +15,7 @@ import numpy as np
 
 from ..io.imzml import ImzMLFile, ImzMLNonFiniteError
 from ..progress import CancelToken, Progress, run_to_end
-from ._chunks import DEFAULT_CHUNK_BYTES, DenseChunk, FlatChunk, iter_dense_chunks, iter_flat_chunks
+from ._chunks import DEFAULT_CHUNK_BYTES, FlatChunk, iter_dense_chunks, iter_flat_chunks
 
 NORMALISATIONS = ("none", "tic", "rms", "median")
 
@@ -210,5 +210,4 @@ __all__ = [
     "mean_spectrum",
     "rebin_linear",
     "safe_divide_rows",
-    "DenseChunk",
 ]

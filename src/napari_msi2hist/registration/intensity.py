@@ -90,7 +90,7 @@ def _metric(r, opts: RegistrationOptions):
     return kind
 
 
-def _method(opts: RegistrationOptions, level: int, n_levels: int, bspline: bool = False):
+def _method(opts: RegistrationOptions, level: int, bspline: bool = False):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
@@ -200,7 +200,7 @@ def iter_register(
             cancel.check()
         t = sitk.Similarity2DTransform(base)
         t.SetAngle(base.GetAngle() + ang)
-        r = _method(opts, 0, n_levels)
+        r = _method(opts, 0)
         r.SetShrinkFactorsPerLevel([1])
         r.SetSmoothingSigmasPerLevel([0])
         r.SetOptimizerAsRegularStepGradientDescent(
@@ -218,6 +218,10 @@ def iter_register(
     done += 1
     yield Progress(done, total, "initialisation", {"metric": best_val})
 
+    mask_img = None
+    if fixed_mask is not None:  # resampled once, used at every stage and level
+        m = _downsample_to(fixed_mask.astype(np.float32), fixed_px, target)[0] > 0.5
+        mask_img = sitk.Cast(sitk_image(m, f_px), sitk.sitkUInt8)
     composite = sitk.CompositeTransform(2)
     current = best
     history = {}
@@ -230,10 +234,9 @@ def iter_register(
             )
         elif stage == "affine":
             tr = sitk.AffineTransform(2)
-            lin = current if not isinstance(current, sitk.CompositeTransform) else current
-            tr.SetCenter(lin.GetCenter())
-            tr.SetMatrix(lin.GetMatrix())
-            tr.SetTranslation(lin.GetTranslation())
+            tr.SetCenter(current.GetCenter())
+            tr.SetMatrix(current.GetMatrix())
+            tr.SetTranslation(current.GetTranslation())
         else:  # bspline on top of the linear result
             composite = sitk.CompositeTransform([current])
             mesh = [
@@ -245,14 +248,11 @@ def iter_register(
         for level in range(n_levels):
             if cancel is not None:
                 cancel.check()
-            r = _method(opts, level, n_levels, bspline=stage == "bspline")
+            r = _method(opts, level, bspline=stage == "bspline")
             if stage == "bspline":
                 r.SetMovingInitialTransform(composite)
-            if fixed_mask is not None:
-                fm = sitk_image(
-                    _downsample_to(fixed_mask.astype(np.float32), fixed_px, target)[0] > 0.5, f_px
-                )
-                r.SetMetricFixedMask(sitk.Cast(fm, sitk.sitkUInt8))
+            if mask_img is not None:
+                r.SetMetricFixedMask(mask_img)
             r.SetInitialTransform(tr, inPlace=True)
             try:
                 r.Execute(fixed, moving)

@@ -28,7 +28,14 @@ from ..io.imzml import open_imzml
 from ..msi.ion_images import Tolerance, iter_ion_images
 from ..msi.peaks import parse_mz_list, pick_peaks
 from ..msi.spectra import NORMALISATIONS, iter_mean_spectrum
-from ._common import msi2hist_kind, refill_combo, show_progress, show_user_error
+from ._common import (
+    cancel_if_running,
+    msi2hist_kind,
+    refill_combo,
+    show_progress,
+    show_user_error,
+    upsert_image,
+)
 from ._workers import start_job
 
 
@@ -151,9 +158,7 @@ class PeakSelectionWidget(QWidget):
         self._busy(None)
 
     def _run_or_cancel(self, which: str):
-        if self.worker is not None:
-            self.worker.cancel_token.cancel()
-            self.status.setText("cancelling...")
+        if cancel_if_running(self):
             return
         try:
             params = self._params()
@@ -230,18 +235,15 @@ class PeakSelectionWidget(QWidget):
             name = f"{self.layer_box.currentText().removesuffix(' TIC')} ion images"
             data, scale = res.stack, (1.0, *params.pixel_size_um)
         limits = robust_limits(data[..., res.mask])
-        if name in self.viewer.layers:
-            ly = self.viewer.layers[name]
-            ly.data, ly.metadata, ly.contrast_limits = data, meta, limits
-        else:
-            self.viewer.add_image(
-                data,
-                name=name,
-                scale=scale,
-                metadata=meta,
-                colormap="viridis",
-                contrast_limits=limits,
-            )
+        upsert_image(
+            self.viewer,
+            name,
+            data,
+            scale=scale,
+            metadata=meta,
+            colormap="viridis",
+            contrast_limits=limits,
+        )
         if preview:
             self.status.setText(f"preview m/z {res.mz[0]:.4f} ({res.tolerance})")
         else:

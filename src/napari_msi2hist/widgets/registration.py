@@ -27,8 +27,15 @@ from qtpy.QtWidgets import (
 from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
 from ..registration.landmarks import landmark_report
-from ..registration.pipeline import iter_register_msi
-from ._common import layer_names, msi2hist_kind, refill_combo, show_user_error
+from ..registration.pipeline import checkerboard, iter_register_msi
+from ._common import (
+    cancel_if_running,
+    layer_names,
+    msi2hist_kind,
+    refill_combo,
+    show_user_error,
+    upsert_image,
+)
 from ._workers import start_job
 
 FIXED_ROLE, MOVING_ROLE = "landmarks_fixed", "landmarks_moving"
@@ -167,9 +174,7 @@ class RegisterWidget(QWidget):
 
     # ------------------------------------------------------------------ intensity registration
     def _run_or_cancel(self):
-        if self.worker is not None:
-            self.worker.cancel_token.cancel()
-            self.status.setText("cancelling...")
+        if cancel_if_running(self):
             return
         try:
             p = self._params()
@@ -225,17 +230,15 @@ class RegisterWidget(QWidget):
             )
             name = f"{ml.name} registered"
             meta = {"msi2hist": {"kind": "registered", "source": _source_file(ml)}}
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = warped
-            else:
-                self.viewer.add_image(
-                    warped,
-                    name=name,
-                    scale=fl.scale[-2:],
-                    colormap="magma",
-                    blending="additive",
-                    metadata=meta,
-                )
+            upsert_image(
+                self.viewer,
+                name,
+                warped,
+                scale=fl.scale[-2:],
+                colormap="magma",
+                blending="additive",
+                metadata=meta,
+            )
         b, a = res.metrics["before"], res.metrics["after"]
         text = (
             f"MI {b['mi']:.3f} -> {a['mi']:.3f}; NCC {b['ncc']:.3f} -> {a['ncc']:.3f}; "
@@ -273,21 +276,15 @@ class RegisterWidget(QWidget):
         w = self.result.transform.resample_moving_to_fixed(
             self.result.moving_image, self.result.moving_px, f.shape, tuple(fl.scale[-2:])
         )
-        f, w = f / (np.percentile(f, 99) + 1e-9), w / (np.percentile(w, 99) + 1e-9)
-        k = max(8, min(f.shape) // 8)
-        yy, xx = np.indices(f.shape)
-        checker = np.where(((yy // k) + (xx // k)) % 2 == 0, f, w)
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = checker
-            self.viewer.layers[name].visible = True
-        else:
-            self.viewer.add_image(
-                checker,
-                name=name,
-                scale=fl.scale[-2:],
-                colormap="gray",
-                metadata={"msi2hist": {"kind": "checkerboard"}},
-            )
+        ly = upsert_image(
+            self.viewer,
+            name,
+            checkerboard(f, w),
+            scale=fl.scale[-2:],
+            colormap="gray",
+            metadata={"msi2hist": {"kind": "checkerboard"}},
+        )
+        ly.visible = True
 
     # ------------------------------------------------------------------ landmarks
     def landmark_layers(self):

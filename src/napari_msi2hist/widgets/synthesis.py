@@ -26,7 +26,14 @@ from ..models.contract import ContractMismatchError
 from ..models.inference import InferenceOptions
 from ..models.synthesis import extract_for_contract, iter_synthesize
 from ..msi.ion_images import IonImages, Tolerance
-from ._common import msi2hist_kind, refill_combo, show_progress, show_user_error
+from ._common import (
+    cancel_if_running,
+    msi2hist_kind,
+    refill_combo,
+    show_progress,
+    show_user_error,
+    upsert_image,
+)
 from ._workers import start_job
 
 # checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser, and
@@ -160,9 +167,7 @@ class SynthesisWidget(QWidget):
         )
 
     def _run_or_cancel(self):
-        if self.worker is not None:
-            self.worker.cancel_token.cancel()
-            self.status.setText("cancelling...")
+        if cancel_if_running(self):
             return
         try:
             params = self._params()
@@ -210,13 +215,7 @@ class SynthesisWidget(QWidget):
         self.last_result = res
         name = f"{params.layer_name.removesuffix(' TIC')} synthetic H&E"
         meta = {"msi2hist": res.metadata()}
-        if name in self.viewer.layers:
-            ly = self.viewer.layers[name]
-            ly.data, ly.metadata, ly.scale = res.rgb, meta, res.pixel_size_um
-        else:
-            self.viewer.add_image(
-                res.rgb, name=name, rgb=True, scale=res.pixel_size_um, metadata=meta
-            )
+        upsert_image(self.viewer, name, res.rgb, rgb=True, scale=res.pixel_size_um, metadata=meta)
         self.status.setText(
             f"synthetic H&E {res.rgb.shape[0]}x{res.rgb.shape[1]} px at {res.pixel_size_um[0]} um"
         )

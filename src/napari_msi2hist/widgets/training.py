@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from ..io.histology import to_uint8_rgb
 from ..models.training import TrainConfig
 from . import synthesis as synth_widget
-from ._common import layer_names, msi2hist_kind, refill_combo, show_user_error
+from ._common import cancel_if_running, layer_names, msi2hist_kind, refill_combo, show_user_error
 from ._workers import start_job
 
 
@@ -294,9 +294,7 @@ class TrainWidget(QWidget):
         )
 
     def _run_or_cancel(self):
-        if self.worker is not None:
-            self.worker.cancel_token.cancel()
-            self.status.setText("cancelling (the state is saved for resuming)...")
+        if cancel_if_running(self, "cancelling (the state is saved for resuming)..."):
             return
         try:
             params = self._params()
