@@ -102,6 +102,13 @@ def main() -> int:
     ap.add_argument("--baseline-steps", type=int, default=None)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument(
+        "--continue-steps",
+        type=int,
+        default=0,
+        help="fine-tune the pix2pix result for this many more steps (new patch seed, lr/2 decaying "
+        "to 0); the baseline then trains for the same total number of steps",
+    )
+    ap.add_argument(
         "--no-install", action="store_true", help="do not copy the model into the package"
     )
     a = ap.parse_args()
@@ -138,9 +145,22 @@ def main() -> int:
             model="unet",
             baseline_base=16,
             baseline_patch=32,
-            **{**common, "max_steps": a.baseline_steps or a.steps},
+            **{**common, "max_steps": (a.baseline_steps or a.steps) + a.continue_steps},
         ),
     }
+    bases: dict[str, Path] = {}
+    if a.continue_steps:
+        runs["pix2pix-continued"] = TrainConfig(
+            **{
+                **runs["pix2pix"].__dict__,
+                "max_steps": a.continue_steps,
+                "lr": a.lr / 2,
+                "decay_start": 0,
+                "seed": 1,
+            }
+        )
+        bases["pix2pix-continued"] = work / "run-pix2pix" / "checkpoints" / "last.pt"
+    final_run = "pix2pix-continued" if a.continue_steps else "pix2pix"
     results = {
         "contract": {
             "n_channels": contract.n_channels,
@@ -162,7 +182,10 @@ def main() -> int:
                 )
 
         final = run_to_end(
-            iter_train(train, val, contract, cfg, work / f"run-{name}", resume=True), cb
+            iter_train(
+                train, val, contract, cfg, work / f"run-{name}", resume=True, base=bases.get(name)
+            ),
+            cb,
         )
         results[name] = {
             "config": cfg.__dict__,
@@ -173,26 +196,28 @@ def main() -> int:
             f"{name}: {results[name]['test']['mean']} in {results[name]['seconds']:.0f} s",
             flush=True,
         )
-    p, u = results["pix2pix"]["test"]["mean"], results["unet"]["test"]["mean"]
+    p, u = results[final_run]["test"]["mean"], results["unet"]["test"]["mean"]
     results["delta"] = {"mi": p["mi"] - u["mi"], "ssim": p["ssim"] - u["ssim"]}
     print(
         f"pix2pix - U-Net on held-out phantoms: MI {results['delta']['mi']:+.3f}, SSIM {results['delta']['ssim']:+.3f}"
     )
     (ROOT / "docs" / "demo_model.json").write_text(json.dumps(results, indent=1, default=str))
     if not a.no_install:
-        ck = load_checkpoint(work / "run-pix2pix" / "model.pt")
+        ck = load_checkpoint(work / f"run-{final_run}" / "model.pt")
         dst = ROOT / "src" / "napari_msi2hist" / "data" / "demo_generator.pt"
         dst.parent.mkdir(parents=True, exist_ok=True)
         g = ck.build()
         training = {
             **ck.training,
             "made_by": "scripts/train_demo_model.py",
-            "test_metrics": results["pix2pix"]["test"],
+            "test_metrics": results[final_run]["test"],
             "baseline_test_metrics": results["unet"]["test"],
         }
         save_checkpoint(dst, g, ck.arch, ck.contract, training, half=True)
         print(f"installed {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
-        shutil.copy(work / "run-pix2pix" / "config.yaml", ROOT / "docs" / "demo_model_config.yaml")
+        shutil.copy(
+            work / f"run-{final_run}" / "config.yaml", ROOT / "docs" / "demo_model_config.yaml"
+        )
     return 0
 
 

@@ -151,14 +151,11 @@ def cmd_synthesize(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .models.datasets import contract_from_data, load_samples, read_pairs_yaml, split_by_sample
-    from .models.training import TrainConfig, iter_train
-    from .progress import run_to_end
+def _train_config(args, model: str):
+    from .models.training import TrainConfig
 
-    entries = read_pairs_yaml(args.pairs)
-    cfg = TrainConfig(
-        model=args.model,
+    return TrainConfig(
+        model=model,
         gan_mode=args.gan_mode,
         lambda_l1=args.lambda_l1,
         lr=args.lr,
@@ -174,6 +171,49 @@ def cmd_train(args) -> int:
         device=args.device,
         decay_start=args.decay_start,
     )
+
+
+def cmd_compare(args) -> int:
+    from .models.compare import format_table, iter_compare
+    from .models.datasets import read_pairs_yaml
+    from .progress import run_to_end
+
+    entries = read_pairs_yaml(args.pairs)
+    try:
+        peaks = [int(v) for v in args.peaks.split(",") if v]
+    except ValueError as e:
+        raise CLIError(f"--peaks {args.peaks!r}: give comma-separated integers") from e
+    models = [m for m in args.models.split(",") if m]
+    bad = [m for m in models if m not in ("pix2pix", "unet")]
+    if bad or not models:
+        raise CLIError(f"--models {args.models!r}: choose from pix2pix, unet")
+    configs = {m: _train_config(args, m) for m in models}
+    res = run_to_end(
+        iter_compare(
+            entries,
+            args.out,
+            configs,
+            n_peaks=peaks,
+            working_pixel_um=args.working_pixel_um,
+            padding=args.padding,
+        ),
+        _Bar(args.quiet),
+    )
+    if args.json:
+        print(json.dumps(res["table"]))
+    else:
+        print(f"held-out samples: split '{res['held_out']}'; per-sample figures in compare.json")
+        print(format_table(res["table"]))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .models.datasets import contract_from_data, load_samples, read_pairs_yaml, split_by_sample
+    from .models.training import iter_train
+    from .progress import run_to_end
+
+    entries = read_pairs_yaml(args.pairs)
+    cfg = _train_config(args, args.model)
     out = Path(args.out)
     if not args.resume and (out / "checkpoints" / "last.pt").is_file():
         raise CLIError(
@@ -251,6 +291,21 @@ def cmd_evaluate(args) -> int:
                 f"{args.mask}: mask shape {mask.shape} differs from the images {pred.shape[:2]}"
             )
     res = all_metrics(pred, truth, mask)
+    if args.lpips_weights and not args.features:
+        raise CLIError("--lpips-weights needs --features (the backbone they calibrate)")
+    if args.features:
+        from .metrics import frechet_distance
+        from .models.backbones import load_backbone, load_lpips_weights, lpips, pooled_features
+
+        net = load_backbone(args.features)
+        lin = load_lpips_weights(args.lpips_weights, net.channels) if args.lpips_weights else None
+        res["lpips"] = lpips(net, pred, truth, lin)
+        fa, fb = (
+            pooled_features(net, pred, args.fid_tile),
+            pooled_features(net, truth, args.fid_tile),
+        )
+        res["fid"] = frechet_distance(fa, fb) if len(fa) > 1 else float("nan")
+        res["fid_tiles"] = len(fa)
     if args.json:
         print(json.dumps(res))
     else:
@@ -456,6 +511,30 @@ def cmd_gui(args) -> int:
     return 0
 
 
+def _add_training_args(p) -> None:
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--gan-mode", choices=["vanilla", "lsgan", "wgangp"], default="vanilla")
+    p.add_argument("--lambda-l1", type=float, default=200.0, help="L1 weight (seed 000: 200)")
+    p.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (seed 000: 2e-5)")
+    p.add_argument(
+        "--decay-start", type=int, default=None, help="step from which the LR decays linearly to 0"
+    )
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--patch", type=int, default=128, help="training crop in working pixels (0: whole images)"
+    )
+    p.add_argument("--ngf", type=int, default=64, help="generator width (pix2pix)")
+    p.add_argument("--depth", type=int, default=7, help="generator U-Net depth (pix2pix)")
+    p.add_argument("--ndf", type=int, default=64, help="PatchGAN discriminator width")
+    p.add_argument("--working-pixel-um", type=float, default=10.0, help="model grid pixel (um)")
+    p.add_argument("--padding", choices=["white", "black"], default="white")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -544,21 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--base", help="checkpoint to fine-tune from (its m/z channels are used)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
-    p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--model", choices=["pix2pix", "unet"], default="pix2pix")
-    p.add_argument("--gan-mode", choices=["vanilla", "lsgan", "wgangp"], default="vanilla")
-    p.add_argument("--lambda-l1", type=float, default=200.0, help="L1 weight (seed 000: 200)")
-    p.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (seed 000: 2e-5)")
-    p.add_argument(
-        "--decay-start", type=int, default=None, help="step from which the LR decays linearly to 0"
-    )
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument(
-        "--patch", type=int, default=128, help="training crop in working pixels (0: whole images)"
-    )
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--depth", type=int, default=7)
-    p.add_argument("--ndf", type=int, default=64)
+    _add_training_args(p)
     p.add_argument(
         "--n-peaks",
         type=int,
@@ -566,20 +632,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="top-N peaks for the channel contract (seed 000: 50)",
     )
     p.add_argument("--mz", help="explicit comma-separated m/z list instead of top-N")
-    p.add_argument("--working-pixel-um", type=float, default=10.0)
-    p.add_argument("--padding", choices=["white", "black"], default="white")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="pix2pix vs the U-Net baseline on the same split, with a peak-count ablation",
+        description="Train each model (same samples, seed and steps) for each peak count and "
+        "evaluate on the held-out samples (split: test in the pairs file, else split: val). "
+        "Prints a table of mean MI and SSIM with the pix2pix - U-Net deltas and writes "
+        "OUT/compare.json (per-sample MI, NMI, SSIM, PSNR) and OUT/compare.csv. Rerunning with "
+        "the same OUT resumes.",
+    )
+    p.add_argument("--pairs", required=True, help="pairs YAML with train, val and test samples")
+    p.add_argument("--out", required=True, help="folder for one run per (peaks, model)")
+    p.add_argument("--peaks", default="50", help="comma-separated peak counts, e.g. 25,50,100")
+    p.add_argument("--models", default="pix2pix,unet", help="comma list of pix2pix, unet")
+    _add_training_args(p)
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("evaluate", help="MI, NMI, SSIM, PSNR between a synthetic and a real H&E")
     p.add_argument("--pred", required=True)
     p.add_argument("--truth", required=True)
     p.add_argument("--mask", help="optional mask image (non-zero = inside)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--features",
+        help="local ResNet-50 or VGG-16 weights (torchvision layout): adds LPIPS and a tile FID",
+    )
+    p.add_argument("--lpips-weights", help="local LPIPS linear-layer weights for --features")
+    p.add_argument("--fid-tile", type=int, default=128, help="tile size (px) of the FID sets")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("register", help="register an MSI (or its synthetic H&E) to the real H&E")

@@ -17,9 +17,10 @@ Pairs YAML::
         he: s1/he.ome.tif
         align: {truth: s1/truth.json}    # or {transform: reg/transform.json} (from msi2hist register),
                                          # {landmarks_msi: a.csv, landmarks_he: b.csv}, or aligned
-        split: train                           # or val (default: train)
+        split: train                           # or val, or test (default: train)
 
-Paths are relative to the YAML's folder. Train/validation split is by sample, never by patch.
+Paths are relative to the YAML's folder. Train/validation split is by sample, never by patch;
+``test`` samples are held out from both and only used by ``msi2hist compare``.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
         for k in ("imzml", "he"):
             if k not in s:
                 raise ValueError(f"{path}: sample {i} has no '{k}'")
+        if s.get("split", "train") not in ("train", "val", "test"):
+            raise ValueError(f"{path}: sample {i} has split {s['split']!r}; use train, val or test")
         out.append(
             {
                 "name": s.get("name", f"sample{i}"),
