@@ -95,5 +95,5 @@ def test_cancel_synthesis(make_napari_viewer, qtbot, phantom_dir, trained_checkp
     w.run_btn.click()
     w.run_btn.click()
     _wait(qtbot, w)
-    assert w.run_btn.text() == "Synthesise H&E"
+    assert w.run_btn.text() == "Synthesise H&&E"
     assert not any("synthetic" in ly.name for ly in viewer.layers)

@@ -99,7 +99,7 @@ class RegisterWidget(QWidget):
         self.status.setWordWrap(True)
 
         form = QFormLayout()
-        form.addRow("Fixed (H&E)", self.fixed_box)
+        form.addRow("Fixed (H&&E)", self.fixed_box)
         form.addRow("Moving", self.moving_box)
         form.addRow("Stages", row)
         lay = QVBoxLayout(self)

@@ -89,7 +89,7 @@ class SynthesisWidget(QWidget):
         self.overlap.setToolTip("Overlap between tiles; overlaps are blended smoothly")
         self.reextract = QCheckBox("re-extract the model's m/z from the imzML when needed")
         self.reextract.setChecked(True)
-        self.run_btn = QPushButton("Synthesise H&E")
+        self.run_btn = QPushButton("Synthesise H&&E")
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -208,7 +208,7 @@ class SynthesisWidget(QWidget):
 
     def _finished(self):
         self.worker = None
-        self.run_btn.setText("Synthesise H&E")
+        self.run_btn.setText("Synthesise H&&E")
 
     def _add_layer(self, result):
         params, res = result

@@ -193,7 +193,7 @@ class TrainWidget(QWidget):
         for label, w in (
             ("Pairs", self.source),
             ("MSI layer", self.msi_box),
-            ("H&E layer", self.he_box),
+            ("H&&E layer", self.he_box),
             ("Alignment", self.align),
             ("Moving points", self.moving_pts),
             ("Fixed points", self.fixed_pts),
