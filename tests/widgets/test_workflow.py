@@ -40,6 +40,16 @@ def _shot(viewer, qtbot, folder: Path, name: str) -> np.ndarray:
     return np.asarray(img)
 
 
+def _plugin_menu_entries(viewer) -> list[str]:
+    for a in viewer.window._qt_window.menuBar().actions():
+        if a.text().replace("&", "") == "Plugins":
+            a.menu().aboutToShow.emit()
+            for b in a.menu().actions():
+                if b.text() == "napari-msi2hist" and b.menu():
+                    return [c.text().replace("&&", "&") for c in b.menu().actions()]
+    return []
+
+
 def _wait(qtbot, w, timeout=300_000):
     qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)
 
@@ -57,6 +67,13 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     shots.mkdir(parents=True, exist_ok=True)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 850)
+    # the four widgets are under Plugins > napari-msi2hist
+    assert _plugin_menu_entries(viewer) == [
+        "Peak selection",
+        "Synthesise H&E",
+        "Train / fine-tune",
+        "Register",
+    ]
 
     # 1. drag and drop: .imzML has one reader (ours); for .tif the user's saved choice is ours
     get_settings().plugins.extension2reader = {"*.tif": "napari-msi2hist"}
