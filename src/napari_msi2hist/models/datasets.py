@@ -278,3 +278,6 @@ class PatchSampler:
                 for a in ys
             ]
         return np.stack(xs), np.stack(ys)
+
+
+align_function = _align_function

@@ -1,0 +1,151 @@
+"""Samples -> pixel tables (H&E features, ion images, labels on the MSI grid) -> regression and
+classification, shared by ``msi2hist predict-msi`` / ``classify`` and the "Predict from H&E" widget.
+
+A sample is a pairs-file entry (``imzml``, ``he``, ``align`` as in training: truth, transform,
+landmarks or aligned) with an optional ``label``: a mask image on the H&E's pixel grid (non-zero =
+in the class, e.g. a tumour annotation exported from a napari Labels layer). Labels and features are
+averaged over each MSI pixel's footprint; a pixel is in the class when over half its footprint is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..progress import CancelToken, Progress
+from .features import (
+    COLOUR_FEATURES,
+    colour_texture_features,
+    features_on_msi_grid,
+    iter_deep_features,
+)
+
+
+@dataclass
+class SampleData:
+    name: str
+    shape: tuple[int, int]  # MSI grid
+    pixel_size_um: tuple[float, float]
+    features: np.ndarray  # (F, Y, X)
+    stack: np.ndarray  # (C, Y, X) ion images
+    mask: np.ndarray  # (Y, X) pixels used: measured, and footprint on the H&E
+    label: np.ndarray | None = None  # (Y, X) bool
+
+
+@dataclass
+class Table:
+    samples: list[SampleData]
+    mz: np.ndarray
+    feature_names: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(features (N, F), ion intensities (N, C), groups (N,), labels (N,) or None)`` over the
+        masked pixels of every sample."""
+        f = np.concatenate([s.features[:, s.mask].T for s in self.samples])
+        x = np.concatenate([s.stack[:, s.mask].T for s in self.samples])
+        g = np.concatenate([np.full(int(s.mask.sum()), s.name, dtype=object) for s in self.samples])
+        lab = None
+        if all(s.label is not None for s in self.samples):
+            lab = np.concatenate([s.label[s.mask] for s in self.samples])
+        return f, x, g, lab
+
+
+def he_feature_map(
+    rgb: np.ndarray,
+    he_px: tuple[float, float],
+    backbone: str | os.PathLike | None,
+    stage: int,
+    cancel: CancelToken | None = None,
+) -> Generator[
+    Progress, None, tuple[np.ndarray, tuple[float, float], tuple[float, float], list[str]]
+]:
+    """Feature map, its pixel size and origin (um, H&E frame) and feature names."""
+    if backbone is None:
+        yield Progress(0, 1, "H&E colour/texture features")
+        f = colour_texture_features(rgb)
+        return f, he_px, (0.0, 0.0), list(COLOUR_FEATURES)
+    from ..models.backbones import load_backbone
+
+    net = load_backbone(backbone)
+    f, stride = yield from iter_deep_features(rgb, net, stage=stage, cancel=cancel)
+    px = (he_px[0] * stride, he_px[1] * stride)
+    origin = ((stride - 1) / 2 * he_px[0], (stride - 1) / 2 * he_px[1])
+    return f, px, origin, [f"{net.kind}[{stage}]:{i}" for i in range(len(f))]
+
+
+def iter_build_table(
+    entries: list[dict],
+    mz: list[float] | None = None,
+    n_peaks: int = 50,
+    backbone: str | os.PathLike | None = None,
+    stage: int = 3,
+    norm: str = "tic",
+    tolerance=(10.0, "ppm"),
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, Table]:
+    from ..io.histology import read_histology, to_uint8_rgb
+    from ..io.imzml import ImzMLFile
+    from ..models.datasets import align_function
+    from ..msi.ion_images import Tolerance, ion_images
+    from ..msi.peaks import pick_peaks
+    from ..msi.spectra import mean_spectrum
+
+    if not entries:
+        raise ValueError("no samples given")
+    tol = Tolerance(*tolerance)
+    if mz is None:
+        with ImzMLFile(entries[0]["imzml"]) as imz:
+            ms = mean_spectrum(imz, norm=norm)
+        mz = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz.tolist()
+    mz_arr = np.asarray(mz, np.float64)
+    out, names = [], None
+    for i, e in enumerate(entries):
+        yield Progress(i, len(entries), f"sample {e['name']}")
+        with ImzMLFile(e["imzml"]) as imz:
+            ions = ion_images(imz, mz_arr, tolerance=tol, norm=norm)
+            px = imz.pixel_size_um or (1.0, 1.0)
+        he = read_histology(e["he"])
+        rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+        he_px = he.pixel_size_um or (1.0, 1.0)
+        fmap, fpx, origin, names = yield from he_feature_map(rgb, he_px, backbone, stage, cancel)
+        msi_to_he = align_function(e.get("align", "aligned"), Path(e.get("base", ".")))
+        shape = ions.stack.shape[1:]
+        feats, on_he = features_on_msi_grid(fmap, fpx, msi_to_he, shape, px, fmap_origin_um=origin)
+        label = None
+        if e.get("label"):
+            lab_img = np.asarray(read_histology(Path(e.get("base", ".")) / e["label"]).levels[0])
+            lab_img = (lab_img[..., 0] if lab_img.ndim == 3 else lab_img) > 0
+            if lab_img.shape != rgb.shape[:2]:
+                raise ValueError(
+                    f"{e['label']}: label mask {lab_img.shape} is not on the H&E's grid "
+                    f"{rgb.shape[:2]} ({e['he']})"
+                )
+            frac, _ = features_on_msi_grid(
+                lab_img[None].astype(np.float32), he_px, msi_to_he, shape, px
+            )
+            label = frac[0] > 0.5
+        mask = ions.mask & on_he & np.isfinite(feats).all(0)
+        if mask.sum() < 2:
+            raise ValueError(f"{e['imzml']}: no MSI pixel lies on the H&E {e['he']}")
+        out.append(SampleData(e["name"], shape, px, feats, ions.stack, mask, label))
+    yield Progress(len(entries), len(entries), "samples ready")
+    return Table(out, mz_arr, names, {"backbone": str(backbone) if backbone else "colour"})
+
+
+def pixels_to_images(values: np.ndarray, table: Table) -> list[np.ndarray]:
+    """Split per-pixel values ``(N, K)`` (in :meth:`Table.pixels` order) back into ``(K, Y, X)``
+    images per sample, NaN outside the mask."""
+    values = values.reshape(len(values), -1)
+    out, i = [], 0
+    for s in table.samples:
+        n = int(s.mask.sum())
+        img = np.full((values.shape[1], *s.shape), np.nan, np.float32)
+        img[:, s.mask] = values[i : i + n].T
+        out.append(img)
+        i += n
+    return out

@@ -1,0 +1,335 @@
+"""H&E-guided MSI super-resolution (seed 004), with the baselines it must beat.
+
+The ion images of an MSI are reconstructed on a grid ``factor`` times finer (about the H&E's pixel
+size), in the MSI's own frame, with the registered H&E resampled onto that grid as a structural guide.
+
+- ``bicubic``: bicubic upsampling (the reference every method must beat).
+- ``guided``: the guided filter (He et al.) of the bicubic image with the H&E haematoxylin / eosin
+  densities as guide.
+- ``learned``: a small residual CNN (:class:`GuidedSRNet`) that sees the bicubic image and the guide's
+  H, E and grey channels and predicts a correction; then a consistency projection makes the result's
+  block means equal the measured MSI pixels again (the measurement is an average over the footprint).
+  It is trained on phantoms whose fine-resolution ion images are known (:func:`make_sr_phantom`);
+  one network serves every m/z (each ion image is scaled by its own 99th percentile).
+
+Model files: ``torch.save`` of ``{"format", "arch", "state_dict", "meta"}``, loaded with
+``weights_only=True``; the bundled one is ``superres`` (data/superres_generator.pt, made by
+scripts/train_superres_model.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._files import atomic_path
+from ..progress import CancelToken, Progress
+
+FORMAT = "napari-msi2hist superres v1"
+BUNDLED = {"superres": "superres_generator.pt"}
+
+
+# ------------------------------------------------------------------- baselines
+def bicubic_upsample(img: np.ndarray, factor: int) -> np.ndarray:
+    """``(Y, X)`` -> ``(Y * f, X * f)``; fine pixel ``j`` centres at ``(j + 0.5) / f - 0.5`` coarse
+    pixels, so coarse pixel ``i`` is the footprint of fine pixels ``i f .. i f + f - 1``."""
+    from skimage.transform import resize
+
+    h, w = img.shape
+    return resize(
+        img.astype(np.float64), (h * factor, w * factor), order=3, mode="edge", anti_aliasing=False
+    )
+
+
+def block_mean(img: np.ndarray, factor: int) -> np.ndarray:
+    h, w = img.shape[-2] // factor, img.shape[-1] // factor
+    a = img[..., : h * factor, : w * factor]
+    return a.reshape(*a.shape[:-2], h, factor, w, factor).mean((-3, -1))
+
+
+def guide_channels(rgb: np.ndarray) -> np.ndarray:
+    """``(3, Y, X)`` float32: haematoxylin and eosin optical densities and grey, roughly in [0, 1]."""
+    from skimage.color import rgb2hed
+
+    hed = rgb2hed(np.asarray(rgb)[..., :3])
+    grey = np.asarray(rgb)[..., :3].astype(np.float64).mean(-1) / 255.0
+    return np.stack([hed[..., 0] * 5.0, hed[..., 1] * 5.0, grey]).astype(np.float32)
+
+
+def guided_filter(
+    guide: np.ndarray, src: np.ndarray, radius: int = 4, eps: float = 1e-3
+) -> np.ndarray:
+    """He et al.'s guided filter with a grey guide: a local linear model ``q = a I + b`` per window."""
+    from scipy import ndimage as ndi
+
+    size = 2 * radius + 1
+
+    def box(a):
+        return ndi.uniform_filter(a, size, mode="reflect")
+
+    i, p = guide.astype(np.float64), src.astype(np.float64)
+    mi, mp = box(i), box(p)
+    var_i = box(i * i) - mi * mi
+    cov_ip = box(i * p) - mi * mp
+    a = cov_ip / (var_i + eps)
+    b = mp - a * mi
+    return box(a) * i + box(b)
+
+
+def guided_upsample(
+    lr: np.ndarray, guide_rgb: np.ndarray, factor: int, radius: int | None = None
+) -> np.ndarray:
+    up = bicubic_upsample(lr, factor)
+    g = guide_channels(guide_rgb[: up.shape[0], : up.shape[1]])
+    scale = max(float(np.percentile(lr, 99)), 1e-12)
+    # the H density carries most structure in H&E; eps relative to the image's scale
+    out = guided_filter(g[0], up / scale, radius or factor, eps=1e-2) * scale
+    return out
+
+
+# ------------------------------------------------------------------- the network
+class GuidedSRNet(nn.Module):
+    def __init__(self, width: int = 32, depth: int = 5, guide_ch: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(1 + guide_ch, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(width, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        self.arch = {"width": width, "depth": depth, "guide_ch": guide_ch}
+
+    def forward(self, up: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        return up + self.body(torch.cat([up, guide], 1))
+
+
+def consistency_projection(hr: np.ndarray, lr: np.ndarray, factor: int) -> np.ndarray:
+    """Add each coarse pixel's residual ``lr - block_mean(hr)`` to its ``f x f`` fine pixels, so that
+    the result's footprint averages are the measured values exactly."""
+    r = lr - block_mean(hr, factor)
+    return hr + np.repeat(np.repeat(r, factor, -2), factor, -1)
+
+
+def save_superres(path, net: GuidedSRNet, meta: dict) -> Path:
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        torch.save(
+            {
+                "format": FORMAT,
+                "arch": net.arch,
+                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "meta": meta,
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_superres(path: str | os.PathLike) -> tuple[GuidedSRNet, dict]:
+    if str(path) in BUNDLED:
+        path = Path(__file__).resolve().parents[1] / "data" / BUNDLED[str(path)]
+    try:
+        d = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable super-resolution model ({e})") from e
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a napari-msi2hist super-resolution model")
+    net = GuidedSRNet(**d["arch"])
+    net.load_state_dict(d["state_dict"])
+    return net.eval(), dict(d.get("meta") or {})
+
+
+def learned_upsample(
+    net: GuidedSRNet, lr: np.ndarray, guide_rgb: np.ndarray, factor: int, consistency: bool = True
+) -> np.ndarray:
+    up = bicubic_upsample(lr, factor)
+    g = guide_channels(guide_rgb[: up.shape[0], : up.shape[1]])
+    scale = max(float(np.percentile(lr, 99)), 1e-12)
+    with torch.no_grad():
+        out = (
+            net(
+                torch.from_numpy((up / scale).astype(np.float32))[None, None],
+                torch.from_numpy(g)[None],
+            )[0, 0]
+            .numpy()
+            .astype(np.float64)
+            * scale
+        )
+    return consistency_projection(out, lr, factor) if consistency else out
+
+
+def iter_superresolve(
+    stack: np.ndarray,
+    guide_rgb: np.ndarray,
+    factor: int,
+    method: str = "learned",
+    model: str | os.PathLike = "superres",
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Every ion image of ``stack`` ``(C, Y, X)`` onto the ``factor``-times finer grid that
+    ``guide_rgb`` ``(Y f, X f, 3)`` covers. Returns ``(C, Y f, X f)`` float32."""
+    h, w = stack.shape[1] * factor, stack.shape[2] * factor
+    if guide_rgb.shape[0] < h or guide_rgb.shape[1] < w:
+        raise ValueError(
+            f"the guide ({guide_rgb.shape[0]}x{guide_rgb.shape[1]}) must cover the fine grid "
+            f"({h}x{w})"
+        )
+    net = load_superres(model)[0] if method == "learned" else None
+    out = np.empty((len(stack), h, w), np.float32)
+    for i, img in enumerate(stack):
+        if cancel is not None:
+            cancel.check()
+        img = np.nan_to_num(np.asarray(img, np.float64))
+        if method == "bicubic":
+            out[i] = bicubic_upsample(img, factor)
+        elif method == "guided":
+            out[i] = guided_upsample(img, guide_rgb, factor)
+        elif method == "learned":
+            out[i] = learned_upsample(net, img, guide_rgb, factor)
+        else:
+            raise ValueError(f"unknown method {method!r}: use learned, guided or bicubic")
+        yield Progress(i + 1, len(stack), "super-resolution")
+    return out
+
+
+# ------------------------------------------------------------------- phantoms
+@dataclass
+class SRPhantom:
+    name: str
+    lr: np.ndarray  # (K, y, x) measured ion images (footprint means + noise)
+    hr: np.ndarray  # (K, y f, x f) fine-resolution truth
+    guide: np.ndarray  # (y f, x f, 3) uint8 registered H&E on the fine grid
+    factor: int
+
+
+def make_sr_phantom(
+    seed: int,
+    texture: str | os.PathLike | None = None,
+    factor: int = 4,
+    n_ions: int = 6,
+    size: int = 192,
+    noise: float = 0.02,
+) -> SRPhantom:
+    """A fine-resolution truth from an H&E: each ion image is a positive mix of the tissue class
+    fractions (nuclei, stroma, other, background; :func:`napari_msi2hist.phantom.tissue_classes`),
+    blurred by one fine pixel and modulated by a smooth field the H&E does not show; the measured MSI
+    is its ``factor x factor`` footprint mean plus Gaussian noise (``noise`` x the image's max)."""
+    from scipy import ndimage as ndi
+
+    from ..phantom import procedural_he, tissue_classes
+
+    rng = np.random.default_rng(seed)
+    if texture is None:
+        rgb = procedural_he(size, rng)
+    else:
+        from skimage.transform import resize
+
+        from ..io.histology import read_histology, to_uint8_rgb
+
+        img = to_uint8_rgb(np.asarray(read_histology(texture).levels[0])[..., :3])
+        s = size / max(img.shape[:2])
+        if s < 1:
+            img = (
+                resize(img, (round(img.shape[0] * s), round(img.shape[1] * s)), anti_aliasing=True)
+                * 255
+            ).astype(np.uint8)
+        rgb = img
+    h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
+    rgb = np.ascontiguousarray(rgb[:h, :w])
+    cls = tissue_classes(rgb)
+    cls = np.stack([ndi.gaussian_filter(c, 1.0) for c in cls])
+    hr = np.empty((n_ions, h, w))
+    for k in range(n_ions):
+        wts = rng.dirichlet(np.full(4, 0.5)) * rng.uniform(0.5, 2.0)
+        field = ndi.gaussian_filter(rng.standard_normal((h, w)), 3 * factor)
+        field = np.exp(0.25 * field / (field.std() + 1e-12))
+        hr[k] = np.tensordot(wts, cls, 1) * field
+    lr = block_mean(hr, factor)
+    lr = lr + noise * lr.max(axis=(1, 2), keepdims=True) * rng.standard_normal(lr.shape)
+    name = f"seed{seed}-{Path(texture).name if texture else 'procedural'}"
+    return SRPhantom(name, np.clip(lr, 0, None), hr, rgb, factor)
+
+
+def evaluate_methods(
+    phantoms: list[SRPhantom], model: str | os.PathLike = "superres"
+) -> dict[str, dict]:
+    """Mean PSNR / SSIM over all ion images of the phantoms (each image scaled by its truth's max),
+    per method."""
+    from ..metrics import psnr, ssim
+
+    res: dict[str, dict] = {}
+    for method in ("bicubic", "guided", "learned"):
+        ps, ss = [], []
+        for ph in phantoms:
+            from ..progress import run_to_end
+
+            out = run_to_end(iter_superresolve(ph.lr, ph.guide, ph.factor, method, model))
+            for k in range(len(ph.hr)):
+                m = ph.hr[k].max()
+                a, b = np.clip(out[k] / m, 0, 1), ph.hr[k] / m
+                ps.append(psnr(a, b))
+                ss.append(ssim(a, b))
+        res[method] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "n": len(ps)}
+    return res
+
+
+# ------------------------------------------------------------------- training
+def iter_train_superres(
+    phantoms: list[SRPhantom],
+    steps: int = 1500,
+    lr: float = 1e-3,
+    patch: int = 48,
+    batch: int = 16,
+    seed: int = 0,
+    width: int = 32,
+    depth: int = 5,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, GuidedSRNet]:
+    """Train :class:`GuidedSRNet` with L1 on random crops of the phantoms (one ion image a crop)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = GuidedSRNet(width, depth)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    prepared = []
+    for ph in phantoms:
+        g = guide_channels(ph.guide)
+        for k in range(len(ph.hr)):
+            scale = max(float(np.percentile(ph.lr[k], 99)), 1e-12)
+            up = bicubic_upsample(ph.lr[k], ph.factor) / scale
+            prepared.append((up.astype(np.float32), g, (ph.hr[k] / scale).astype(np.float32)))
+    for step in range(1, steps + 1):
+        if cancel is not None:
+            cancel.check()
+        ups, gs, hrs = [], [], []
+        for _ in range(batch):
+            up, g, hr = prepared[rng.integers(len(prepared))]
+            y0 = rng.integers(0, up.shape[0] - patch + 1)
+            x0 = rng.integers(0, up.shape[1] - patch + 1)
+            sl = (slice(y0, y0 + patch), slice(x0, x0 + patch))
+            k = int(rng.integers(4))
+            ups.append(np.rot90(up[sl], k))
+            gs.append(np.rot90(g[(slice(None), *sl)], k, axes=(1, 2)))
+            hrs.append(np.rot90(hr[sl], k))
+        u = torch.from_numpy(np.ascontiguousarray(np.stack(ups)))[:, None]
+        gg = torch.from_numpy(np.ascontiguousarray(np.stack(gs)))
+        t = torch.from_numpy(np.ascontiguousarray(np.stack(hrs)))[:, None]
+        loss = torch.nn.functional.l1_loss(net(u, gg), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        yield Progress(step, steps, "train super-resolution", info={"l1": loss.item()})
+    return net.eval()
