@@ -690,6 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_register)
 
+    from ._cli_crossmodal import add_parsers
+
+    add_parsers(sub)
+
     p = sub.add_parser("transform-points", help="map napari points CSV through a transform")
     p.add_argument("--transform", required=True, help="transform.json (or an ITK .tfm/.h5)")
     p.add_argument(

@@ -168,3 +168,65 @@ def test_classification_and_biomarkers_on_phantoms(linear_phantoms):
     top = rows[: len(phs[0].peaks["nuclei"])]
     assert {r["mz"] for r in top} == set(phs[0].peaks["nuclei"])
     assert all(r["higher_in"] == "label" and r["name"].startswith("nuclear") for r in top)
+
+
+def _pairs_yaml(path, entries, with_label=True):
+    import yaml
+
+    samples = []
+    for e in entries:
+        s = {"name": e["name"], "imzml": e["imzml"], "he": e["he"], "align": e["align"]}
+        if with_label:
+            s["label"] = e["label"]
+        samples.append(s)
+    path.write_text(yaml.safe_dump({"samples": samples}))
+    return path
+
+
+def test_predict_msi_and_classify_commands(linear_phantoms, tmp_path, capsys):
+    import json
+
+    from napari_msi2hist.cli import main
+    from napari_msi2hist.io.histology import read_histology
+
+    entries, phs, _ = linear_phantoms
+    pairs = _pairs_yaml(tmp_path / "pairs.yaml", entries)
+    mz = ",".join(str(m) for m in sorted(m for v in phs[0].peaks.values() for m in v))
+    common = ["--pairs", str(pairs), "--mz", mz, "--norm", "none", "--tolerance", "1"]
+    common += ["--tolerance-unit", "da", "--n-components", "4", "--json"]
+    out = tmp_path / "pred"
+    capsys.readouterr()
+    assert main(["predict-msi", *common, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["r2"][0] > 0.95 and summary["samples"] == ["p31", "p32", "p33"]
+    img = read_histology(out / "p31_pca_predicted.ome.tif")
+    assert img.pixel_size_um == (20.0, 20.0)
+    arr = np.asarray(img.levels[0])
+    assert arr.shape[0] == 4 or arr.shape[-1] == 4
+    stack = np.asarray(read_histology(out / "p31_msi_predicted.ome.tif").levels[0])
+    assert 21 in stack.shape  # one predicted ion image per m/z
+    r2 = (out / "r2.csv").read_text().splitlines()
+    assert r2[0].startswith("component,explained_variance,r2,r2_p31") and len(r2) == 5
+
+    names = tmp_path / "names.csv"
+    names.write_text(
+        "mz,name\n" + "".join(f"{m},nuc{i}\n" for i, m in enumerate(phs[0].peaks["nuclei"]))
+    )
+    out2 = tmp_path / "cls"
+    assert main(["classify", *common, "--out", str(out2), "--names", str(names)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["msi"]["auc"] > 0.9 and s["he"]["auc"] > 0.9
+    rows = (out2 / "biomarkers.csv").read_text().splitlines()
+    assert rows[0].startswith("mz,auc,separation,higher_in,name") and ",nuc" in rows[1]
+    assert (out2 / "p32_label_probability_he.ome.tif").is_file()
+
+    # a sample without a label is named in a one-line error
+    bad = _pairs_yaml(tmp_path / "nolabel.yaml", entries, with_label=False)
+    assert main(["classify", "--pairs", str(bad), "--out", str(tmp_path / "x"), "--quiet"]) == 1
+    assert "samples without a 'label' mask: p31" in capsys.readouterr().err
+    # a single sample cannot be cross-validated by sample
+    one = _pairs_yaml(tmp_path / "one.yaml", entries[:1])
+    assert (
+        main(["predict-msi", *common[:2], "--out", str(tmp_path / "y"), "--pairs", str(one)]) == 1
+    )
+    assert "at least two samples" in capsys.readouterr().err

@@ -18,6 +18,7 @@ Pairs YAML::
         align: {truth: s1/truth.json}    # or {transform: reg/transform.json} (from msi2hist register),
                                          # {landmarks_msi: a.csv, landmarks_he: b.csv}, or aligned
         split: train                           # or val, or test (default: train)
+        label: s1/tumour_mask.tif              # optional (msi2hist classify): mask on the H&E grid
 
 Paths are relative to the YAML's folder. Train/validation split is by sample, never by patch;
 ``test`` samples are held out from both and only used by ``msi2hist compare``.
@@ -142,6 +143,7 @@ def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
                 "align": s.get("align", "aligned"),
                 "split": s.get("split", "train"),
                 "base": str(path.parent),
+                **({"label": str(path.parent / s["label"])} if s.get("label") else {}),
             }
         )
     return out

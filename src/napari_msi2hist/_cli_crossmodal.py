@@ -1,0 +1,359 @@
+"""``msi2hist predict-msi``, ``classify`` and ``superres``: the H&E -> MSI direction (seeds 003/004)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._files import write_text_atomic
+
+
+def _csv(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _entries(args):
+    from .models.datasets import read_pairs_yaml
+
+    return read_pairs_yaml(args.pairs)
+
+
+def _build(args, entries, bar):
+    from .crossmodal.pipeline import iter_build_table
+    from .progress import run_to_end
+
+    mz = [float(v) for v in args.mz.split(",")] if args.mz else None
+    return run_to_end(
+        iter_build_table(
+            entries,
+            mz=mz,
+            n_peaks=args.n_peaks,
+            backbone=args.features,
+            stage=args.stage,
+            norm=args.norm,
+            tolerance=(args.tolerance, args.tolerance_unit),
+        ),
+        bar,
+    )
+
+
+def _check_out(args, entries):
+    from .cli import CLIError
+
+    out = Path(args.out)
+    inputs = {Path(e[k]).resolve() for e in entries for k in ("imzml", "he") if k in e}
+    if out.resolve() in {p.parent for p in inputs} and any(out.iterdir()):
+        raise CLIError(f"{out}: holds input files; choose an empty output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def cmd_predict_msi(args) -> int:
+    from .cli import _Bar
+    from .crossmodal.pipeline import pixels_to_images
+    from .crossmodal.regression import cross_validated_regression
+    from .io.histology import write_ome_tiff
+
+    entries = _entries(args)
+    out = _check_out(args, entries)
+    bar = _Bar(args.quiet)
+    table = _build(args, entries, bar)
+    f, x, g, _ = table.pixels()
+    res = cross_validated_regression(f, x, g, args.n_components, args.alpha, args.scale)
+    k = len(res.r2)
+    pred = pixels_to_images(res.oof_scores, table)
+    true = pixels_to_images(res.true_scores, table)
+    recon = pixels_to_images(res.pca.inverse(res.oof_scores), table)
+    modes = [f"PC{i + 1}" for i in range(k)]
+    for s, p, t, r in zip(table.samples, pred, true, recon, strict=True):
+        px = tuple(float(v) for v in s.pixel_size_um)
+        write_ome_tiff(out / f"{s.name}_pca_predicted.ome.tif", p, px, modes)
+        write_ome_tiff(out / f"{s.name}_pca_measured.ome.tif", t, px, modes)
+        write_ome_tiff(
+            out / f"{s.name}_msi_predicted.ome.tif", r, px, [f"{m:.4f}" for m in table.mz]
+        )
+    rows = []
+    for i in range(k):
+        row = {
+            "component": f"PC{i + 1}",
+            "explained_variance": float(res.pca.explained_variance_ratio[i]),
+            "r2": float(res.r2[i]),
+        }
+        row.update({f"r2_{n}": float(v[i]) for n, v in res.r2_per_sample.items()})
+        rows.append(row)
+    write_text_atomic(out / "r2.csv", _csv(rows))
+    loadings = [
+        {"mz": float(m), **{f"PC{i + 1}": float(res.pca.components[i, j]) for i in range(k)}}
+        for j, m in enumerate(table.mz)
+    ]
+    write_text_atomic(out / "pca_loadings.csv", _csv(loadings))
+    summary = {
+        "features": table.meta["backbone"],
+        "n_features": len(table.feature_names),
+        "n_pixels": int(len(f)),
+        "samples": [s.name for s in table.samples],
+        "r2": [float(v) for v in res.r2],
+        "explained_variance": [float(v) for v in res.pca.explained_variance_ratio],
+    }
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        print("component  explained  R2 (leave-one-sample-out)")
+        for r in rows:
+            print(f"{r['component']:>9s}  {r['explained_variance']:9.3f}  {r['r2']:+.3f}")
+        print(f"wrote {out}")
+    return 0
+
+
+def _read_names(path) -> dict[float, str]:
+    from .cli import CLIError
+
+    names = {}
+    for i, row in enumerate(csv.reader(Path(path).read_text().splitlines())):
+        if not row or (i == 0 and not _is_float(row[0])):
+            continue
+        if len(row) < 2 or not _is_float(row[0]):
+            raise CLIError(f"{path}: line {i + 1}: expected 'mz,name'")
+        names[float(row[0])] = row[1].strip()
+    return names
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def cmd_classify(args) -> int:
+    from .cli import CLIError, _Bar
+    from .crossmodal.pipeline import pixels_to_images
+    from .crossmodal.regression import biomarker_table, cross_validated_logistic, fit_pca
+    from .io.histology import write_ome_tiff
+
+    entries = _entries(args)
+    missing = [e["name"] for e in entries if not e.get("label")]
+    if missing:
+        raise CLIError(f"{args.pairs}: samples without a 'label' mask: {', '.join(missing)}")
+    out = _check_out(args, entries)
+    bar = _Bar(args.quiet)
+    table = _build(args, entries, bar)
+    f, x, g, lab = table.pixels()
+    if lab.all() or not lab.any():
+        raise CLIError(f"{args.pairs}: the label masks cover all or none of the MSI pixels")
+    pca = fit_pca(x, args.n_components, args.scale)
+    sources = {"msi": pca.transform(x), "he": f}
+    summary: dict = {"n_pixels": int(len(x)), "label_fraction": float(lab.mean())}
+    for name in [s for s in args.sources.split(",") if s]:
+        if name not in sources:
+            raise CLIError(f"--from {name!r}: choose from msi, he")
+        r = cross_validated_logistic(sources[name], lab, g, args.l2)
+        summary[name] = {"accuracy": r.accuracy, "auc": r.auc, "per_sample": r.per_sample}
+        for s, img in zip(table.samples, pixels_to_images(r.oof_proba, table), strict=True):
+            write_ome_tiff(
+                out / f"{s.name}_label_probability_{name}.ome.tif",
+                img,
+                tuple(float(v) for v in s.pixel_size_um),
+                [f"P(label | {name})"],
+            )
+    names = _read_names(args.names) if args.names else None
+    rows = biomarker_table(x, table.mz, lab, names)
+    write_text_atomic(out / "biomarkers.csv", _csv(rows))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        for name in ("msi", "he"):
+            if name in summary:
+                print(
+                    f"from {name}: accuracy {summary[name]['accuracy']:.3f}, "
+                    f"AUC {summary[name]['auc']:.3f} (leave-one-sample-out)"
+                )
+        print("top m/z by univariate AUC:")
+        for r in rows[:5]:
+            print(f"  {r['mz']:.4f}  AUC {r['auc']:.3f}  higher in {r['higher_in']}  {r['name']}")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_superres(args) -> int:
+    from .cli import CLIError, _Bar
+    from .crossmodal.superres import iter_superresolve
+    from .io.histology import read_histology, to_uint8_rgb, write_ome_tiff
+    from .io.imzml import open_imzml
+    from .models.datasets import align_function, he_on_msi_grid
+    from .msi.ion_images import Tolerance, ion_images
+    from .msi.peaks import pick_peaks
+    from .msi.spectra import mean_spectrum
+    from .progress import run_to_end
+
+    out = Path(args.out)
+    if out.resolve() in (Path(args.imzml).resolve().parent, Path(args.he).resolve().parent):
+        raise CLIError(f"{out}: is an input's folder; choose another output folder")
+    if args.transform:
+        align = {"transform": str(Path(args.transform).resolve())}
+    elif args.landmarks_msi or args.landmarks_he:
+        if not (args.landmarks_msi and args.landmarks_he):
+            raise CLIError("give both --landmarks-msi and --landmarks-he")
+        align = {
+            "landmarks_msi": str(Path(args.landmarks_msi).resolve()),
+            "landmarks_he": str(Path(args.landmarks_he).resolve()),
+        }
+    else:
+        align = "aligned"
+    msi_to_he = align_function(align, Path("/"))
+    bar = _Bar(args.quiet)
+    with open_imzml(args.imzml) as imz:
+        px = imz.pixel_size_um
+        if px is None:
+            raise CLIError(f"{args.imzml}: no pixel size in the imzML; super-resolution needs it")
+        if args.mz:
+            mz = [float(v) for v in args.mz.split(",")]
+        else:
+            ms = mean_spectrum(imz, norm=args.norm)
+            mz = pick_peaks(ms.mz, ms.intensity, n_peaks=args.n_peaks).mz.tolist()
+        ions = ion_images(
+            imz,
+            np.asarray(mz),
+            tolerance=Tolerance(args.tolerance, args.tolerance_unit),
+            norm=args.norm,
+        )
+    he = read_histology(args.he)
+    rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+    he_px = he.pixel_size_um or (1.0, 1.0)
+    factor = args.factor or max(1, int(round(float(np.mean(px)) / float(np.mean(he_px)))))
+    fine_px = float(np.mean(px)) / factor
+    ny, nx = ions.stack.shape[1:]
+    # fine pixel j of MSI pixel i sits at (i + (j + 0.5) / f - 0.5) MSI pixels: shift the grid so
+    # he_on_msi_grid (which samples at index * pixel) hits those centres
+    offset = (0.5 / factor - 0.5) * np.asarray(px, np.float64)
+    guide, valid = he_on_msi_grid(
+        rgb, he_px, lambda p: msi_to_he(p + offset), (ny * factor, nx * factor), fine_px
+    )
+    if valid.mean() < 0.05:
+        raise CLIError(
+            f"{args.he}: the H&E covers {100 * valid.mean():.1f}% of the MSI; check the alignment"
+        )
+    stack = np.where(ions.mask[None], ions.stack, 0.0)
+    hr = run_to_end(iter_superresolve(stack, guide, factor, args.method, args.model), bar)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"{m:.4f}" for m in ions.mz]
+    write_ome_tiff(out / "superres.ome.tif", hr, (fine_px, fine_px), names)
+    write_ome_tiff(out / "guide.ome.tif", guide, (fine_px, fine_px))
+    info = {
+        "method": args.method,
+        "factor": factor,
+        "pixel_size_um": fine_px,
+        "msi_pixel_size_um": [float(v) for v in px],
+        "mz": [float(m) for m in ions.mz],
+        "guide_coverage": float(valid.mean()),
+    }
+    write_text_atomic(out / "superres.json", json.dumps(info, indent=1))
+    if not args.quiet:
+        print(
+            f"wrote {out / 'superres.ome.tif'}: {len(hr)} ion images at {fine_px:g} um "
+            f"({factor}x, {args.method})",
+            file=sys.stdout,
+        )
+    return 0
+
+
+def _add_table_args(p) -> None:
+    p.add_argument("--pairs", required=True, help="pairs YAML: imzml, he, align (+ label)")
+    p.add_argument("--out", required=True, help="output folder (OME-TIFF images, CSV tables)")
+    p.add_argument(
+        "--features",
+        help="local ResNet-50 or VGG-16 weights (torchvision layout) for deep H&E features; "
+        "without it: colour deconvolution, tissue fractions and texture features",
+    )
+    p.add_argument(
+        "--stage", type=int, default=3, help="backbone stage (ResNet-50: 1-4 = layer1-4)"
+    )
+    p.add_argument("--n-peaks", type=int, default=50, help="top-N peaks of the first sample")
+    p.add_argument("--mz", help="comma-separated m/z list instead of top-N")
+    p.add_argument("--norm", default="tic", choices=["tic", "rms", "median", "none"])
+    p.add_argument("--tolerance", type=float, default=10.0)
+    p.add_argument("--tolerance-unit", default="ppm", choices=["ppm", "da"])
+    p.add_argument("--n-components", type=int, default=10, help="MSI PCA modes")
+    p.add_argument("--scale", action="store_true", help="unit-variance m/z before PCA")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true")
+
+
+def add_parsers(sub) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "predict-msi",
+        help="regress MSI PCA modes on H&E features (leave-one-sample-out R2)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inputs: a pairs YAML of registered MSI/H&E samples (at least two).\n"
+        "H&E features are averaged over each MSI pixel's footprint; ridge regression predicts\n"
+        "the MSI's PCA modes, each sample predicted by a model trained on the others.\n"
+        "Outputs in OUT: NAME_pca_predicted / NAME_pca_measured .ome.tif (modes on the MSI\n"
+        "grid), NAME_msi_predicted.ome.tif (ion images reconstructed from the predicted modes:\n"
+        "a spectrum at every pixel), r2.csv (R2 per component and sample), pca_loadings.csv,\n"
+        "summary.json.",
+    )
+    _add_table_args(p)
+    p.add_argument("--alpha", type=float, default=1.0, help="ridge penalty")
+    p.set_defaults(func=cmd_predict_msi)
+
+    p = sub.add_parser(
+        "classify",
+        help="predict a label mask from MSI modes and from H&E features; biomarker m/z table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inputs: a pairs YAML whose samples each give 'label': a mask image on the\n"
+        "H&E's pixel grid (non-zero = in the class, e.g. a tumour annotation saved from a napari\n"
+        "Labels layer). Logistic regression, leave-one-sample-out, from the MSI's PCA modes and\n"
+        "from the H&E features. Outputs in OUT: NAME_label_probability_{msi,he}.ome.tif,\n"
+        "biomarkers.csv (every m/z's univariate AUC for the label, best first; names from\n"
+        "--names), summary.json (accuracy and AUC per source and sample).",
+    )
+    _add_table_args(p)
+    p.add_argument("--from", dest="sources", default="msi,he", help="comma list: msi, he")
+    p.add_argument("--l2", type=float, default=1.0, help="logistic L2 penalty")
+    p.add_argument("--names", help="CSV 'mz,name' of known compounds (no online database)")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser(
+        "superres",
+        help="H&E-guided super-resolution of ion images onto a finer grid",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inputs: an imzML, its H&E and their alignment (--transform from msi2hist\n"
+        "register, landmark CSVs, or none when the H&E is already on the MSI's frame).\n"
+        "The H&E is resampled onto a grid FACTOR times finer than the MSI (default: the\n"
+        "ratio of the pixel sizes) and guides the reconstruction of each ion image.\n"
+        "Outputs in OUT: superres.ome.tif (C ion images at the fine pixel size, channel names\n"
+        "= m/z), guide.ome.tif (the H&E on that grid), superres.json.",
+    )
+    p.add_argument("--imzml", required=True)
+    p.add_argument("--he", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--transform", help="transform.json from msi2hist register (moving = MSI)")
+    p.add_argument("--landmarks-msi", help="napari points CSV on the MSI (world um)")
+    p.add_argument("--landmarks-he", help="napari points CSV on the H&E (world um), same order")
+    p.add_argument("--mz", help="comma-separated m/z (default: top --n-peaks)")
+    p.add_argument("--n-peaks", type=int, default=10)
+    p.add_argument("--norm", default="tic", choices=["tic", "rms", "median", "none"])
+    p.add_argument("--tolerance", type=float, default=10.0)
+    p.add_argument("--tolerance-unit", default="ppm", choices=["ppm", "da"])
+    p.add_argument("--factor", type=int, default=0, help="upsampling factor (0: pixel ratio)")
+    p.add_argument("--method", default="learned", choices=["learned", "guided", "bicubic"])
+    p.add_argument(
+        "--model", default="superres", help="super-resolution model file (default: bundled)"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_superres)
