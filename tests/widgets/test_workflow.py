@@ -67,12 +67,14 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     shots.mkdir(parents=True, exist_ok=True)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 850)
-    # the four widgets are under Plugins > napari-msi2hist
+    # the widgets are under Plugins > napari-msi2hist
     assert _plugin_menu_entries(viewer) == [
         "Peak selection",
         "Synthesise H&E",
         "Train / fine-tune",
         "Register",
+        "Predict from H&E",
+        "Super-resolve MSI",
     ]
 
     # 1. drag and drop: .imzML has one reader (ours); for .tif the user's saved choice is ours

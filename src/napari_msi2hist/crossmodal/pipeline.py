@@ -2,7 +2,8 @@
 classification, shared by ``msi2hist predict-msi`` / ``classify`` and the "Predict from H&E" widget.
 
 A sample is a pairs-file entry (``imzml``, ``he``, ``align`` as in training: truth, transform,
-landmarks or aligned) with an optional ``label``: a mask image on the H&E's pixel grid (non-zero =
+landmarks or aligned; or, from the viewer, ``he_rgb``/``he_px``/``msi_to_he``/``label_array`` in
+memory) with an optional ``label``: a mask image on the H&E's pixel grid (non-zero =
 in the class, e.g. a tumour annotation exported from a napari Labels layer). Labels and features are
 averaged over each MSI pixel's footprint; a pixel is in the class when over half its footprint is.
 """
@@ -109,21 +110,29 @@ def iter_build_table(
         with ImzMLFile(e["imzml"]) as imz:
             ions = ion_images(imz, mz_arr, tolerance=tol, norm=norm)
             px = imz.pixel_size_um or (1.0, 1.0)
-        he = read_histology(e["he"])
-        rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
-        he_px = he.pixel_size_um or (1.0, 1.0)
+        if e.get("he_rgb") is not None:  # in memory, e.g. from a napari layer
+            rgb, he_px = e["he_rgb"], tuple(e["he_px"])
+        else:
+            he = read_histology(e["he"])
+            rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+            he_px = he.pixel_size_um or (1.0, 1.0)
         fmap, fpx, origin, names = yield from he_feature_map(rgb, he_px, backbone, stage, cancel)
-        msi_to_he = align_function(e.get("align", "aligned"), Path(e.get("base", ".")))
+        msi_to_he = e.get("msi_to_he") or align_function(
+            e.get("align", "aligned"), Path(e.get("base", "."))
+        )
         shape = ions.stack.shape[1:]
         feats, on_he = features_on_msi_grid(fmap, fpx, msi_to_he, shape, px, fmap_origin_um=origin)
         label = None
-        if e.get("label"):
+        lab_img = e.get("label_array")
+        if lab_img is None and e.get("label"):
             lab_img = np.asarray(read_histology(Path(e.get("base", ".")) / e["label"]).levels[0])
-            lab_img = (lab_img[..., 0] if lab_img.ndim == 3 else lab_img) > 0
+            lab_img = lab_img[..., 0] if lab_img.ndim == 3 else lab_img
+        if lab_img is not None:
+            lab_img = np.asarray(lab_img) > 0
             if lab_img.shape != rgb.shape[:2]:
                 raise ValueError(
-                    f"{e['label']}: label mask {lab_img.shape} is not on the H&E's grid "
-                    f"{rgb.shape[:2]} ({e['he']})"
+                    f"{e.get('label', 'label')}: label mask {lab_img.shape} is not on the H&E's "
+                    f"grid {rgb.shape[:2]} ({e['he']})"
                 )
             frac, _ = features_on_msi_grid(
                 lab_img[None].astype(np.float32), he_px, msi_to_he, shape, px

@@ -1,0 +1,424 @@
+""" "Predict from H&E" and "Super-resolve MSI" dock widgets: thin shells over
+:mod:`napari_msi2hist.crossmodal`, run in thread workers with progress and cancel.
+
+Alignment is taken as displayed: the MSI and H&E layers' own transforms (after the Register widget,
+the MSI sits on the H&E), so what the user sees overlaid is what the analysis uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.histology import to_uint8_rgb
+from ._common import (
+    cancel_if_running,
+    layer_names,
+    msi2hist_kind,
+    refill_combo,
+    show_progress,
+    show_user_error,
+    upsert_image,
+)
+from ._workers import start_job
+from .training import _layer_matrix, displayed_msi_to_he
+
+NONE = "(none)"
+
+
+def _he_rgb(layer) -> np.ndarray:
+    data = layer.data[0] if layer.multiscale else layer.data
+    return to_uint8_rgb(np.asarray(data)[..., :3])
+
+
+def _matrix_fn(m: np.ndarray):
+    return lambda p: p @ m[:2, :2].T + m[:2, 2]
+
+
+def label_on_he_grid(labels_layer, he_layer) -> np.ndarray:
+    """A Labels layer (drawn anywhere in world space) sampled at the H&E's pixel centres."""
+    data = np.asarray(labels_layer.data)
+    h, w = (he_layer.data[0] if he_layer.multiscale else he_layer.data).shape[:2]
+    he_m = _layer_matrix(he_layer) @ np.diag([*he_layer.scale[-2:], 1.0])
+    lab_m = _layer_matrix(labels_layer) @ np.diag([*labels_layer.scale[-2:], 1.0])
+    m = np.linalg.inv(lab_m) @ he_m  # H&E pixel index -> labels pixel index
+    rr, cc = np.mgrid[0:h, 0:w]
+    p = np.stack([rr.ravel(), cc.ravel(), np.ones(h * w)])
+    q = np.rint(m @ p)[:2].astype(np.int64)
+    ok = (q[0] >= 0) & (q[0] < data.shape[-2]) & (q[1] >= 0) & (q[1] < data.shape[-1])
+    if data.ndim != 2:
+        raise ValueError(f"{labels_layer.name}: a 2D Labels layer is needed, not {data.ndim}D")
+    out = np.zeros(h * w, bool)
+    out[ok] = data[q[0, ok], q[1, ok]] > 0
+    return out.reshape(h, w)
+
+
+def placed_like(layer, ndim: int, scale=None, translate=None) -> dict:
+    """scale / translate / affine for a new ``ndim`` layer that lies where ``layer``'s last two axes
+    lie (the leading axes, e.g. m/z or modes, are left alone)."""
+    m2 = np.asarray(layer.affine.affine_matrix, np.float64)[-3:, -3:]
+    aff = np.eye(ndim + 1)
+    aff[-3:, -3:] = m2
+    lead = (1.0,) * (ndim - 2)
+    sc = tuple(layer.scale[-2:]) if scale is None else tuple(scale)
+    tr = tuple(layer.translate[-2:]) if translate is None else tuple(translate)
+    return {"scale": lead + sc, "translate": (0.0,) * (ndim - 2) + tr, "affine": aff}
+
+
+def _form_widget(widget, rows, run_btn):
+    widget.progress = QProgressBar()
+    widget.status = QLabel("")
+    widget.status.setWordWrap(True)
+    widget.result_label = QLabel("")
+    widget.result_label.setWordWrap(True)
+    form = QFormLayout()
+    for label, w in rows:
+        form.addRow(label, w)
+    lay = QVBoxLayout(widget)
+    lay.addLayout(form)
+    lay.addWidget(run_btn)
+    lay.addWidget(widget.progress)
+    lay.addWidget(widget.result_label)
+    lay.addWidget(widget.status)
+    lay.addStretch(1)
+
+
+class PredictWidget(QWidget):
+    """H&E features -> MSI PCA modes (ridge) and -> a label (logistic), on the open MSI + H&E, with
+    extra training samples from a pairs file. With extra samples the open sample's layers are
+    predicted by models that never saw it; with none, the fit is in-sample and says so."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.result = None
+        self.msi_box, self.he_box, self.label_box = QComboBox(), QComboBox(), QComboBox()
+        self.msi_box.setToolTip("MSI layer (opened from an .imzML), registered onto the H&E")
+        self.he_box.setToolTip("The H&E of the same section")
+        self.label_box.setToolTip(
+            "Optional Labels layer drawn on the H&E (e.g. tumour): adds a label-probability map"
+        )
+        self.pairs = QLineEdit()
+        self.pairs.setPlaceholderText("optional pairs.yaml: more samples to train on")
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("optional ResNet-50/VGG-16 .pth (else colour features)")
+        self.weights.setToolTip("Local weights only; nothing is downloaded")
+        self.n_peaks = QSpinBox()
+        self.n_peaks.setRange(2, 500)
+        self.n_peaks.setValue(50)
+        self.n_comp = QSpinBox()
+        self.n_comp.setRange(1, 100)
+        self.n_comp.setValue(5)
+        self.n_comp.setToolTip("MSI principal components (modes) to predict")
+        self.alpha = QDoubleSpinBox()
+        self.alpha.setRange(0.0, 1e6)
+        self.alpha.setValue(1.0)
+        self.alpha.setToolTip("Ridge penalty (on standardised features)")
+        self.run_btn = QPushButton("Predict")
+        self.run_btn.clicked.connect(self._run_or_cancel)
+        _form_widget(
+            self,
+            [
+                ("MSI layer", self.msi_box),
+                ("H&&E layer", self.he_box),
+                ("Label layer", self.label_box),
+                ("Pairs file", self.pairs),
+                ("Backbone weights", self.weights),
+                ("N peaks", self.n_peaks),
+                ("PCA modes", self.n_comp),
+                ("Ridge alpha", self.alpha),
+            ],
+            self.run_btn,
+        )
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    def _refresh(self, *_):
+        v = self.viewer
+        refill_combo(self.msi_box, layer_names(v, lambda ly: msi2hist_kind(ly) == "msi"))
+        refill_combo(self.he_box, layer_names(v, lambda ly: getattr(ly, "rgb", False)))
+        labels = layer_names(v, lambda ly: type(ly).__name__ == "Labels")
+        refill_combo(self.label_box, [NONE, *labels])
+
+    def _entries(self) -> list[dict]:
+        msi, he = self.msi_box.currentText(), self.he_box.currentText()
+        if not msi or not he:
+            raise ValueError("open an MSI (.imzML) and its H&E first")
+        msi_l, he_l = self.viewer.layers[msi], self.viewer.layers[he]
+        e = {
+            "name": msi.removesuffix(" TIC"),
+            "imzml": msi_l.metadata["msi2hist"]["file"],
+            "he": he,
+            "he_rgb": _he_rgb(he_l),
+            "he_px": tuple(float(v) for v in he_l.scale[-2:]),
+            "msi_to_he": _matrix_fn(displayed_msi_to_he(msi_l, he_l)),
+        }
+        lab = self.label_box.currentText()
+        if lab and lab != NONE:
+            e["label_array"] = label_on_he_grid(self.viewer.layers[lab], he_l)
+        entries = [e]
+        if self.pairs.text().strip():
+            from ..models.datasets import read_pairs_yaml
+
+            extra = read_pairs_yaml(self.pairs.text().strip())
+            if "label_array" in e and any(not x.get("label") for x in extra):
+                raise ValueError(f"{self.pairs.text()}: every sample needs a 'label' as well")
+            if "label_array" not in e:
+                extra = [{k: v for k, v in x.items() if k != "label"} for x in extra]
+            entries += extra
+        return entries
+
+    def _run_or_cancel(self):
+        if cancel_if_running(self):
+            return
+        try:
+            entries = self._entries()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            show_user_error(self.status, exc)
+            return
+        params = (
+            entries,
+            self.n_peaks.value(),
+            self.weights.text().strip() or None,
+            self.n_comp.value(),
+            self.alpha.value(),
+        )
+        self.run_btn.setText("Cancel")
+        self.worker = start_job(
+            lambda tok: predict_job(*params, cancel=tok),
+            lambda p: show_progress(self.progress, self.status, p),
+            self._show,
+            on_error=self.status.setText,
+            on_finished=self._finished,
+        )
+
+    def _finished(self):
+        self.worker = None
+        self.run_btn.setText("Predict")
+
+    def _show(self, res):
+        self.result = res
+        msi_l = self.viewer.layers[self.msi_box.currentText()]
+        name = self.msi_box.currentText().removesuffix(" TIC")
+        common = placed_like(msi_l, 3)
+        upsert_image(
+            self.viewer,
+            f"{name} predicted PCA modes",
+            res["predicted"],
+            colormap="magma",
+            metadata={"msi2hist": {"kind": "pca_modes", "r2": res["r2"]}},
+            **common,
+        )
+        upsert_image(
+            self.viewer,
+            f"{name} measured PCA modes",
+            res["measured"],
+            colormap="magma",
+            visible=False,
+            metadata={"msi2hist": {"kind": "pca_modes"}},
+            **common,
+        )
+        if res.get("probability") is not None:
+            upsert_image(
+                self.viewer,
+                f"{name} label probability",
+                res["probability"],
+                colormap="viridis",
+                contrast_limits=(0.0, 1.0),
+                metadata={"msi2hist": {"kind": "label_probability"}},
+                **placed_like(msi_l, 2),
+            )
+        how = (
+            "held out (trained on the other samples)"
+            if res["cv"]
+            else "IN-SAMPLE (no other sample)"
+        )
+        lines = [f"R2 per mode, {how}: " + ", ".join(f"{v:+.2f}" for v in res["r2"])]
+        if res.get("auc") is not None:
+            lines.append(f"label from H&E features: AUC {res['auc']:.3f}, {how}")
+        self.result_label.setText("\n".join(lines))
+        self.status.setText("done")
+
+
+def predict_job(entries, n_peaks, backbone, n_comp, alpha, cancel=None):
+    """Worker: build the pixel tables, regress (and classify), return layers for the first sample."""
+    from ..crossmodal.pipeline import iter_build_table, pixels_to_images
+    from ..crossmodal.regression import (
+        cross_validated_logistic,
+        cross_validated_regression,
+        fit_logistic,
+        fit_pca,
+        fit_ridge,
+        r2_score,
+        roc_auc,
+    )
+
+    table = yield from iter_build_table(entries, n_peaks=n_peaks, backbone=backbone, cancel=cancel)
+    f, x, g, lab = table.pixels()
+    first = table.samples[0]
+    n0 = int(first.mask.sum())
+    cv = len(table.samples) > 1
+    if cv:
+        reg = cross_validated_regression(f, x, g, n_comp, alpha)
+        pred, true = reg.oof_scores[:n0], reg.true_scores[:n0]
+        r2 = reg.r2_per_sample[first.name]
+    else:
+        pca = fit_pca(x, n_comp)
+        true = pca.transform(x)
+        pred = fit_ridge(f, true, alpha).predict(f)
+        r2 = r2_score(true, pred)
+    out = {
+        "cv": cv,
+        "r2": [float(v) for v in r2],
+        "predicted": pixels_to_images(pred, _first_only(table))[0],
+        "measured": pixels_to_images(true, _first_only(table))[0],
+        "probability": None,
+        "auc": None,
+    }
+    if lab is not None and lab.any() and not lab.all():
+        if cv:
+            c = cross_validated_logistic(f, lab, g)
+            proba, auc = c.oof_proba[:n0], c.per_sample[first.name]["auc"]
+        else:
+            proba = fit_logistic(f, lab).predict_proba(f)
+            auc = roc_auc(lab, proba)
+        out["probability"] = pixels_to_images(proba, _first_only(table))[0][0]
+        out["auc"] = float(auc)
+    return out
+
+
+def _first_only(table):
+    from ..crossmodal.pipeline import Table
+
+    return Table(table.samples[:1], table.mz, table.feature_names, table.meta)
+
+
+class SuperResWidget(QWidget):
+    """Ion images (a stack from Peak selection) -> a finer grid guided by the displayed H&E."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self.result = None
+        self.stack_box, self.he_box = QComboBox(), QComboBox()
+        self.stack_box.setToolTip("Ion images: the stack added by Peak selection")
+        self.he_box.setToolTip("The H&E guide, registered (as displayed) onto the MSI")
+        self.factor = QSpinBox()
+        self.factor.setRange(0, 16)
+        self.factor.setValue(0)
+        self.factor.setSpecialValueText("auto (pixel-size ratio)")
+        self.factor.setToolTip("Upsampling factor: the fine pixel is the MSI pixel / factor (um)")
+        self.method = QComboBox()
+        self.method.addItems(["learned", "guided", "bicubic"])
+        self.method.setToolTip(
+            "learned: the bundled H&E-guided network (or the model below); guided: guided filter; "
+            "bicubic: no guide"
+        )
+        self.model = QLineEdit("superres")
+        self.model.setToolTip("Super-resolution model: 'superres' (bundled) or a local file")
+        self.run_btn = QPushButton("Super-resolve")
+        self.run_btn.clicked.connect(self._run_or_cancel)
+        _form_widget(
+            self,
+            [
+                ("Ion images", self.stack_box),
+                ("H&&E guide", self.he_box),
+                ("Factor", self.factor),
+                ("Method", self.method),
+                ("Model", self.model),
+            ],
+            self.run_btn,
+        )
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    def _refresh(self, *_):
+        v = self.viewer
+        refill_combo(
+            self.stack_box, layer_names(v, lambda ly: msi2hist_kind(ly) in ("ion_stack", "msi"))
+        )
+        refill_combo(self.he_box, layer_names(v, lambda ly: getattr(ly, "rgb", False)))
+
+    def _run_or_cancel(self):
+        if cancel_if_running(self):
+            return
+        try:
+            name, he = self.stack_box.currentText(), self.he_box.currentText()
+            if not name or not he:
+                raise ValueError("add ion images (Peak selection) and open the H&E first")
+            st, he_l = self.viewer.layers[name], self.viewer.layers[he]
+            data = np.asarray(st.data, np.float32)
+            stack = data if data.ndim == 3 else data[None]
+            px = tuple(float(v) for v in st.scale[-2:])
+            he_px = tuple(float(v) for v in he_l.scale[-2:])
+            factor = self.factor.value() or max(1, int(round(np.mean(px) / np.mean(he_px))))
+            m = displayed_msi_to_he(st, he_l)
+            params = (stack, _he_rgb(he_l), he_px, m, px, factor)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            show_user_error(self.status, exc)
+            return
+        method, model = self.method.currentText(), self.model.text().strip() or "superres"
+        self.run_btn.setText("Cancel")
+        self.worker = start_job(
+            lambda tok: superres_job(*params, method, model, cancel=tok),
+            lambda p: show_progress(self.progress, self.status, p),
+            lambda res: self._show(name, res),
+            on_error=self.status.setText,
+            on_finished=self._finished,
+        )
+
+    def _finished(self):
+        self.worker = None
+        self.run_btn.setText("Super-resolve")
+
+    def _show(self, name, res):
+        self.result = res
+        st = self.viewer.layers[name]
+        hr, fine_px, factor, method = res
+        # the fine grid lies in the MSI's frame: fine pixel 0 centres half a fine pixel inside
+        # MSI pixel 0's footprint
+        shift = (0.5 / factor - 0.5) * np.asarray(st.scale[-2:], np.float64)
+        upsert_image(
+            self.viewer,
+            f"{name} super-resolved ({method})",
+            hr,
+            colormap="viridis",
+            **placed_like(st, 3, (fine_px, fine_px), tuple(np.asarray(st.translate[-2:]) + shift)),
+            metadata={"msi2hist": {"kind": "ion_stack_superres", "factor": factor}},
+        )
+        self.result_label.setText(f"{len(hr)} ion images at {fine_px:g} um ({factor}x, {method})")
+        self.status.setText("done")
+
+
+def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, cancel=None):
+    from ..crossmodal.superres import iter_superresolve
+    from ..models.datasets import he_on_msi_grid
+
+    fine = float(np.mean(px)) / factor
+    offset = (0.5 / factor - 0.5) * np.asarray(px, np.float64)
+    fn = _matrix_fn(msi_to_he_m)
+    ny, nx = stack.shape[1:]
+    guide, valid = he_on_msi_grid(
+        he_rgb, he_px, lambda p: fn(p + offset), (ny * factor, nx * factor), fine
+    )
+    if valid.mean() < 0.05:
+        raise ValueError("the H&E does not cover the ion images as displayed: register them first")
+    hr = yield from iter_superresolve(
+        np.nan_to_num(stack), guide, factor, method, model, cancel=cancel
+    )
+    return hr, fine, factor, method

@@ -1,0 +1,100 @@
+"""Predict from H&E and Super-resolve MSI widgets on the phantom, aligned as displayed."""
+
+import json
+
+import numpy as np
+import yaml
+
+from napari_msi2hist.crossmodal.superres import block_mean
+from napari_msi2hist.widgets.crossmodal import PredictWidget, SuperResWidget, label_on_he_grid
+
+
+def _open_aligned(viewer, d):
+    viewer.open(str(d / "he.ome.tif"), plugin="napari-msi2hist")
+    viewer.open(str(d / "msi.imzML"), plugin="napari-msi2hist")
+    he, msi = viewer.layers[0], viewer.layers[1]
+    t = json.loads((d / "truth.json").read_text())["linear"]
+    m = np.eye(3)
+    m[:2, :2], m[:2, 2] = t["matrix_yx_um"], t["offset_yx_um"]
+    msi.affine = m
+    return he, msi
+
+
+def test_predict_from_he_held_out_and_in_sample(
+    make_napari_viewer, qtbot, phantom_dir, small_phantom, tmp_path
+):
+    from napari_msi2hist.phantom import make_phantom
+
+    # two more sections "from the same lab": the open phantom's settings, other seeds
+    others = []
+    for seed in (4, 5):
+        ph = make_phantom(tmp_path / f"s{seed}", small_phantom.config.replace(seed=seed))
+        others.append(
+            {
+                "name": f"s{seed}",
+                "imzml": ph.paths["imzml"],
+                "he": ph.paths["he"],
+                "align": {"truth": ph.paths["truth"]},
+            }
+        )
+    viewer = make_napari_viewer()
+    he, msi = _open_aligned(viewer, phantom_dir)
+    # a tumour-like annotation drawn on the H&E: the nuclei-rich regions
+    lab = viewer.add_labels(
+        (small_phantom.he_classes[1] > 0.3).astype(np.int32), scale=he.scale, name="tumour"
+    )
+    assert label_on_he_grid(lab, he).sum() == (small_phantom.he_classes[1] > 0.3).sum()
+    w = PredictWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.label_box.currentText() == "(none)" and w.he_box.currentText() == "he"
+    # held out: two more phantoms from a pairs file train the model for the open one
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(yaml.safe_dump({"samples": others}))
+    w.pairs.setText(str(pairs))
+    w.n_peaks.setValue(20)
+    w.n_comp.setValue(3)
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    assert w.result is not None and w.result["cv"], w.status.text()
+    pred = viewer.layers["msi predicted PCA modes"]
+    assert pred.data.shape == (3, *small_phantom.msi_shape_yx)
+    np.testing.assert_allclose(pred.affine.affine_matrix[-3:, -3:], msi.affine.affine_matrix)
+    np.testing.assert_allclose(pred.data_to_world((0, 4, 7))[-2:], msi.data_to_world((4, 7)))
+    assert w.result["r2"][0] > 0.5, w.result["r2"]  # the first mode is predictable on unseen data
+    assert "held out" in w.result_label.text()
+    # in-sample, with the label layer: a probability map, clearly marked as not validated
+    w.pairs.setText("")
+    w.label_box.setCurrentText("tumour")
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    assert not w.result["cv"] and "IN-SAMPLE" in w.result_label.text()
+    prob = viewer.layers["msi label probability"].data
+    assert prob.shape == tuple(small_phantom.msi_shape_yx) and w.result["auc"] > 0.85
+    # errors are plain messages, the viewer survives
+    w.msi_box.clear()
+    w.run_btn.click()
+    assert "open an MSI" in w.status.text()
+
+
+def test_super_resolve_the_displayed_msi(make_napari_viewer, qtbot, phantom_dir, small_phantom):
+    viewer = make_napari_viewer()
+    he, msi = _open_aligned(viewer, phantom_dir)
+    w = SuperResWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.stack_box.currentText() == "msi TIC"
+    w.method.setCurrentText("learned")
+    w.run_btn.click()
+    assert w.run_btn.text() == "Cancel"
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    assert w.result is not None, w.status.text()
+    hr, fine_px, factor, _ = w.result
+    assert factor == 5 and fine_px == 4.0  # 20 um MSI, 4 um H&E
+    out = viewer.layers["msi TIC super-resolved (learned)"]
+    assert out.data.shape == (1, *(np.array(small_phantom.msi_shape_yx) * 5))
+    # each MSI pixel is close to the mean of its 5 x 5 fine pixels
+    tic = np.asarray(msi.data, np.float64)
+    assert np.corrcoef(block_mean(hr[0], 5).ravel(), tic.ravel())[0, 1] > 0.95
+    # the fine grid overlays the MSI: fine pixel (2, 2) is the centre of MSI pixel (0, 0)
+    np.testing.assert_allclose(
+        out.data_to_world((0, 2, 2))[-2:], msi.data_to_world((0, 0)), atol=1e-6
+    )
