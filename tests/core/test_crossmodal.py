@@ -56,7 +56,9 @@ def linear_phantoms(tmp_path_factory):
         )
         phs.append(ph)
     mz = sorted(m for v in phs[0].peaks.values() for m in v)
-    table = run_to_end(iter_build_table(entries, mz=mz, norm="none", tolerance=(1.0, "da")))
+    table = run_to_end(
+        iter_build_table(entries, mz=mz, norm="none", tolerance=(1.0, "da"), tissue_only=False)
+    )
     return entries, phs, table
 
 

@@ -60,7 +60,11 @@ def test_predict_from_he_held_out_and_in_sample(
     assert pred.data.shape == (3, *small_phantom.msi_shape_yx)
     np.testing.assert_allclose(pred.affine.affine_matrix[-3:, -3:], msi.affine.affine_matrix)
     np.testing.assert_allclose(pred.data_to_world((0, 4, 7))[-2:], msi.data_to_world((4, 7)))
-    assert w.result["r2"][0] > 0.5, w.result["r2"]  # the first mode is predictable on unseen data
+    # the first mode, predicted by a model that never saw this section, follows the measured one
+    meas = viewer.layers["msi measured PCA modes"].data[0]
+    ok = np.isfinite(meas)
+    r = np.corrcoef(pred.data[0][ok], meas[ok])[0, 1]
+    assert r > 0.5, (r, w.result["r2"])
     assert "held out" in w.result_label.text()
     # in-sample, with the label layer: a probability map, clearly marked as not validated
     w.pairs.setText("")

@@ -87,8 +87,12 @@ def iter_build_table(
     stage: int = 3,
     norm: str = "tic",
     tolerance=(10.0, "ppm"),
+    tissue_only: bool = True,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, Table]:
+    """Per sample: ion images, H&E features and label on the MSI grid. ``tissue_only`` keeps the MSI
+    pixels whose footprint is mostly stained tissue on the H&E (glass carries matrix peaks and
+    nothing the H&E can explain)."""
     from ..io.histology import read_histology, to_uint8_rgb
     from ..io.imzml import ImzMLFile
     from ..models.datasets import align_function
@@ -139,6 +143,12 @@ def iter_build_table(
             )
             label = frac[0] > 0.5
         mask = ions.mask & on_he & np.isfinite(feats).all(0)
+        if tissue_only:
+            from ..metrics import tissue_mask
+
+            t = tissue_mask(rgb).astype(np.float32)[None]
+            tissue, _ = features_on_msi_grid(t, he_px, msi_to_he, shape, px)
+            mask &= tissue[0] > 0.5
         if mask.sum() < 2:
             raise ValueError(f"{e['imzml']}: no MSI pixel lies on the H&E {e['he']}")
         out.append(SampleData(e["name"], shape, px, feats, ions.stack, mask, label))
