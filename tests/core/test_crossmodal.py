@@ -232,3 +232,26 @@ def test_predict_msi_and_classify_commands(linear_phantoms, tmp_path, capsys):
         main(["predict-msi", *common[:2], "--out", str(tmp_path / "y"), "--pairs", str(one)]) == 1
     )
     assert "at least two samples" in capsys.readouterr().err
+
+
+def test_geojson_annotation_is_rasterised_on_the_he_grid(tmp_path):
+    import json
+
+    from napari_msi2hist.crossmodal.pipeline import rasterize_geojson
+
+    square = [[10, 20], [40, 20], [40, 30], [10, 30], [10, 20]]  # x, y (QuPath: pixels)
+    hole = [[20, 22], [25, 22], [25, 26], [20, 26], [20, 22]]
+    gj = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square, hole]}}
+        ],
+    }
+    p = tmp_path / "tumour.geojson"
+    p.write_text(json.dumps(gj))
+    m = rasterize_geojson(p, (50, 60))
+    assert m[25, 15] and not m[5, 5] and not m[24, 22]  # inside, outside, in the hole
+    assert m[:, :10].sum() == 0 and m[31:].sum() == 0  # rows are y, columns are x
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    with pytest.raises(ValueError, match="tumour.geojson: no Polygon"):
+        rasterize_geojson(p, (50, 60))

@@ -102,3 +102,26 @@ def test_super_resolve_the_displayed_msi(make_napari_viewer, qtbot, phantom_dir,
     np.testing.assert_allclose(
         out.data_to_world((0, 2, 2))[-2:], msi.data_to_world((0, 0)), atol=1e-6
     )
+
+
+def test_super_resolve_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot, phantom_dir):
+    from napari_msi2hist.widgets.crossmodal import placed_like
+
+    viewer = make_napari_viewer()
+    he, msi = _open_aligned(viewer, phantom_dir)
+    tic = np.asarray(msi.data, np.float32)
+    viewer.add_image(
+        np.repeat(tic[None], 200, 0),
+        name="many ions",
+        metadata={"msi2hist": {"kind": "ion_stack"}},
+        **placed_like(msi, 3),
+    )
+    w = SuperResWidget(viewer)
+    w.stack_box.setCurrentText("many ions")
+    w.run_btn.click()
+    qtbot.waitUntil(lambda: w.progress.value() >= 1, timeout=60_000)
+    w.run_btn.click()  # Cancel
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.result is None and w.run_btn.text() == "Super-resolve"
+    assert not any("super-resolved" in ly.name for ly in viewer.layers)
+    viewer.add_points(np.zeros((1, 2)))  # still usable

@@ -129,8 +129,12 @@ def iter_build_table(
         label = None
         lab_img = e.get("label_array")
         if lab_img is None and e.get("label"):
-            lab_img = np.asarray(read_histology(Path(e.get("base", ".")) / e["label"]).levels[0])
-            lab_img = lab_img[..., 0] if lab_img.ndim == 3 else lab_img
+            lab_path = Path(e.get("base", ".")) / e["label"]
+            if lab_path.suffix.lower() in (".geojson", ".json"):
+                lab_img = rasterize_geojson(lab_path, rgb.shape[:2])
+            else:
+                lab_img = np.asarray(read_histology(lab_path).levels[0])
+                lab_img = lab_img[..., 0] if lab_img.ndim == 3 else lab_img
         if lab_img is not None:
             lab_img = np.asarray(lab_img) > 0
             if lab_img.shape != rgb.shape[:2]:
@@ -154,6 +158,38 @@ def iter_build_table(
         out.append(SampleData(e["name"], shape, px, feats, ions.stack, mask, label))
     yield Progress(len(entries), len(entries), "samples ready")
     return Table(out, mz_arr, names, {"backbone": str(backbone) if backbone else "colour"})
+
+
+def rasterize_geojson(path, shape: tuple[int, int]) -> np.ndarray:
+    """Polygons of a GeoJSON annotation (QuPath's export: x, y in pixels of the full-resolution H&E)
+    as a mask on the H&E's pixel grid; holes are cut out."""
+    import json
+
+    from skimage.draw import polygon as fill_polygon
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable GeoJSON file ({e})") from e
+    feats = d.get("features", [d]) if isinstance(d, dict) else d
+    mask = np.zeros(shape, bool)
+    n = 0
+    for f in feats:
+        geom = f.get("geometry", f) if isinstance(f, dict) else None
+        if not isinstance(geom, dict):
+            continue
+        polys = {"Polygon": [geom.get("coordinates")], "MultiPolygon": geom.get("coordinates")}.get(
+            geom.get("type"), []
+        )
+        for rings in polys or []:
+            for k, ring in enumerate(rings):
+                xy = np.asarray(ring, np.float64)
+                rr, cc = fill_polygon(xy[:, 1], xy[:, 0], shape)
+                mask[rr, cc] = k == 0  # the first ring fills, later rings (holes) clear
+                n += 1
+    if n == 0:
+        raise ValueError(f"{path}: no Polygon or MultiPolygon in this GeoJSON")
+    return mask
 
 
 def pixels_to_images(values: np.ndarray, table: Table) -> list[np.ndarray]:
