@@ -317,8 +317,9 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Inputs: a pairs YAML whose samples each give 'label': a mask image on the\n"
         "H&E's pixel grid (non-zero = in the class, e.g. a tumour annotation saved from a napari\n"
-        "Labels layer) or a GeoJSON of polygons in H&E pixels (QuPath export). Logistic regression, leave-one-sample-out, from the MSI's PCA modes and\n"
-        "from the H&E features. Outputs in OUT: NAME_label_probability_{msi,he}.ome.tif,\n"
+        "Labels layer) or a GeoJSON of polygons in H&E pixels (QuPath export). Logistic\n"
+        "regression, leave-one-sample-out, from the MSI's PCA modes and from the H&E\n"
+        "features. Outputs in OUT: NAME_label_probability_{msi,he}.ome.tif,\n"
         "biomarkers.csv (every m/z's univariate AUC for the label, best first; names from\n"
         "--names), summary.json (accuracy and AUC per source and sample).",
     )
