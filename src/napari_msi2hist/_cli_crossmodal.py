@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ._files import write_text_atomic
-
-
-def _csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+from ._files import rows_to_csv, write_text_atomic
 
 
 def _entries(args):
@@ -91,12 +81,12 @@ def cmd_predict_msi(args) -> int:
         }
         row.update({f"r2_{n}": float(v[i]) for n, v in res.r2_per_sample.items()})
         rows.append(row)
-    write_text_atomic(out / "r2.csv", _csv(rows))
+    write_text_atomic(out / "r2.csv", rows_to_csv(rows))
     loadings = [
         {"mz": float(m), **{f"PC{i + 1}": float(res.pca.components[i, j]) for i in range(k)}}
         for j, m in enumerate(table.mz)
     ]
-    write_text_atomic(out / "pca_loadings.csv", _csv(loadings))
+    write_text_atomic(out / "pca_loadings.csv", rows_to_csv(loadings))
     summary = {
         "features": table.meta["backbone"],
         "n_features": len(table.feature_names),
@@ -170,7 +160,7 @@ def cmd_classify(args) -> int:
             )
     names = _read_names(args.names) if args.names else None
     rows = biomarker_table(x, table.mz, lab, names)
-    write_text_atomic(out / "biomarkers.csv", _csv(rows))
+    write_text_atomic(out / "biomarkers.csv", rows_to_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     if args.json:
         print(json.dumps(summary))

@@ -29,3 +29,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """CSV text of dict rows; the header is the union of their keys, in first-seen order."""
+    import csv
+    import io
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

@@ -138,12 +138,9 @@ def save_superres(path, net: GuidedSRNet, meta: dict) -> Path:
 def load_superres(path: str | os.PathLike) -> tuple[GuidedSRNet, dict]:
     if str(path) in BUNDLED:
         path = Path(__file__).resolve().parents[1] / "data" / BUNDLED[str(path)]
-    try:
-        d = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path}: not a loadable super-resolution model ({e})") from e
+    from ..models.backbones import load_tensors
+
+    d = load_tensors(path, "super-resolution model")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{path}: not a napari-msi2hist super-resolution model")
     net = GuidedSRNet(**d["arch"])

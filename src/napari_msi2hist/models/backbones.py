@@ -124,15 +124,21 @@ class VGG16Features(nn.Module):
         return out
 
 
-def load_backbone(path: str | os.PathLike) -> nn.Module:
-    """A ResNet-50 trunk or VGG-16 feature net from a local state dict (torchvision's names; the
-    classifier weights, if present, are ignored). Raises ValueError naming the file otherwise."""
+def load_tensors(path: str | os.PathLike, what: str):
+    """``torch.load`` with ``weights_only=True`` (no code runs); any failure but a missing file is a
+    ValueError naming the file and what it should have been."""
     try:
-        sd = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise ValueError(f"{path}: not a loadable weights file ({e})") from e
+        raise ValueError(f"{path}: not a loadable {what} ({e})") from e
+
+
+def load_backbone(path: str | os.PathLike) -> nn.Module:
+    """A ResNet-50 trunk or VGG-16 feature net from a local state dict (torchvision's names; the
+    classifier weights, if present, are ignored). Raises ValueError naming the file otherwise."""
+    sd = load_tensors(path, "weights file")
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -160,7 +166,7 @@ def load_backbone(path: str | os.PathLike) -> nn.Module:
 def load_lpips_weights(path: str | os.PathLike, channels: tuple[int, ...]) -> list[np.ndarray]:
     """LPIPS' per-channel linear weights (``lin{L}.model.1.weight``, shape (1, C, 1, 1)) from a
     local file, checked against the backbone's channel counts."""
-    sd = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    sd = load_tensors(path, "LPIPS weights file")
     out = []
     for i, c in enumerate(channels):
         w = sd.get(f"lin{i}.model.1.weight", sd.get(f"lin{i}.weight"))

@@ -13,8 +13,6 @@ training run resumes from its last checkpoint, finished runs are only evaluated)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Generator, Sequence
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import write_text_atomic
+from .._files import rows_to_csv, write_text_atomic
 from ..metrics import all_metrics
 from ..progress import CancelToken, Progress
 from .checkpoint import load_checkpoint
@@ -97,7 +95,7 @@ def iter_compare(
             }
     results["table"] = comparison_table(results)
     write_text_atomic(out / "compare.json", json.dumps(results, indent=1))
-    write_text_atomic(out / "compare.csv", table_csv(results["table"]))
+    write_text_atomic(out / "compare.csv", rows_to_csv(results["table"]))
     yield Progress(total, total, "done")
     return results
 
@@ -128,15 +126,6 @@ def comparison_table(results: dict) -> list[dict]:
             row["delta_ssim"] = row["pix2pix_ssim"] - row["unet_ssim"]
         rows.append(row)
     return rows
-
-
-def table_csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def format_table(rows: list[dict]) -> str:

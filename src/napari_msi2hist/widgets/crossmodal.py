@@ -92,6 +92,10 @@ def _form_widget(widget, rows, run_btn):
     lay.addWidget(widget.result_label)
     lay.addWidget(widget.status)
     lay.addStretch(1)
+    # layer choosers follow the layer list
+    widget.viewer.layers.events.inserted.connect(widget._refresh)
+    widget.viewer.layers.events.removed.connect(widget._refresh)
+    widget._refresh()
 
 
 class PredictWidget(QWidget):
@@ -142,9 +146,6 @@ class PredictWidget(QWidget):
             ],
             self.run_btn,
         )
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
 
     def _refresh(self, *_):
         v = self.viewer
@@ -343,9 +344,6 @@ class SuperResWidget(QWidget):
             ],
             self.run_btn,
         )
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
 
     def _refresh(self, *_):
         v = self.viewer
