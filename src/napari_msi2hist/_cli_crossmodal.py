@@ -49,7 +49,7 @@ def _check_out(args, entries):
 
 
 def cmd_predict_msi(args) -> int:
-    from .cli import _Bar
+    from .cli import CLIError, _Bar
     from .crossmodal.pipeline import pixels_to_images
     from .crossmodal.regression import cross_validated_regression
     from .io.histology import write_ome_tiff
@@ -71,6 +71,29 @@ def cmd_predict_msi(args) -> int:
         write_ome_tiff(out / f"{s.name}_pca_measured.ome.tif", t, px, modes)
         write_ome_tiff(
             out / f"{s.name}_msi_predicted.ome.tif", r, px, [f"{m:.4f}" for m in table.mz]
+        )
+    if args.apply_he:
+        from .crossmodal.pipeline import iter_predict_on_he
+        from .io.histology import read_histology, to_uint8_rgb
+        from .progress import run_to_end
+
+        he = read_histology(args.apply_he)
+        rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+        he_px = he.pixel_size_um
+        if he_px is None:
+            raise CLIError(f"{args.apply_he}: no pixel size in the image; give an OME-TIFF/SVS")
+        out_px = args.apply_pixel_um or float(np.mean(table.samples[0].pixel_size_um))
+        a_modes, a_ions, _ = run_to_end(
+            iter_predict_on_he(rgb, he_px, out_px, res.pca, res.model, args.features, args.stage),
+            bar,
+        )
+        stem = Path(args.apply_he).name.split(".")[0]
+        write_ome_tiff(out / f"{stem}_pca_from_he.ome.tif", a_modes, (out_px, out_px), modes)
+        write_ome_tiff(
+            out / f"{stem}_msi_from_he.ome.tif",
+            a_ions,
+            (out_px, out_px),
+            [f"{m:.4f}" for m in table.mz],
         )
     rows = []
     for i in range(k):
@@ -299,6 +322,14 @@ def add_parsers(sub) -> None:
     )
     _add_table_args(p)
     p.add_argument("--alpha", type=float, default=1.0, help="ridge penalty")
+    p.add_argument(
+        "--apply-he",
+        help="an H&E without MSI: predict its MSI modes and ion images with the model fitted on "
+        "all samples (NAME_pca_from_he / NAME_msi_from_he .ome.tif, in the H&E's frame)",
+    )
+    p.add_argument(
+        "--apply-pixel-um", type=float, default=0.0, help="pixel of that prediction (0: the MSI's)"
+    )
     p.set_defaults(func=cmd_predict_msi)
 
     p = sub.add_parser(

@@ -255,3 +255,28 @@ def test_geojson_annotation_is_rasterised_on_the_he_grid(tmp_path):
     p.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     with pytest.raises(ValueError, match="tumour.geojson: no Polygon"):
         rasterize_geojson(p, (50, 60))
+
+
+def test_predict_msi_for_an_he_without_msi(linear_phantoms, tmp_path, capsys):
+    from napari_msi2hist.cli import main
+    from napari_msi2hist.crossmodal.superres import block_mean
+    from napari_msi2hist.io.histology import read_histology
+
+    entries, phs, table = linear_phantoms
+    pairs = _pairs_yaml(tmp_path / "pairs.yaml", entries[:2], with_label=False)
+    mz = sorted(m for v in phs[0].peaks.values() for m in v)
+    out = tmp_path / "apply"
+    args = ["predict-msi", "--pairs", str(pairs), "--out", str(out), "--quiet"]
+    args += ["--mz", ",".join(map(str, mz)), "--norm", "none", "--tolerance", "1"]
+    args += ["--tolerance-unit", "da", "--n-components", "4", "--apply-he", entries[2]["he"]]
+    assert main(args) == 0
+    img = read_histology(out / "he_msi_from_he.ome.tif")
+    assert img.pixel_size_um == (20.0, 20.0)
+    ions = np.asarray(img.levels[0])
+    # the third phantom's nuclei peaks follow its nuclei fraction (20 um = 5 H&E pixels of 4 um)
+    nuc = block_mean(phs[2].he_classes[1], 5)
+    c = mz.index(phs[2].peaks["nuclei"][0])
+    pred = ions[c][: nuc.shape[0], : nuc.shape[1]]
+    ok = np.isfinite(pred)
+    assert ok.mean() > 0.2 and np.isnan(ions[c]).any()  # glass is left out
+    assert np.corrcoef(pred[ok], nuc[ok])[0, 1] > 0.8

@@ -204,3 +204,43 @@ def pixels_to_images(values: np.ndarray, table: Table) -> list[np.ndarray]:
         out.append(img)
         i += n
     return out
+
+
+def iter_predict_on_he(
+    rgb: np.ndarray,
+    he_px: tuple[float, float],
+    out_px: float,
+    pca,
+    model,
+    backbone: str | os.PathLike | None = None,
+    stage: int = 3,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Predict MSI for an H&E that has no MSI: features on a grid of ``out_px`` um over the H&E's
+    own frame, then the fitted ridge ``model`` -> PCA modes -> ion images. Returns ``(modes (K, Y, X),
+    ion images (C, Y, X), tissue mask)``; glass is NaN (the models were fitted on tissue only)."""
+    from ..metrics import tissue_mask
+
+    fmap, fpx, origin, _ = yield from he_feature_map(rgb, he_px, backbone, stage, cancel)
+    h, w = rgb.shape[:2]
+    shape = (max(1, int(h * he_px[0] // out_px)), max(1, int(w * he_px[1] // out_px)))
+    # MSI-like pixel (i, j) covers [i, i + 1) * out_px of the H&E frame: centre at (i + 0.5) px
+    half = np.array([0.5 * out_px - 0.5 * he_px[0], 0.5 * out_px - 0.5 * he_px[1]])
+
+    def to_he(p):
+        return p + half
+
+    feats, _ = features_on_msi_grid(
+        fmap, fpx, to_he, shape, (out_px, out_px), fmap_origin_um=origin
+    )
+    t, _ = features_on_msi_grid(
+        tissue_mask(rgb).astype(np.float32)[None], he_px, to_he, shape, (out_px, out_px)
+    )
+    mask = (t[0] > 0.5) & np.isfinite(feats).all(0)
+    scores = model.predict(feats[:, mask].T)
+    modes = np.full((scores.shape[1], *shape), np.nan, np.float32)
+    modes[:, mask] = scores.T
+    ions = np.full((len(pca.mean), *shape), np.nan, np.float32)
+    ions[:, mask] = pca.inverse(scores).T
+    yield Progress(1, 1, "predicted")
+    return modes, ions, mask
