@@ -2,7 +2,8 @@
 
 Drop the phantom's imzML and H&E on the canvas, pick peaks, synthesise H&E with the bundled model,
 register it to the H&E, drag a landmark and see its error update, fine-tune the bundled model for a
-few steps from the open layers, then start a long job, cancel it and check the viewer is still usable.
+few steps from the open layers, predict MSI modes from the H&E and super-resolve the MSI, then start
+a long job, cancel it and check the viewer is still usable.
 A screenshot of the window is saved after each step (``MSI2HIST_SCREENSHOTS`` names the folder, as
 ``docs/make_screenshots.py`` does for docs/images; otherwise a temporary folder) and checked to show
 a rendered canvas, not a blank one.
@@ -104,7 +105,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     assert stack.metadata["msi2hist"]["kind"] == "ion_stack" and stack.data.shape[0] == 20
     _shot(viewer, qtbot, shots, "02_peaks.png")
     viewer.window.remove_dock_widget(dw)
-    viewer.layers.remove(stack)
+    stack.visible = False  # kept: it is super-resolved in step 6
 
     # 3. synthesis with the bundled demo model
     synth = SynthesisWidget(viewer)
@@ -170,7 +171,41 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     assert synth2.ckpt_box.currentText() == train.last_checkpoint  # ready to synthesise with
     _shot(viewer, qtbot, shots, "06_finetune.png")
 
-    # 6. a long job, cancelled: the viewer stays usable and responsive
+    # 6. the other direction on the registered section: MSI modes from H&E, then super-resolution
+    viewer.window.remove_dock_widget(dw)
+    from napari_msi2hist.widgets.crossmodal import PredictWidget, SuperResWidget
+
+    pred = PredictWidget(viewer)
+    dw = viewer.window.add_dock_widget(pred, name="Predict from H&E", area="right")
+    pred.n_comp.setValue(3)
+    pred.run_btn.click()
+    _wait(qtbot, pred)
+    assert pred.result is not None and "IN-SAMPLE" in pred.result_label.text(), pred.status.text()
+    for ly in viewer.layers:
+        ly.visible = ly.name in ("he", "msi predicted PCA modes")
+    viewer.layers["msi predicted PCA modes"].opacity = 0.8
+    viewer.reset_view()
+    _shot(viewer, qtbot, shots, "07_predict_from_he.png")
+    viewer.window.remove_dock_widget(dw)
+    sr = SuperResWidget(viewer)
+    dw = viewer.window.add_dock_widget(sr, name="Super-resolve MSI", area="right")
+    sr.stack_box.setCurrentText(stack.name)
+    sr.run_btn.click()
+    _wait(qtbot, sr)
+    assert sr.result is not None, sr.status.text()
+    hr_layer = viewer.layers[f"{stack.name} super-resolved (learned)"]
+    assert hr_layer.data.shape[0] == 20 and tuple(hr_layer.scale[-2:]) == (4.0, 4.0)
+    for ly in viewer.layers:
+        ly.visible = ly is hr_layer
+    viewer.dims.set_point(0, 3)
+    hr_layer.contrast_limits = tuple(np.nanpercentile(hr_layer.data[3], [1, 99.5]))
+    viewer.reset_view()
+    _shot(viewer, qtbot, shots, "08_superres.png")
+    viewer.window.remove_dock_widget(dw)
+    dw = viewer.window.add_dock_widget(train, name="Train / fine-tune", area="right")
+    viewer.layers["he"].visible = True
+
+    # 7. a long job, cancelled: the viewer stays usable and responsive
     train.steps.setValue(2000)
     train.resume.setChecked(True)
     train.run_btn.click()
@@ -192,7 +227,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     assert time.monotonic() - t0 < 60
     pts = viewer.add_points(np.array([[10.0, 10.0]]), name="after cancel")
     assert pts in viewer.layers and train.run_btn.text() == "Train"
-    _shot(viewer, qtbot, shots, "07_after_cancel.png")
+    _shot(viewer, qtbot, shots, "09_after_cancel.png")
     viewer.window.remove_dock_widget(dw)
 
 
