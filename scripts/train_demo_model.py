@@ -21,13 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from napari_msi2hist.metrics import mutual_information, ssim
 from napari_msi2hist.models.checkpoint import load_checkpoint, save_checkpoint
+from napari_msi2hist.models.compare import evaluate_checkpoint
 from napari_msi2hist.models.datasets import contract_from_data, load_samples, split_by_sample
-from napari_msi2hist.models.inference import to_rgb_uint8
-from napari_msi2hist.models.training import TrainConfig, iter_train, predict_sample
+from napari_msi2hist.models.training import TrainConfig, iter_train
 from napari_msi2hist.phantom import PhantomConfig, make_phantom
 from napari_msi2hist.progress import run_to_end
 
@@ -76,21 +73,6 @@ def phantom_entries(work: Path) -> list[dict]:
                 }
             )
     return out
-
-
-def evaluate(ckpt_path: Path, samples) -> dict:
-    ck = load_checkpoint(ckpt_path)
-    g = ck.build()
-    rows = {}
-    for s in samples:
-        pred = predict_sample(g, s, g.multiple, ck.contract.pad_value, "cpu")
-        truth = to_rgb_uint8(s.y)
-        rows[s.name] = {
-            "mi": mutual_information(pred, truth, s.valid),
-            "ssim": ssim(pred, truth, s.valid),
-        }
-    rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("mi", "ssim")}
-    return rows
 
 
 def main() -> int:
@@ -190,7 +172,7 @@ def main() -> int:
         results[name] = {
             "config": cfg.__dict__,
             "seconds": time.monotonic() - t,
-            "test": evaluate(final, test),
+            "test": evaluate_checkpoint(final, test),
         }
         print(
             f"{name}: {results[name]['test']['mean']} in {results[name]['seconds']:.0f} s",

@@ -202,14 +202,12 @@ def cmd_classify(args) -> int:
 
 
 def cmd_superres(args) -> int:
-    from .cli import CLIError, _Bar
-    from .crossmodal.superres import iter_superresolve
+    from .cli import CLIError, _Bar, pick_and_extract
+    from .crossmodal.superres import default_factor, guide_on_fine_grid, iter_superresolve
     from .io.histology import read_histology, to_uint8_rgb, write_ome_tiff
     from .io.imzml import open_imzml
-    from .models.datasets import align_function, he_on_msi_grid
-    from .msi.ion_images import Tolerance, ion_images
-    from .msi.peaks import pick_peaks
-    from .msi.spectra import mean_spectrum
+    from .models.datasets import align_function
+    from .msi.ion_images import Tolerance
     from .progress import run_to_end
 
     out = Path(args.out)
@@ -232,32 +230,19 @@ def cmd_superres(args) -> int:
         px = imz.pixel_size_um
         if px is None:
             raise CLIError(f"{args.imzml}: no pixel size in the imzML; super-resolution needs it")
-        if args.mz:
-            mz = [float(v) for v in args.mz.split(",")]
-        else:
-            ms = mean_spectrum(imz, norm=args.norm)
-            mz = pick_peaks(ms.mz, ms.intensity, n_peaks=args.n_peaks).mz.tolist()
-        ions = ion_images(
-            imz,
-            np.asarray(mz),
-            tolerance=Tolerance(args.tolerance, args.tolerance_unit),
-            norm=args.norm,
-        )
+        mz = [float(v) for v in args.mz.split(",")] if args.mz else None
+        tol = Tolerance(args.tolerance, args.tolerance_unit)
+        ions = pick_and_extract(imz, args.n_peaks, mz, tol, args.norm, bar)
     he = read_histology(args.he)
     rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
     he_px = he.pixel_size_um or (1.0, 1.0)
-    factor = args.factor or max(1, int(round(float(np.mean(px)) / float(np.mean(he_px)))))
-    fine_px = float(np.mean(px)) / factor
-    ny, nx = ions.stack.shape[1:]
-    # fine pixel j of MSI pixel i sits at (i + (j + 0.5) / f - 0.5) MSI pixels: shift the grid so
-    # he_on_msi_grid (which samples at index * pixel) hits those centres
-    offset = (0.5 / factor - 0.5) * np.asarray(px, np.float64)
-    guide, valid = he_on_msi_grid(
-        rgb, he_px, lambda p: msi_to_he(p + offset), (ny * factor, nx * factor), fine_px
+    factor = args.factor or default_factor(px, he_px)
+    guide, coverage, fine_px = guide_on_fine_grid(
+        rgb, he_px, msi_to_he, ions.stack.shape[1:], px, factor
     )
-    if valid.mean() < 0.05:
+    if coverage < 0.05:
         raise CLIError(
-            f"{args.he}: the H&E covers {100 * valid.mean():.1f}% of the MSI; check the alignment"
+            f"{args.he}: the H&E covers {100 * coverage:.1f}% of the MSI; check the alignment"
         )
     stack = np.where(ions.mask[None], ions.stack, 0.0)
     hr = run_to_end(iter_superresolve(stack, guide, factor, args.method, args.model), bar)
@@ -271,7 +256,7 @@ def cmd_superres(args) -> int:
         "pixel_size_um": fine_px,
         "msi_pixel_size_um": [float(v) for v in px],
         "mz": [float(m) for m in ions.mz],
-        "guide_coverage": float(valid.mean()),
+        "guide_coverage": coverage,
     }
     write_text_atomic(out / "superres.json", json.dumps(info, indent=1))
     if not args.quiet:

@@ -76,13 +76,11 @@ def cmd_info(args) -> int:
 def pick_and_extract(imz, n_peaks, mz_list, tol, norm, progress=None):
     """Peaks (top-N of the mean spectrum, or an explicit list) and their ion images."""
     from .msi.ion_images import iter_ion_images
-    from .msi.peaks import pick_peaks
-    from .msi.spectra import iter_mean_spectrum
+    from .msi.peaks import iter_top_peaks
     from .progress import run_to_end
 
     if mz_list is None:
-        ms = run_to_end(iter_mean_spectrum(imz, norm=norm), progress)
-        mz_list = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz
+        mz_list = run_to_end(iter_top_peaks(imz, n_peaks, norm), progress)
     return run_to_end(iter_ion_images(imz, mz_list, tolerance=tol, norm=norm), progress)
 
 

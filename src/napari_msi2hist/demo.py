@@ -82,8 +82,7 @@ def run_demo(
     from .models.inference import InferenceOptions
     from .models.synthesis import extract_for_contract, iter_synthesize
     from .msi.ion_images import Tolerance, iter_ion_images
-    from .msi.peaks import pick_peaks
-    from .msi.spectra import iter_mean_spectrum
+    from .msi.peaks import iter_top_peaks
     from .phantom import PhantomConfig, iter_make_phantom
     from .registration.intensity import RegistrationOptions, od_image
     from .registration.pipeline import iter_register_msi
@@ -98,8 +97,7 @@ def run_demo(
     ckpt = load_checkpoint(model)
     with open_imzml(ph.paths["imzml"]) as imz:
         t = time.monotonic()
-        ms = run_to_end(iter_mean_spectrum(imz, norm="tic"), progress)
-        peaks = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz
+        peaks = run_to_end(iter_top_peaks(imz, n_peaks, "tic"), progress)
         ions = run_to_end(
             iter_ion_images(imz, peaks, tolerance=Tolerance(10.0, "ppm"), norm="tic"), progress
         )

@@ -122,7 +122,7 @@ def procedural_he(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def _load_texture(cfg: PhantomConfig) -> np.ndarray:
+def load_texture(cfg: PhantomConfig) -> np.ndarray:
     from skimage.transform import resize
 
     from .io.histology import read_histology, to_uint8_rgb
@@ -305,7 +305,7 @@ def iter_make_phantom(
         raise ValueError(f"mode must be continuous or processed, not {cfg.mode!r}")
     rng = np.random.default_rng(cfg.seed)
     if cfg.he_image:
-        he = _cut_tissue(_load_texture(cfg), rng)
+        he = _cut_tissue(load_texture(cfg), rng)
     else:
         he = _cut_tissue(procedural_he(cfg.procedural_size, rng), rng)
     yield Progress(1, 5, "H&E texture")

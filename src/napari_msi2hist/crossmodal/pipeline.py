@@ -97,16 +97,14 @@ def iter_build_table(
     from ..io.imzml import ImzMLFile
     from ..models.datasets import align_function
     from ..msi.ion_images import Tolerance, ion_images
-    from ..msi.peaks import pick_peaks
-    from ..msi.spectra import mean_spectrum
+    from ..msi.peaks import iter_top_peaks
 
     if not entries:
         raise ValueError("no samples given")
     tol = Tolerance(*tolerance)
     if mz is None:
         with ImzMLFile(entries[0]["imzml"]) as imz:
-            ms = mean_spectrum(imz, norm=norm)
-        mz = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz.tolist()
+            mz = (yield from iter_top_peaks(imz, n_peaks, norm, cancel)).tolist()
     mz_arr = np.asarray(mz, np.float64)
     out, names = [], None
     for i, e in enumerate(entries):

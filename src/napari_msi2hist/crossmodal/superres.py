@@ -93,6 +93,34 @@ def guided_upsample(
     return guided_filter(g[2], up / scale, radius, eps) * scale
 
 
+# ------------------------------------------------------------------- the fine grid
+def default_factor(msi_px, he_px) -> int:
+    """The upsampling factor that brings the MSI pixel to about the H&E's."""
+    return max(1, int(round(float(np.mean(msi_px)) / float(np.mean(he_px)))))
+
+
+def fine_grid_offset(msi_px, factor: int) -> np.ndarray:
+    """Where fine pixel (0, 0) centres relative to MSI pixel (0, 0)'s centre (yx um): fine pixel
+    ``j`` of MSI pixel ``i`` sits at ``i + (j + 0.5) / f - 0.5`` MSI pixels."""
+    return (0.5 / factor - 0.5) * np.asarray(msi_px, np.float64)
+
+
+def guide_on_fine_grid(
+    he_rgb: np.ndarray, he_px, msi_to_he, msi_shape, msi_px, factor: int
+) -> tuple[np.ndarray, float, float]:
+    """The registered H&E resampled onto the ``factor``-times finer grid of the MSI's frame:
+    ``(guide (Y f, X f, 3) uint8, fraction of the grid the H&E covers, fine pixel um)``."""
+    from ..models.datasets import he_on_msi_grid
+
+    fine = float(np.mean(msi_px)) / factor
+    offset = fine_grid_offset(msi_px, factor)
+    ny, nx = msi_shape
+    guide, valid = he_on_msi_grid(
+        he_rgb, he_px, lambda p: msi_to_he(p + offset), (ny * factor, nx * factor), fine
+    )
+    return guide, float(valid.mean()), fine
+
+
 # ------------------------------------------------------------------- the network
 class GuidedSRNet(nn.Module):
     def __init__(self, width: int = 32, depth: int = 5, guide_ch: int = 3):
@@ -172,7 +200,7 @@ def iter_superresolve(
     guide_rgb: np.ndarray,
     factor: int,
     method: str = "learned",
-    model: str | os.PathLike = "superres",
+    model: str | os.PathLike | GuidedSRNet = "superres",
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Every ion image of ``stack`` ``(C, Y, X)`` onto the ``factor``-times finer grid that
@@ -183,7 +211,9 @@ def iter_superresolve(
             f"the guide ({guide_rgb.shape[0]}x{guide_rgb.shape[1]}) must cover the fine grid "
             f"({h}x{w})"
         )
-    net = load_superres(model)[0] if method == "learned" else None
+    net = None
+    if method == "learned":
+        net = model if isinstance(model, GuidedSRNet) else load_superres(model)[0]
     out = np.empty((len(stack), h, w), np.float32)
     for i, img in enumerate(stack):
         if cancel is not None:
@@ -225,24 +255,13 @@ def make_sr_phantom(
     is its ``factor x factor`` footprint mean plus Gaussian noise (``noise`` x the image's max)."""
     from scipy import ndimage as ndi
 
-    from ..phantom import procedural_he, tissue_classes
+    from ..phantom import PhantomConfig, load_texture, procedural_he, tissue_classes
 
     rng = np.random.default_rng(seed)
     if texture is None:
         rgb = procedural_he(size, rng)
-    else:
-        from skimage.transform import resize
-
-        from ..io.histology import read_histology, to_uint8_rgb
-
-        img = to_uint8_rgb(np.asarray(read_histology(texture).levels[0])[..., :3])
-        s = size / max(img.shape[:2])
-        if s < 1:
-            img = (
-                resize(img, (round(img.shape[0] * s), round(img.shape[1] * s)), anti_aliasing=True)
-                * 255
-            ).astype(np.uint8)
-        rgb = img
+    else:  # the phantoms' own texture loader: area-downsampled to at most ``size`` pixels
+        rgb = load_texture(PhantomConfig(he_image=str(texture), he_max_size=size))
     h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
     rgb = np.ascontiguousarray(rgb[:h, :w])
     cls = tissue_classes(rgb)
@@ -265,14 +284,14 @@ def evaluate_methods(
     """Mean PSNR / SSIM over all ion images of the phantoms (each image scaled by its truth's max),
     per method."""
     from ..metrics import psnr, ssim
+    from ..progress import run_to_end
 
+    net = load_superres(model)[0]
     res: dict[str, dict] = {}
     for method in ("bicubic", "guided", "learned"):
         ps, ss = [], []
         for ph in phantoms:
-            from ..progress import run_to_end
-
-            out = run_to_end(iter_superresolve(ph.lr, ph.guide, ph.factor, method, model))
+            out = run_to_end(iter_superresolve(ph.lr, ph.guide, ph.factor, method, net))
             for k in range(len(ph.hr)):
                 m = ph.hr[k].max()
                 a, b = np.clip(out[k] / m, 0, 1), ph.hr[k] / m

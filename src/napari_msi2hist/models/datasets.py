@@ -35,8 +35,8 @@ import numpy as np
 from ..io.histology import read_histology, to_uint8_rgb
 from ..io.imzml import ImzMLFile
 from ..msi.ion_images import IonImages, ion_images
-from ..msi.peaks import pick_peaks
-from ..msi.spectra import mean_spectrum
+from ..msi.peaks import iter_top_peaks
+from ..progress import run_to_end
 from .contract import ChannelContract, prepare_input
 
 GLASS_RGB = (243, 241, 245)
@@ -163,8 +163,7 @@ def contract_from_data(
     train = [e for e in entries if e["split"] == "train"] or entries
     if mz is None:
         with ImzMLFile(train[0]["imzml"]) as imz:
-            ms = mean_spectrum(imz, norm=norm)
-        mz = pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz.tolist()
+            mz = run_to_end(iter_top_peaks(imz, n_peaks, norm)).tolist()
     c = ChannelContract(
         mz=tuple(float(m) for m in mz),
         tolerance_value=tolerance[0],

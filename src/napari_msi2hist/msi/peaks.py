@@ -90,3 +90,12 @@ def parse_mz_list(text: str) -> np.ndarray:
     if len(vals) == 0 or (vals <= 0).any():
         raise ValueError(f"m/z values must be positive numbers: {text!r}")
     return vals
+
+
+def iter_top_peaks(imz, n_peaks: int = DEFAULT_N_PEAKS, norm: str = "tic", cancel=None):
+    """m/z of the top-N peaks of an imzML's mean spectrum (seed 000's peak selection), as a progress
+    generator returning an array."""
+    from .spectra import iter_mean_spectrum
+
+    ms = yield from iter_mean_spectrum(imz, norm=norm, cancel=cancel)
+    return pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz

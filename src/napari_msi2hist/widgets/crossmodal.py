@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..crossmodal.superres import default_factor, fine_grid_offset
 from ..io.histology import to_uint8_rgb
 from ._common import (
     cancel_if_running,
@@ -364,7 +365,7 @@ class SuperResWidget(QWidget):
             stack = data if data.ndim == 3 else data[None]
             px = tuple(float(v) for v in st.scale[-2:])
             he_px = tuple(float(v) for v in he_l.scale[-2:])
-            factor = self.factor.value() or max(1, int(round(np.mean(px) / np.mean(he_px))))
+            factor = self.factor.value() or default_factor(px, he_px)
             m = displayed_msi_to_he(st, he_l)
             params = (stack, _he_rgb(he_l), he_px, m, px, factor)
         except Exception as exc:  # noqa: BLE001 - shown to the user
@@ -390,7 +391,7 @@ class SuperResWidget(QWidget):
         hr, fine_px, factor, method = res
         # the fine grid lies in the MSI's frame: fine pixel 0 centres half a fine pixel inside
         # MSI pixel 0's footprint
-        shift = (0.5 / factor - 0.5) * np.asarray(st.scale[-2:], np.float64)
+        shift = fine_grid_offset(st.scale[-2:], factor)
         upsert_image(
             self.viewer,
             f"{name} super-resolved ({method})",
@@ -404,17 +405,12 @@ class SuperResWidget(QWidget):
 
 
 def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, cancel=None):
-    from ..crossmodal.superres import iter_superresolve
-    from ..models.datasets import he_on_msi_grid
+    from ..crossmodal.superres import guide_on_fine_grid, iter_superresolve
 
-    fine = float(np.mean(px)) / factor
-    offset = (0.5 / factor - 0.5) * np.asarray(px, np.float64)
-    fn = _matrix_fn(msi_to_he_m)
-    ny, nx = stack.shape[1:]
-    guide, valid = he_on_msi_grid(
-        he_rgb, he_px, lambda p: fn(p + offset), (ny * factor, nx * factor), fine
+    guide, coverage, fine = guide_on_fine_grid(
+        he_rgb, he_px, _matrix_fn(msi_to_he_m), stack.shape[1:], px, factor
     )
-    if valid.mean() < 0.05:
+    if coverage < 0.05:
         raise ValueError("the H&E does not cover the ion images as displayed: register them first")
     hr = yield from iter_superresolve(
         np.nan_to_num(stack), guide, factor, method, model, cancel=cancel
