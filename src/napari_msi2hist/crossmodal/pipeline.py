@@ -56,23 +56,32 @@ class Table:
         return f, x, g, lab
 
 
+def _backbone(backbone):
+    """A loaded feature network: paths are loaded (with ``weights_only``), networks pass through."""
+    if backbone is None or hasattr(backbone, "forward"):
+        return backbone
+    from ..models.backbones import load_backbone
+
+    return load_backbone(backbone)
+
+
 def he_feature_map(
     rgb: np.ndarray,
     he_px: tuple[float, float],
-    backbone: str | os.PathLike | None,
+    backbone,
     stage: int,
     cancel: CancelToken | None = None,
 ) -> Generator[
     Progress, None, tuple[np.ndarray, tuple[float, float], tuple[float, float], list[str]]
 ]:
-    """Feature map, its pixel size and origin (um, H&E frame) and feature names."""
+    """Feature map, its pixel size and origin (um, H&E frame) and feature names. ``backbone``: None
+    (colour/texture features), a weights path, or a network already loaded (load it once for many
+    images)."""
     if backbone is None:
         yield Progress(0, 1, "H&E colour/texture features")
         f = colour_texture_features(rgb)
         return f, he_px, (0.0, 0.0), list(COLOUR_FEATURES)
-    from ..models.backbones import load_backbone
-
-    net = load_backbone(backbone)
+    net = _backbone(backbone)
     f, stride = yield from iter_deep_features(rgb, net, stage=stage, cancel=cancel)
     px = (he_px[0] * stride, he_px[1] * stride)
     origin = ((stride - 1) / 2 * he_px[0], (stride - 1) / 2 * he_px[1])
@@ -106,6 +115,8 @@ def iter_build_table(
         with ImzMLFile(entries[0]["imzml"]) as imz:
             mz = (yield from iter_top_peaks(imz, n_peaks, norm, cancel)).tolist()
     mz_arr = np.asarray(mz, np.float64)
+    meta = {"backbone": str(backbone) if backbone else "colour"}
+    backbone = _backbone(backbone)  # once for all samples, not per H&E
     out, names = [], None
     for i, e in enumerate(entries):
         yield Progress(i, len(entries), f"sample {e['name']}")
@@ -155,7 +166,7 @@ def iter_build_table(
             raise ValueError(f"{e['imzml']}: no MSI pixel lies on the H&E {e['he']}")
         out.append(SampleData(e["name"], shape, px, feats, ions.stack, mask, label))
     yield Progress(len(entries), len(entries), "samples ready")
-    return Table(out, mz_arr, names, {"backbone": str(backbone) if backbone else "colour"})
+    return Table(out, mz_arr, names, meta)
 
 
 def rasterize_geojson(path, shape: tuple[int, int]) -> np.ndarray:
