@@ -1,7 +1,5 @@
 """Predict from H&E and Super-resolve MSI widgets on the phantom, aligned as displayed."""
 
-import json
-
 import numpy as np
 import yaml
 
@@ -9,19 +7,8 @@ from napari_msi2hist.crossmodal.superres import block_mean
 from napari_msi2hist.widgets.crossmodal import PredictWidget, SuperResWidget, label_on_he_grid
 
 
-def _open_aligned(viewer, d):
-    viewer.open(str(d / "he.ome.tif"), plugin="napari-msi2hist")
-    viewer.open(str(d / "msi.imzML"), plugin="napari-msi2hist")
-    he, msi = viewer.layers[0], viewer.layers[1]
-    t = json.loads((d / "truth.json").read_text())["linear"]
-    m = np.eye(3)
-    m[:2, :2], m[:2, 2] = t["matrix_yx_um"], t["offset_yx_um"]
-    msi.affine = m
-    return he, msi
-
-
 def test_predict_from_he_held_out_and_in_sample(
-    make_napari_viewer, qtbot, phantom_dir, small_phantom, tmp_path
+    make_napari_viewer, open_phantom, qtbot, small_phantom, tmp_path
 ):
     from napari_msi2hist.phantom import make_phantom
 
@@ -38,7 +25,7 @@ def test_predict_from_he_held_out_and_in_sample(
             }
         )
     viewer = make_napari_viewer()
-    he, msi = _open_aligned(viewer, phantom_dir)
+    he, msi = open_phantom(viewer, aligned=True)
     # a tumour-like annotation drawn on the H&E: the nuclei-rich regions
     lab = viewer.add_labels(
         (small_phantom.he_classes[1] > 0.3).astype(np.int32), scale=he.scale, name="tumour"
@@ -80,9 +67,9 @@ def test_predict_from_he_held_out_and_in_sample(
     assert "open an MSI" in w.status.text()
 
 
-def test_super_resolve_the_displayed_msi(make_napari_viewer, qtbot, phantom_dir, small_phantom):
+def test_super_resolve_the_displayed_msi(make_napari_viewer, open_phantom, qtbot, small_phantom):
     viewer = make_napari_viewer()
-    he, msi = _open_aligned(viewer, phantom_dir)
+    he, msi = open_phantom(viewer, aligned=True)
     w = SuperResWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.stack_box.currentText() == "msi TIC"
@@ -104,11 +91,11 @@ def test_super_resolve_the_displayed_msi(make_napari_viewer, qtbot, phantom_dir,
     )
 
 
-def test_super_resolve_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot, phantom_dir):
+def test_super_resolve_cancel_leaves_the_viewer_usable(make_napari_viewer, open_phantom, qtbot):
     from napari_msi2hist.widgets.crossmodal import placed_like
 
     viewer = make_napari_viewer()
-    he, msi = _open_aligned(viewer, phantom_dir)
+    he, msi = open_phantom(viewer, aligned=True)
     tic = np.asarray(msi.data, np.float32)
     viewer.add_image(
         np.repeat(tic[None], 200, 0),

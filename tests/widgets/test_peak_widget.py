@@ -6,16 +6,9 @@ import pytest
 from napari_msi2hist.widgets.peaks import PeakSelectionWidget
 
 
-def _open_phantom(viewer, phantom_dir):
-    viewer.open(str(phantom_dir / "he.ome.tif"), plugin="napari-msi2hist")
-    viewer.open(str(phantom_dir / "msi.imzML"), plugin="napari-msi2hist")
-    he, msi = viewer.layers[0], viewer.layers[1]
-    return he, msi
-
-
-def test_reader_layers_overlap_in_world_units(make_napari_viewer, phantom_dir, small_phantom):
+def test_reader_layers_overlap_in_world_units(make_napari_viewer, open_phantom, small_phantom):
     viewer = make_napari_viewer()
-    he, msi = _open_phantom(viewer, phantom_dir)
+    he, msi = open_phantom(viewer)
     assert he.rgb and tuple(he.scale) == (4.0, 4.0)
     assert tuple(msi.scale) == (20.0, 20.0)
     assert msi.metadata["msi2hist"]["kind"] == "msi"
@@ -30,9 +23,9 @@ def _wait(qtbot, w):
     qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
 
 
-def test_pick_preview_and_add(make_napari_viewer, qtbot, phantom_dir, small_phantom):
+def test_pick_preview_and_add(make_napari_viewer, open_phantom, qtbot, small_phantom):
     viewer = make_napari_viewer()
-    _open_phantom(viewer, phantom_dir)
+    open_phantom(viewer)
     w = PeakSelectionWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.layer_box.count() == 1  # only the MSI layer, found by metadata
@@ -65,9 +58,9 @@ def test_pick_preview_and_add(make_napari_viewer, qtbot, phantom_dir, small_phan
     np.testing.assert_allclose(stack.data[3], prev.data, rtol=1e-6)
 
 
-def test_cancel_keeps_viewer_usable(make_napari_viewer, qtbot, phantom_dir):
+def test_cancel_keeps_viewer_usable(make_napari_viewer, open_phantom, qtbot):
     viewer = make_napari_viewer()
-    _open_phantom(viewer, phantom_dir)
+    open_phantom(viewer)
     w = PeakSelectionWidget(viewer)
     w.mz_edit.setText(", ".join(str(300 + 3 * i) for i in range(200)))
     w.pick_btn.click()
@@ -85,9 +78,9 @@ def test_cancel_keeps_viewer_usable(make_napari_viewer, qtbot, phantom_dir):
     assert len(w.peaks) == 1
 
 
-def test_bad_mz_text_gives_message_not_traceback(make_napari_viewer, phantom_dir):
+def test_bad_mz_text_gives_message_not_traceback(make_napari_viewer, open_phantom):
     viewer = make_napari_viewer()
-    _open_phantom(viewer, phantom_dir)
+    open_phantom(viewer)
     w = PeakSelectionWidget(viewer)
     w.mz_edit.setText("abc")
     w.pick_btn.click()
@@ -118,14 +111,14 @@ def test_pyramidal_he_opens_as_multiscale(make_napari_viewer, tmp_path, monkeypa
 
 
 def test_truth_linear_part_as_layer_affine_overlays_msi_on_he(
-    make_napari_viewer, phantom_dir, small_phantom
+    make_napari_viewer, open_phantom, phantom_dir, small_phantom
 ):
     """With the truth's linear part as the MSI layer's affine, each MSI landmark lands on its H&E
     landmark up to the known smooth deformation at that point."""
     import json
 
     viewer = make_napari_viewer()
-    he, msi = _open_phantom(viewer, phantom_dir)
+    he, msi = open_phantom(viewer)
     truth = json.loads((phantom_dir / "truth.json").read_text())
     from napari_msi2hist.phantom import load_truth
 

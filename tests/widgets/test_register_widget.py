@@ -7,16 +7,11 @@ from napari_msi2hist.widgets.registration import RegisterWidget
 from napari_msi2hist.widgets.synthesis import SynthesisWidget
 
 
-def _open(viewer, d):
-    viewer.open(str(d / "he.ome.tif"), plugin="napari-msi2hist")
-    viewer.open(str(d / "msi.imzML"), plugin="napari-msi2hist")
-
-
 def test_register_synthetic_he_to_he(
-    make_napari_viewer, qtbot, phantom_dir, trained_checkpoint, small_phantom
+    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, small_phantom
 ):
     viewer = make_napari_viewer()
-    _open(viewer, phantom_dir)
+    open_phantom(viewer)
     s = SynthesisWidget(viewer)
     s.ckpt_box.setCurrentText(str(trained_checkpoint))
     s.tile.setValue(64)
@@ -47,9 +42,9 @@ def test_register_synthetic_he_to_he(
     assert not viewer.layers["checkerboard"].visible
 
 
-def test_landmark_editing_updates_errors_with_undo(make_napari_viewer, phantom_dir, small_phantom):
+def test_landmark_editing_updates_errors_with_undo(make_napari_viewer, open_phantom, small_phantom):
     viewer = make_napari_viewer()
-    _open(viewer, phantom_dir)
+    open_phantom(viewer)
     w = RegisterWidget(viewer)
     w.moving_box.setCurrentText("msi TIC")
     fixed, moving = w.add_landmark_layers(

@@ -9,20 +9,15 @@ from napari_msi2hist.widgets.peaks import PeakSelectionWidget
 from napari_msi2hist.widgets.synthesis import SynthesisWidget
 
 
-def _open(viewer, phantom_dir):
-    viewer.open(str(phantom_dir / "he.ome.tif"), plugin="napari-msi2hist")
-    viewer.open(str(phantom_dir / "msi.imzML"), plugin="napari-msi2hist")
-
-
 def _wait(qtbot, w, timeout=120000):
     qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)
 
 
 def test_synthesis_from_msi_layer_overlays_and_stays_responsive(
-    make_napari_viewer, qtbot, phantom_dir, trained_checkpoint, small_phantom
+    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, small_phantom
 ):
     viewer = make_napari_viewer()
-    _open(viewer, phantom_dir)
+    open_phantom(viewer)
     w = SynthesisWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.layer_box.currentText() == "msi TIC"
@@ -59,10 +54,10 @@ def test_synthesis_from_msi_layer_overlays_and_stays_responsive(
 
 
 def test_mismatched_stack_gives_notification_not_traceback(
-    make_napari_viewer, qtbot, phantom_dir, trained_checkpoint
+    make_napari_viewer, open_phantom, qtbot, trained_checkpoint
 ):
     viewer = make_napari_viewer()
-    _open(viewer, phantom_dir)
+    open_phantom(viewer)
     p = PeakSelectionWidget(viewer)
     p.mz_edit.setText("333.3, 444.4")
     p.pick_btn.click()
@@ -85,9 +80,9 @@ def test_mismatched_stack_gives_notification_not_traceback(
     assert "msi ion images synthetic H&E" in viewer.layers
 
 
-def test_cancel_synthesis(make_napari_viewer, qtbot, phantom_dir, trained_checkpoint):
+def test_cancel_synthesis(make_napari_viewer, open_phantom, qtbot, trained_checkpoint):
     viewer = make_napari_viewer()
-    _open(viewer, phantom_dir)
+    open_phantom(viewer)
     w = SynthesisWidget(viewer)
     w.ckpt_box.setCurrentText(str(trained_checkpoint))
     w.tile.setValue(32)

@@ -1,7 +1,5 @@
 """Train / fine-tune widget: pairs from open layers, live losses, cancel/resume, hand-off to synthesis."""
 
-import json
-
 import numpy as np
 
 from napari_msi2hist.models.checkpoint import load_checkpoint
@@ -9,26 +7,12 @@ from napari_msi2hist.widgets.synthesis import SynthesisWidget
 from napari_msi2hist.widgets.training import TrainWidget, displayed_msi_to_he, landmark_msi_to_he
 
 
-def _open(viewer, d):
-    viewer.open(str(d / "he.ome.tif"), plugin="napari-msi2hist")
-    viewer.open(str(d / "msi.imzML"), plugin="napari-msi2hist")
-    return viewer.layers[0], viewer.layers[1]
-
-
-def _apply_truth_affine(msi, d):
-    t = json.loads((d / "truth.json").read_text())["linear"]
-    m = np.eye(3)
-    m[:2, :2], m[:2, 2] = t["matrix_yx_um"], t["offset_yx_um"]
-    msi.affine = m
-    return m
-
-
 def test_alignment_from_displayed_layers_and_landmarks(
-    make_napari_viewer, phantom_dir, small_phantom
+    make_napari_viewer, open_phantom, truth_affine, small_phantom
 ):
     viewer = make_napari_viewer()
-    he, msi = _open(viewer, phantom_dir)
-    m = _apply_truth_affine(msi, phantom_dir)
+    he, msi = open_phantom(viewer, aligned=True)
+    m = truth_affine
     np.testing.assert_allclose(displayed_msi_to_he(msi, he), m, atol=1e-9)
     # landmarks: the fitted affine maps MSI landmarks onto H&E ones up to the smooth deformation
     a = landmark_msi_to_he(small_phantom.landmarks_msi_um, small_phantom.landmarks_he_um)
@@ -36,10 +20,9 @@ def test_alignment_from_displayed_layers_and_landmarks(
     assert np.sqrt(((mapped - small_phantom.landmarks_he_um) ** 2).sum(1)).mean() < 2 * 1.5 * 20
 
 
-def test_train_from_open_layers_then_synthesise(make_napari_viewer, qtbot, phantom_dir, tmp_path):
+def test_train_from_open_layers_then_synthesise(make_napari_viewer, open_phantom, qtbot, tmp_path):
     viewer = make_napari_viewer()
-    he, msi = _open(viewer, phantom_dir)
-    _apply_truth_affine(msi, phantom_dir)
+    he, msi = open_phantom(viewer, aligned=True)
     synth = SynthesisWidget(viewer)
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w)
