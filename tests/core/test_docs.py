@@ -33,3 +33,19 @@ def test_docs_pages_exist_and_link_images():
             if "](images/" in line:
                 target = line.split("](")[1].split(")")[0]
                 assert (DOCS / target).is_file(), f"{md.name}: {target}"
+
+
+def test_readme_commands_match_ci():
+    """The README's test command and .ci/run install the same system packages and run the same
+    pytest; the README says how to get the CPU build of torch."""
+    root = DOCS.parent
+    readme = (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    test_cmd = next(line for line in readme.splitlines() if "python -m pytest" in line)
+    assert "scripts/install_system_deps.sh" in test_cmd
+    assert "bash scripts/install_system_deps.sh" in ci
+    assert test_cmd.split("&&")[-1].strip() in ci  # xvfb-run -a python -m pytest
+    assert "--index-url https://download.pytorch.org/whl/cpu" in test_cmd
+    demo_cmd = next(line for line in readme.splitlines() if "msi2hist demo" in line)
+    assert "whl/cpu" in demo_cmd
+    assert (root / "scripts" / "install_system_deps.sh").is_file()
