@@ -503,8 +503,12 @@ def cmd_demo(args) -> int:
 
 def cmd_gui(args) -> int:
     """napari with the sample phantom loaded and the four widgets docked (needs the [qt] extra)."""
-    from .widgets.launch import open_gui  # the one GUI import of the CLI (allowed in pyproject)
-
+    try:
+        from .widgets.launch import open_gui  # the one GUI import of the CLI (allowed in pyproject)
+    except ImportError as e:
+        raise CLIError(
+            f"the GUI needs napari and a Qt binding ({e}): pip install 'napari-msi2hist[qt]'"
+        ) from None
     open_gui()
     return 0
 

@@ -49,3 +49,41 @@ def test_readme_commands_match_ci():
     demo_cmd = next(line for line in readme.splitlines() if "msi2hist demo" in line)
     assert "whl/cpu" in demo_cmd
     assert (root / "scripts" / "install_system_deps.sh").is_file()
+
+
+def test_core_imports_with_gui_packages_blocked():
+    """Every non-widget module imports when napari, Qt, magicgui and npe2 cannot be imported
+    (`pip install napari-msi2hist` without the [gui] extra on a compute node)."""
+    import subprocess
+    import sys
+
+    root = DOCS.parent
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "check_headless.py"), "--imports"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "modules import with napari" in r.stdout
+
+
+def test_check_headless_blocks_gui_imports():
+    """The blocker really blocks: a module that imports napari fails under it."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "check_headless", DOCS.parent / "scripts" / "check_headless.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    finder = mod._BlockGUI()
+    sys.meta_path.insert(0, finder)
+    try:
+        import pytest
+
+        with pytest.raises(ImportError, match="blocked"):
+            importlib.import_module("qtpy.QtWidgets_not_cached_name")
+    finally:
+        sys.meta_path.remove(finder)
