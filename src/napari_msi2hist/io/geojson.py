@@ -1,0 +1,308 @@
+"""QuPath GeoJSON annotations both ways: read/write, map between the H&E and the MSI through any
+registration result (linear or B-spline), rasterise to labels, and trace labels back to polygons.
+
+Pixel convention: QuPath (and GeoJSON from it) gives ``x, y`` in pixels of the full-resolution image
+with the top-left CORNER of pixel (0, 0) at (0, 0), so pixel ``(r, c)`` has its centre at
+``(c + 0.5, r + 0.5)``. Our world frame puts pixel centres at ``index * pixel size`` (um). The only
+conversion between the two is :func:`qupath_xy_to_world_yx_um` and its inverse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..registration.transforms import Transform, px_to_um, um_to_px, xy_to_yx, yx_to_xy
+
+# a colour per class for files we write (QuPath shows them); unknown names cycle through these
+_COLOURS = [(200, 0, 0), (0, 150, 0), (0, 0, 200), (200, 150, 0), (150, 0, 200), (0, 150, 200)]
+
+
+@dataclass
+class Feature:
+    """One annotation: ``polygons`` is a list of ``[exterior, *holes]`` rings, each ``(N, 2)`` xy in
+    QuPath pixels (closed or not); ``points`` is ``(M, 2)`` xy for Point/MultiPoint features."""
+
+    polygons: list[list[np.ndarray]] = field(default_factory=list)
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    classification: str | None = None
+    properties: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "polygon" if self.polygons else "point"
+
+    def area_px(self) -> float:
+        """Area of the polygons minus their holes (shoelace), in squared pixels."""
+
+        def shoelace(r):
+            x, y = r[:, 0], r[:, 1]
+            return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+        return float(sum(shoelace(p[0]) - sum(shoelace(h) for h in p[1:]) for p in self.polygons))
+
+
+# ----------------------------------------------------------------------------- reading / writing
+def _ring(coords, path) -> np.ndarray:
+    a = np.asarray(coords, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 2 or len(a) < 3 or not np.isfinite(a).all():
+        raise ValueError(f"{path}: a polygon ring is not a list of at least 3 finite [x, y] pairs")
+    a = a[:, :2]
+    return a[:-1] if np.array_equal(a[0], a[-1]) else a
+
+
+def _classification(props: dict) -> str | None:
+    c = props.get("classification")
+    if isinstance(c, dict):
+        c = c.get("name")
+    return str(c) if c not in (None, "") else None
+
+
+def parse_geojson(obj, path: str = "<geojson>") -> list[Feature]:
+    """Features of a GeoJSON object (FeatureCollection, a list of features as older QuPath writes,
+    one Feature, or a bare geometry). Lines and other geometries are skipped."""
+    if isinstance(obj, dict) and obj.get("type") == "FeatureCollection":
+        items = obj.get("features") or []
+    elif isinstance(obj, list):
+        items = obj
+    else:
+        items = [obj]
+    out = []
+    for it in items:
+        if not isinstance(it, dict):
+            continue
+        geom = it.get("geometry", it) if it.get("type") == "Feature" else it
+        props = it.get("properties") or {} if it.get("type") == "Feature" else {}
+        if not isinstance(geom, dict):
+            continue
+        kind, coords = geom.get("type"), geom.get("coordinates")
+        cls = _classification(props)
+        if kind == "Polygon":
+            out.append(
+                Feature([[_ring(r, path) for r in coords]], classification=cls, properties=props)
+            )
+        elif kind == "MultiPolygon":
+            polys = [[_ring(r, path) for r in poly] for poly in coords]
+            out.append(Feature(polys, classification=cls, properties=props))
+        elif kind in ("Point", "MultiPoint"):
+            pts = np.atleast_2d(np.asarray(coords, dtype=np.float64))[:, :2]
+            out.append(Feature(points=pts, classification=cls, properties=props))
+    return out
+
+
+def read_geojson(path: str | os.PathLike) -> list[Feature]:
+    """Annotations of a (QuPath) GeoJSON file; a broken file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        if len(text) > 2**30:
+            raise ValueError("larger than 1 GiB")
+        obj = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable GeoJSON file ({e})") from e
+    return parse_geojson(obj, str(path))
+
+
+def _closed(r: np.ndarray) -> list:
+    r = np.asarray(r, float)
+    return np.vstack([r, r[:1]]).tolist()
+
+
+def feature_to_geojson(f: Feature, colour=None) -> dict:
+    if f.polygons:
+        rings = [[_closed(r) for r in poly] for poly in f.polygons]
+        geom = (
+            {"type": "Polygon", "coordinates": rings[0]}
+            if len(rings) == 1
+            else {"type": "MultiPolygon", "coordinates": rings}
+        )
+    else:
+        pts = np.asarray(f.points, float).tolist()
+        geom = (
+            {"type": "Point", "coordinates": pts[0]}
+            if len(pts) == 1
+            else {"type": "MultiPoint", "coordinates": pts}
+        )
+    props = {k: v for k, v in f.properties.items() if k != "classification"}
+    props.setdefault("objectType", "annotation")
+    if f.classification is not None:
+        props["classification"] = {"name": f.classification, "color": list(colour or (128,) * 3)}
+    fid = f.properties.get("id") if isinstance(f.properties.get("id"), str) else str(uuid.uuid4())
+    return {"type": "Feature", "id": fid, "geometry": geom, "properties": props}
+
+
+def to_geojson(features: list[Feature]) -> dict:
+    names = sorted({f.classification for f in features if f.classification})
+    colours = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
+    return {
+        "type": "FeatureCollection",
+        "features": [feature_to_geojson(f, colours.get(f.classification)) for f in features],
+    }
+
+
+def write_geojson(
+    path: str | os.PathLike, features: list[Feature], overwrite: bool = False, inputs=()
+) -> Path:
+    """Write a FeatureCollection QuPath opens (``File > Import objects``), atomically."""
+    from .._files import write_text_atomic
+    from ._interop_files import check_writable
+
+    path = check_writable(path, overwrite, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, json.dumps(to_geojson(features)))
+
+
+# ----------------------------------------------------------------------------- coordinates
+def qupath_xy_to_world_yx_um(xy, pixel_size_yx_um) -> np.ndarray:
+    return px_to_um(xy_to_yx(np.asarray(xy, float)) - 0.5, pixel_size_yx_um)
+
+
+def world_yx_um_to_qupath_xy(yx_um, pixel_size_yx_um) -> np.ndarray:
+    return yx_to_xy(um_to_px(yx_um, pixel_size_yx_um) + 0.5)
+
+
+def mapper(transform: Transform, direction: str, he_px_yx, msi_px_yx) -> Callable:
+    """A function mapping QuPath xy pixels between the H&E and the MSI grids through ``transform``
+    (``direction`` "he_to_msi" uses ``fixed_to_moving``, "msi_to_he" ``moving_to_fixed``)."""
+    if direction == "he_to_msi":
+        src, dst, fn = he_px_yx, msi_px_yx, transform.fixed_to_moving
+    elif direction == "msi_to_he":
+        src, dst, fn = msi_px_yx, he_px_yx, transform.moving_to_fixed
+    else:
+        raise ValueError(f"direction must be he_to_msi or msi_to_he, not {direction!r}")
+    for name, px in (("H&E", he_px_yx), ("MSI", msi_px_yx)):
+        if px is None or not all(float(v) > 0 for v in px):
+            raise ValueError(f"the {name} pixel size is unknown: give it explicitly")
+
+    def apply(xy):
+        xy = np.atleast_2d(np.asarray(xy, float))
+        if len(xy) == 0:
+            return xy
+        return world_yx_um_to_qupath_xy(fn(qupath_xy_to_world_yx_um(xy, src)), dst)
+
+    return apply
+
+
+def densify(ring: np.ndarray, max_step: float) -> np.ndarray:
+    """Insert vertices so that no edge of the closed ring is longer than ``max_step`` (so that a
+    curved (B-spline) mapping of the edges is followed, not only of the corners)."""
+    r = np.asarray(ring, float)
+    nxt = np.roll(r, -1, axis=0)
+    out = []
+    for a, b in zip(r, nxt):
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / max_step)))
+        t = np.arange(n)[:, None] / n
+        out.append(a + t * (b - a))
+    return np.vstack(out)
+
+
+def map_features(
+    features: list[Feature], fn: Callable, max_step: float | None = None
+) -> list[Feature]:
+    """``features`` with every vertex passed through ``fn`` (edges densified to ``max_step`` source
+    pixels first when given)."""
+    out = []
+    for f in features:
+        polys = [[fn(densify(r, max_step) if max_step else r) for r in poly] for poly in f.polygons]
+        pts = fn(f.points) if len(f.points) else f.points
+        out.append(Feature(polys, pts, f.classification, dict(f.properties)))
+    return out
+
+
+# ----------------------------------------------------------------------------- rasterising
+def class_names(features: list[Feature]) -> list[str]:
+    """Class names in first-seen order; unclassified polygons get the class "Unclassified"."""
+    return list(dict.fromkeys(f.classification or "Unclassified" for f in features if f.polygons))
+
+
+def rasterize(features: list[Feature], shape_yx, names: list[str] | None = None) -> np.ndarray:
+    """An int32 label image on a grid of ``shape_yx``: pixel ``(r, c)`` gets ``1 + names.index(class)``
+    when its centre ``(c + 0.5, r + 0.5)`` lies inside a polygon (not in its holes), else 0. Where
+    annotations overlap the smaller one wins (a necrosis drawn inside a tumour stays necrosis)."""
+    from skimage.draw import polygon as fill
+
+    names = names if names is not None else class_names(features)
+    lab = np.zeros(tuple(int(s) for s in shape_yx), np.int32)
+    polys = [(f, p) for f in features for p in f.polygons]
+    polys.sort(key=lambda fp: -Feature([fp[1]]).area_px())
+    for f, poly in polys:
+        value = names.index(f.classification or "Unclassified") + 1
+        ext = poly[0] - 0.5  # corner convention -> centre convention
+        lo = np.maximum(np.floor(ext.min(0)).astype(int), 0)
+        hi = np.minimum(np.ceil(ext.max(0)).astype(int) + 1, [lab.shape[1], lab.shape[0]])
+        if np.any(hi <= lo):
+            continue
+        m = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), bool)
+        for k, ring in enumerate(poly):
+            r = ring - 0.5 - lo
+            rr, cc = fill(r[:, 1], r[:, 0], m.shape)
+            m[rr, cc] = k == 0
+        lab[lo[1] : hi[1], lo[0] : hi[0]][m] = value
+    return lab
+
+
+def class_counts(labels: np.ndarray, names: list[str], mask: np.ndarray | None = None) -> dict:
+    """``{class name: number of pixels}`` (measured pixels only when ``mask`` is given)."""
+    lab = labels[mask] if mask is not None else labels.ravel()
+    counts = np.bincount(lab.ravel(), minlength=len(names) + 1)
+    return {"(none)": int(counts[0]), **{n: int(counts[i + 1]) for i, n in enumerate(names)}}
+
+
+def class_table_rows(
+    labels: np.ndarray, names: list[str], pixel_size_yx_um, mask: np.ndarray | None = None
+) -> list[dict]:
+    """One row per (measured) MSI pixel: ``row, col, y_um, x_um, class`` (empty class: none)."""
+    rr, cc = np.nonzero(mask if mask is not None else np.ones(labels.shape, bool))
+    um = px_to_um(np.column_stack([rr, cc]), pixel_size_yx_um)
+    lut = [""] + list(names)
+    return [
+        {"row": int(r), "col": int(c), "y_um": float(u[0]), "x_um": float(u[1]), "class": lut[v]}
+        for r, c, u, v in zip(rr, cc, um, labels[rr, cc])
+    ]
+
+
+def labels_to_features(labels: np.ndarray, names: dict[int, str] | None = None) -> list[Feature]:
+    """Polygons (with holes) tracing each label of an integer image, in QuPath xy pixels of that
+    grid. Contours run half-way between pixel centres, so :func:`rasterize` gives the labels back."""
+    from scipy import ndimage as ndi
+    from skimage.measure import find_contours
+
+    def contour(mask):
+        cs = find_contours(np.pad(mask, 1).astype(np.float32), 0.5)
+        c = max(cs, key=len) - 1  # the outer boundary of a filled component is its longest contour
+        return xy_from_rc(c)
+
+    def xy_from_rc(c):
+        return np.column_stack([c[:, 1], c[:, 0]]) + 0.5
+
+    out = []
+    for v in np.unique(labels):
+        if v == 0:
+            continue
+        comp, n = ndi.label(labels == v)
+        polys = []
+        for k in range(1, n + 1):
+            m = comp == k
+            filled = ndi.binary_fill_holes(m)
+            rings = [contour(filled)]
+            holes, nh = ndi.label(filled & ~m)
+            rings += [contour(holes == h) for h in range(1, nh + 1)]
+            polys.append(rings)
+        name = (names or {}).get(int(v), f"label {int(v)}")
+        out.append(Feature(polys, classification=name, properties={"label": int(v)}))
+    return out
+
+
+def rasterize_geojson(path, shape: tuple[int, int]) -> np.ndarray:
+    """Polygons of a GeoJSON annotation (QuPath's export: x, y in pixels of the full-resolution H&E)
+    as a mask on the H&E's pixel grid; holes are cut out."""
+    feats = [f for f in read_geojson(path) if f.polygons]
+    if not feats:
+        raise ValueError(f"{path}: no Polygon or MultiPolygon in this GeoJSON")
+    return rasterize(feats, shape) > 0
