@@ -283,6 +283,7 @@ class MsiRegionsToGeojsonConfig:
     msi: str
     out: str
     names: tuple[tuple[int, str], ...] = ()
+    labels: np.ndarray | None = None  # a label image given directly (a napari Labels layer)
     he_pixel_um: float | None = None
     msi_pixel_um: float | None = None
     overwrite: bool = False
@@ -313,11 +314,16 @@ def iter_msi_regions_to_geojson(
     from ..io.geojson import labels_to_features, map_features, mapper, read_geojson, write_geojson
     from ..registration.transforms import Transform
 
-    check_writable(cfg.out, cfg.overwrite, [cfg.regions, cfg.transform, cfg.he, cfg.msi])
+    check_writable(cfg.out, cfg.overwrite, [cfg.regions or None, cfg.transform, cfg.he, cfg.msi])
     tr = Transform.load(cfg.transform)
     _, he_px = he_geometry(cfg.he, cfg.he_pixel_um)
     shape, msi_px, _ = msi_geometry(cfg.msi, cfg.msi_pixel_um)
-    if Path(cfg.regions).suffix.lower() in (".geojson", ".json"):
+    if cfg.labels is not None:
+        lab = np.asarray(cfg.labels)
+        if lab.shape != tuple(shape) or not np.issubdtype(lab.dtype, np.integer):
+            raise ValueError(f"the label image must be integer on the MSI grid {tuple(shape)}")
+        feats = labels_to_features(lab, dict(cfg.names))
+    elif Path(cfg.regions).suffix.lower() in (".geojson", ".json"):
         feats = read_geojson(cfg.regions)
     else:
         feats = labels_to_features(read_label_image(cfg.regions, shape), dict(cfg.names))
@@ -327,7 +333,7 @@ def iter_msi_regions_to_geojson(
     on_he = map_features(feats, mapper(tr, "msi_to_he", he_px, msi_px), 0.5)
     if cancel is not None:
         cancel.check()
-    inputs = [cfg.regions, cfg.transform, cfg.he, cfg.msi]
+    inputs = [cfg.regions or None, cfg.transform, cfg.he, cfg.msi]
     path = write_geojson(cfg.out, on_he, cfg.overwrite, inputs)
     yield Progress(2, 2, "done")
     return path
