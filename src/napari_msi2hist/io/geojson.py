@@ -192,8 +192,12 @@ def mapper(transform: Transform, direction: str, he_px_yx, msi_px_yx) -> Callabl
 def densify(ring: np.ndarray, max_step: float) -> np.ndarray:
     """Insert vertices so that no edge of the closed ring is longer than ``max_step`` (so that a
     curved (B-spline) mapping of the edges is followed, not only of the corners)."""
+    from .._limits import check_allocation
+
     r = np.asarray(ring, float)
     nxt = np.roll(r, -1, axis=0)
+    total = float(np.ceil(np.linalg.norm(nxt - r, axis=1) / max_step).sum())
+    check_allocation(16.0 * total, f"a polygon densified to {total:.0f} vertices")
     out = []
     for a, b in zip(r, nxt):
         n = max(1, int(np.ceil(np.linalg.norm(b - a) / max_step)))
@@ -227,7 +231,10 @@ def rasterize(features: list[Feature], shape_yx, names: list[str] | None = None)
     annotations overlap the smaller one wins (a necrosis drawn inside a tumour stays necrosis)."""
     from skimage.draw import polygon as fill
 
+    from .._limits import check_allocation
+
     names = names if names is not None else class_names(features)
+    check_allocation(4.0 * float(np.prod(shape_yx)), f"a {shape_yx} label image")
     lab = np.zeros(tuple(int(s) for s in shape_yx), np.int32)
     polys = [(f, p) for f in features for p in f.polygons]
     polys.sort(key=lambda fp: -Feature([fp[1]]).area_px())
@@ -273,13 +280,10 @@ def labels_to_features(labels: np.ndarray, names: dict[int, str] | None = None) 
     from scipy import ndimage as ndi
     from skimage.measure import find_contours
 
-    def contour(mask):
+    def contour(mask, r0, c0):
         cs = find_contours(np.pad(mask, 1).astype(np.float32), 0.5)
         c = max(cs, key=len) - 1  # the outer boundary of a filled component is its longest contour
-        return xy_from_rc(c)
-
-    def xy_from_rc(c):
-        return np.column_stack([c[:, 1], c[:, 0]]) + 0.5
+        return np.column_stack([c[:, 1] + c0, c[:, 0] + r0]) + 0.5
 
     out = []
     for v in np.unique(labels):
@@ -287,12 +291,13 @@ def labels_to_features(labels: np.ndarray, names: dict[int, str] | None = None) 
             continue
         comp, n = ndi.label(labels == v)
         polys = []
-        for k in range(1, n + 1):
-            m = comp == k
+        for k, sl in enumerate(ndi.find_objects(comp), 1):  # each component in its bounding box
+            m = comp[sl] == k
+            r0, c0 = sl[0].start, sl[1].start
             filled = ndi.binary_fill_holes(m)
-            rings = [contour(filled)]
+            rings = [contour(filled, r0, c0)]
             holes, nh = ndi.label(filled & ~m)
-            rings += [contour(holes == h) for h in range(1, nh + 1)]
+            rings += [contour(holes == h, r0, c0) for h in range(1, nh + 1)]
             polys.append(rings)
         name = (names or {}).get(int(v), f"label {int(v)}")
         out.append(Feature(polys, classification=name, properties={"label": int(v)}))

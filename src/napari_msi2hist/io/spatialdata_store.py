@@ -162,6 +162,9 @@ def registration_parts(
     step = np.asarray(msi_px, float) / field_step
     origin = -np.asarray(msi_px, float)
     n = [int(np.ceil((s + 1) * p / st)) + 1 for s, p, st in zip(msi_shape, msi_px, step)]
+    from .._limits import check_allocation
+
+    check_allocation(200.0 * n[0] * n[1], f"a {n[0]} x {n[1]} displacement field")
     gy, gx = np.meshgrid(
         *(o + np.arange(k) * st for o, k, st in zip(origin, n, step)), indexing="ij"
     )
