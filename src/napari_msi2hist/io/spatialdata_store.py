@@ -280,8 +280,14 @@ def to_spatialdata(sec: Section, field_step: int = 1):
     n_lv = 1
     while min(sec.he_rgb.shape[:2]) // 2**n_lv >= 64 and n_lv < 6:
         n_lv += 1
+    import dask.array as da
+
+    if isinstance(sec.he_rgb, da.Array):  # a large slide stays lazy: written chunk by chunk
+        he_cyx = da.moveaxis(sec.he_rgb[..., :3].astype(np.uint8), -1, 0).rechunk((3, 1024, 1024))
+    else:
+        he_cyx = np.moveaxis(np.asarray(sec.he_rgb, np.uint8), -1, 0)
     images["he"] = Image2DModel.parse(
-        np.moveaxis(np.asarray(sec.he_rgb, np.uint8), -1, 0),
+        he_cyx,
         dims=("c", "y", "x"),
         c_coords=["r", "g", "b"],
         scale_factors=[2] * (n_lv - 1) if n_lv > 1 else None,

@@ -93,7 +93,11 @@ def iter_export_spatialdata(
     check_writable(cfg.out, cfg.overwrite, inputs)
     _, he_px = he_geometry(cfg.he, cfg.he_pixel_um)
     he = read_histology(cfg.he)
-    rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+    lv0 = he.levels[0]
+    if not isinstance(lv0, np.ndarray) and lv0.dtype == np.uint8 and lv0.shape[-1] >= 3:
+        rgb = lv0  # a lazy (dask) slide: the store is written chunk by chunk
+    else:
+        rgb = to_uint8_rgb(np.asarray(lv0)[..., :3])
     yield Progress(1, 5, "H&E read")
     tol = Tolerance(*cfg.tolerance)
     with open_imzml(cfg.msi) as imz:
