@@ -122,3 +122,34 @@ def test_spatialdata_buttons_round_trip(make_napari_viewer, qtbot, registered_di
     np.testing.assert_allclose(
         viewer.layers["section landmarks MSI"].data, np.asarray(w.last.landmarks_msi_um)
     )
+
+
+def test_store_opens_in_napari_spatialdata(qtbot, registered_dir):
+    """If napari-spatialdata is installed, it opens our store and places the MSI landmarks in the
+    'global' (H&E um) system where msi2hist transform-points puts them."""
+    pytest.importorskip("napari_spatialdata", reason="napari-spatialdata not installed")
+    import spatialdata as sd
+    from napari_spatialdata import Interactive
+
+    from napari_msi2hist.phantom import read_points_csv
+
+    p, transform, tmp = registered_dir
+    store = tmp / "s.zarr"
+    args = ["export-spatialdata", "--he", p["he"], "--msi", p["imzml"], "--transform"]
+    args += [str(transform), "--mz", "400.5", "--out", str(store), "--quiet"]
+    args += ["--landmarks-he", p["landmarks_he"], "--landmarks-msi", p["landmarks_msi"]]
+    assert main(args) == 0
+    assert main(["transform-points", "--transform", str(transform), "--points",
+                 p["landmarks_msi"], "--out", str(tmp / "cli.csv"), "--quiet"]) == 0  # fmt: skip
+    it = Interactive(sd.read_zarr(store), headless=True)
+    v = it._viewer
+    try:
+        # (napari-spatialdata 0.7.2 raises on float multichannel images: ion_images is left out)
+        for el in ("he", "landmarks_msi"):
+            it.add_element(el, "global")
+            qtbot.waitUntil(lambda el=el: el in [ly.name for ly in v.layers], timeout=30000)
+        lm = v.layers["landmarks_msi"]
+        world = np.array([lm.data_to_world(q) for q in lm.data])
+        np.testing.assert_allclose(world, read_points_csv(tmp / "cli.csv"), atol=1e-6)
+    finally:
+        v.close()
