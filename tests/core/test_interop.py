@@ -332,6 +332,7 @@ def test_core_works_without_spatialdata(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["linear", "bspline"])
 def test_spatialdata_round_trip(registered, kind, tmp_path):
     sd = pytest.importorskip("spatialdata", reason='needs the extra: pip install ".[spatialdata]"')

@@ -13,7 +13,26 @@ from pathlib import Path
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``, and refuse any of ``inputs`` always."""
+    """The overwrite policy of the interop writers (one place, to be swapped for a shared one).
+
+    Parameters
+    ----------
+    path : path-like
+        An output.
+    overwrite : bool
+        Whether an existing ``path`` may be replaced.
+    inputs : iterable of path-like
+        Inputs of the job: never replaced, whatever ``overwrite`` says.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileExistsError
+        With a one-line message naming ``path``.
+    """
     path = Path(path)
     for i in inputs:
         if i is not None and Path(i).exists() and Path(i).resolve() == path.resolve():
@@ -24,7 +43,13 @@ def check_writable(path: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
 
 
 def write_texts_atomic(texts: dict) -> None:
-    """Write several text files all or nothing: every file to a temporary sibling, then the renames."""
+    """Write several text files all or nothing.
+
+    Parameters
+    ----------
+    texts : dict
+        ``{path: text}``; every file goes to a temporary sibling first, then the renames.
+    """
     from .._files import atomic_path
 
     tmps = []
@@ -42,15 +67,33 @@ def write_texts_atomic(texts: dict) -> None:
 
 
 def temp_sibling_dir(final: str | os.PathLike) -> Path:
-    """An empty temporary folder beside ``final`` (same filesystem, so a rename is atomic)."""
+    """An empty temporary folder beside ``final`` (same filesystem: the rename is atomic).
+
+    Parameters
+    ----------
+    final : path-like
+
+    Returns
+    -------
+    Path
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Move the finished folder ``tmp`` to ``final``; an existing ``final`` (allowed by
-    :func:`check_writable`) is moved aside first and removed only after the rename succeeded."""
+    """Move a finished folder into place.
+
+    An existing ``final`` (allowed by :func:`check_writable`) is moved aside first and removed only
+    after the rename succeeded.
+
+    Parameters
+    ----------
+    tmp : path-like
+        The finished folder.
+    final : path-like
+    """
     tmp, final = Path(tmp), Path(final)
     old = None
     if final.exists():

@@ -51,7 +51,19 @@ def _fmt(v) -> str:
 
 
 def format_parameters(params: dict) -> str:
-    """Text of a parameter file from ``{key: value or list of values}`` (insertion order kept)."""
+    """Text of an elastix parameter file.
+
+    Parameters
+    ----------
+    params : dict
+        ``{key: value or list of values}``; strings are quoted, numbers written in full precision,
+        insertion order kept.
+
+    Returns
+    -------
+    str
+        One ``(Key value ...)`` line per entry.
+    """
     lines = []
     for k, v in params.items():
         vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
@@ -60,7 +72,25 @@ def format_parameters(params: dict) -> str:
 
 
 def parse_parameters(text: str, source: str = "<text>") -> dict[str, list]:
-    """``{key: [values]}`` of a parameter file; numbers become float, quoted strings stay str."""
+    """Entries of an elastix parameter file.
+
+    Parameters
+    ----------
+    text : str
+        The file's text (``//`` comments allowed).
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    dict
+        ``{key: [values]}``; numbers become float, quoted strings stay str.
+
+    Raises
+    ------
+    ElastixFormatError
+        A line that is not a ``(Key value ...)`` entry.
+    """
     out: dict[str, list] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("//", 1)[0].strip()
@@ -138,10 +168,21 @@ def _part_parameters(part) -> dict:
 
 
 def elastix_parameter_sets(transform: Transform, fixed_shape_yx, fixed_pixel_yx_um) -> list[dict]:
-    """One parameter dict per part of ``transform`` in the order elastix applies them (file 0 first).
+    """One elastix parameter dict per part of ``transform``, in the order elastix applies them.
 
-    ``fixed_shape_yx`` / ``fixed_pixel_yx_um`` describe the fixed (H&E) image: elastix stores its
-    ``Size``/``Spacing``; the ``Origin`` is 0 and the ``Direction`` the identity, as in our world frame.
+    Parameters
+    ----------
+    transform : Transform
+        A registration result (ITK convention: fixed (H&E) -> moving (MSI), um).
+    fixed_shape_yx : tuple of int
+        Shape of the fixed (H&E) image; stored as ``Size``.
+    fixed_pixel_yx_um : tuple of float
+        Its pixel size; stored as ``Spacing`` (``Origin`` 0, ``Direction`` identity, as our world frame).
+
+    Returns
+    -------
+    list of dict
+        File 0 first (applied first to a fixed point).
     """
     if not all(float(v) > 0 for v in fixed_pixel_yx_um):
         raise ValueError("the fixed image's pixel size must be known and positive")
@@ -181,11 +222,25 @@ def write_elastix(
     fixed_pixel_yx_um,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Write ``TransformParameters.0.txt``... into ``out_dir`` (all or nothing); returns the paths.
+    """Write ``transform`` as a chain of elastix TransformParameters files, all or nothing.
 
-    The LAST path is the file to give transformix (``-tp``): it chains back to file 0 through
-    ``InitialTransformParametersFileName`` (bare file names, so keep the files together and run
-    transformix from their folder, or edit the names)."""
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder for ``TransformParameters.0.txt``, ``.1.txt``...
+    transform : Transform
+        The registration result.
+    fixed_shape_yx, fixed_pixel_yx_um
+        The fixed (H&E) image's shape and pixel size (um).
+    overwrite : bool
+        Replace existing files of the same names.
+
+    Returns
+    -------
+    list of Path
+        The files; the LAST is the one to give transformix (``-tp``). It names the previous file (absolute
+        path) in ``InitialTransformParametersFileName``, and so on back to file 0.
+    """
     from ._interop_files import check_writable, write_texts_atomic
 
     out_dir = Path(out_dir)
@@ -295,8 +350,20 @@ def _resolve_initial(name: str, current: Path) -> Path:
 
 
 def read_elastix_chain(path: str | os.PathLike, max_files: int = 64) -> list[tuple[Path, dict]]:
-    """The chain ending at ``path`` as ``[(file, parameters), ...]`` in the order elastix applies
-    them to a fixed point (the file with ``NoInitialTransform`` first)."""
+    """Files and entries of the chain ending at ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        The last TransformParameters file of a chain.
+    max_files : int
+        Longest chain accepted (a loop is refused).
+
+    Returns
+    -------
+    list of (Path, dict)
+        In the order elastix applies them to a fixed point (the ``NoInitialTransform`` file first).
+    """
     chain: list[tuple[Path, dict]] = []
     cur = Path(path)
     seen = set()
@@ -329,16 +396,34 @@ def read_elastix(
     fixed_origin_xy=None,
     moving_origin_xy=(0.0, 0.0),
 ) -> Transform:
-    """A :class:`Transform` (elastix FIXED world um -> MOVING world um, ITK convention) from the
-    TransformParameters chain ending at ``path``.
+    """A :class:`Transform` from the TransformParameters chain ending at ``path``.
 
-    elastix works in the physical frames of its two images. Our world frames are micrometres with
-    pixel (0, 0) at 0, so ``world_um = (physical - origin) * um_per_unit`` per image:
-    ``*_um_per_unit`` is 1 when elastix ran with spacings in micrometres (wsireg and image2image-reg
-    do, given pixel sizes), the pixel size when it ran on images of spacing 1 (pixel units).
-    ``fixed_origin_xy`` defaults to the file's ``Origin`` (the fixed image's header is stored);
-    the moving image's header is not stored, so its origin must be given (0 by default, which is
-    what elastix assumes for arrays without a header)."""
+    elastix works in the physical frames of its two images; our world frames are micrometres with
+    pixel (0, 0) at 0, so per image ``world_um = (physical - origin) * um_per_unit``.
+
+    Parameters
+    ----------
+    path : path-like
+        The last file of the chain (the one given to transformix).
+    fixed_um_per_unit, moving_um_per_unit : tuple of float
+        Micrometres per elastix physical unit (x, y): 1 when elastix ran with spacings in um (wsireg,
+        image2image-reg), the pixel size when it ran on images of spacing 1.
+    fixed_origin_xy : tuple of float, optional
+        Physical origin of the fixed image; default: the file's ``Origin``.
+    moving_origin_xy : tuple of float
+        Physical origin of the moving image (not stored in the files; elastix uses 0 for arrays).
+
+    Returns
+    -------
+    Transform
+        Elastix FIXED world um -> MOVING world um (ITK convention); ``meta`` names the files.
+
+    Raises
+    ------
+    ElastixFormatError
+        A file that is not 2-D, combines by "Add", uses an unsupported transform, has the wrong number
+        of parameters, or a missing initial file; the message names the file.
+    """
     import SimpleITK as sitk
 
     chain = read_elastix_chain(path)
@@ -383,7 +468,23 @@ def read_elastix(
 
 
 def invert_linear(tr: Transform) -> Transform:
-    """The inverse of a linear transform (for files where the MSI was elastix's FIXED image)."""
+    """The inverse of a linear transform (for files where the MSI was elastix's FIXED image).
+
+    Parameters
+    ----------
+    tr : Transform
+        A linear result.
+
+    Returns
+    -------
+    Transform
+        Mapping the other way; ``meta["inverted"]`` is True.
+
+    Raises
+    ------
+    ValueError
+        When ``tr`` has a B-spline part (no exact inverse).
+    """
     if not tr.is_linear:
         raise ValueError(
             "the elastix chain has a B-spline part: it cannot be inverted exactly; register with "

@@ -65,8 +65,21 @@ def _classification(props: dict) -> str | None:
 
 
 def parse_geojson(obj, path: str = "<geojson>") -> list[Feature]:
-    """Features of a GeoJSON object (FeatureCollection, a list of features as older QuPath writes,
-    one Feature, or a bare geometry). Lines and other geometries are skipped."""
+    """Features of a GeoJSON object.
+
+    Parameters
+    ----------
+    obj : dict or list
+        A FeatureCollection, a list of features (older QuPath exports), one Feature or a bare geometry.
+    path : str
+        Named in error messages.
+
+    Returns
+    -------
+    list of Feature
+        Polygons, MultiPolygons (one Feature each, holes kept), Points and MultiPoints with their QuPath
+        classification; lines and other geometries are skipped.
+    """
     if isinstance(obj, dict) and obj.get("type") == "FeatureCollection":
         items = obj.get("features") or []
     elif isinstance(obj, list):
@@ -97,7 +110,22 @@ def parse_geojson(obj, path: str = "<geojson>") -> list[Feature]:
 
 
 def read_geojson(path: str | os.PathLike) -> list[Feature]:
-    """Annotations of a (QuPath) GeoJSON file; a broken file raises ``ValueError`` naming it."""
+    """Annotations of a (QuPath) GeoJSON file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (x, y in pixels of the full-resolution image).
+
+    Returns
+    -------
+    list of Feature
+
+    Raises
+    ------
+    ValueError
+        A file that cannot be read or parsed (the message names it), or one over 1 GiB.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -115,6 +143,20 @@ def _closed(r: np.ndarray) -> list:
 
 
 def feature_to_geojson(f: Feature, colour=None) -> dict:
+    """One GeoJSON Feature as QuPath writes it.
+
+    Parameters
+    ----------
+    f : Feature
+    colour : tuple of int, optional
+        RGB of the classification.
+
+    Returns
+    -------
+    dict
+        Polygon (or MultiPolygon) with closed rings, or Point/MultiPoint; ``properties.objectType``
+        ``annotation`` and ``classification {name, color}``.
+    """
     if f.polygons:
         rings = [[_closed(r) for r in poly] for poly in f.polygons]
         geom = (
@@ -138,6 +180,16 @@ def feature_to_geojson(f: Feature, colour=None) -> dict:
 
 
 def to_geojson(features: list[Feature]) -> dict:
+    """A FeatureCollection of ``features``, one colour per class name.
+
+    Parameters
+    ----------
+    features : list of Feature
+
+    Returns
+    -------
+    dict
+    """
     names = sorted({f.classification for f in features if f.classification})
     colours = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
     return {
@@ -149,7 +201,22 @@ def to_geojson(features: list[Feature]) -> dict:
 def write_geojson(
     path: str | os.PathLike, features: list[Feature], overwrite: bool = False, inputs=()
 ) -> Path:
-    """Write a FeatureCollection QuPath opens (``File > Import objects``), atomically."""
+    """Write a FeatureCollection QuPath opens (``File > Import objects``), atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file.
+    features : list of Feature
+    overwrite : bool
+        Replace an existing file.
+    inputs : iterable of path-like
+        Files that must never be replaced.
+
+    Returns
+    -------
+    Path
+    """
     from .._files import write_text_atomic
     from ._interop_files import check_writable
 
@@ -160,16 +227,55 @@ def write_geojson(
 
 # ----------------------------------------------------------------------------- coordinates
 def qupath_xy_to_world_yx_um(xy, pixel_size_yx_um) -> np.ndarray:
+    """QuPath pixel coordinates to our world frame.
+
+    Parameters
+    ----------
+    xy : array_like, (N, 2)
+        x, y in pixels, pixel (0, 0) spanning [0, 1).
+    pixel_size_yx_um : tuple of float
+
+    Returns
+    -------
+    ndarray, (N, 2)
+        y, x in um with pixel centres at ``index * pixel size``.
+    """
     return px_to_um(xy_to_yx(np.asarray(xy, float)) - 0.5, pixel_size_yx_um)
 
 
 def world_yx_um_to_qupath_xy(yx_um, pixel_size_yx_um) -> np.ndarray:
+    """Our world frame to QuPath pixel coordinates (inverse of :func:`qupath_xy_to_world_yx_um`).
+
+    Parameters
+    ----------
+    yx_um : array_like, (N, 2)
+    pixel_size_yx_um : tuple of float
+
+    Returns
+    -------
+    ndarray, (N, 2)
+        x, y in QuPath pixels.
+    """
     return yx_to_xy(um_to_px(yx_um, pixel_size_yx_um) + 0.5)
 
 
 def mapper(transform: Transform, direction: str, he_px_yx, msi_px_yx) -> Callable:
-    """A function mapping QuPath xy pixels between the H&E and the MSI grids through ``transform``
-    (``direction`` "he_to_msi" uses ``fixed_to_moving``, "msi_to_he" ``moving_to_fixed``)."""
+    """A function mapping QuPath xy pixels between the H&E and the MSI grids.
+
+    Parameters
+    ----------
+    transform : Transform
+        A registration result (fixed = H&E, moving = MSI), linear or not.
+    direction : {"he_to_msi", "msi_to_he"}
+        ``fixed_to_moving`` or ``moving_to_fixed``.
+    he_px_yx, msi_px_yx : tuple of float
+        Pixel sizes in um; a missing one is refused.
+
+    Returns
+    -------
+    callable
+        ``(N, 2)`` xy pixels of one grid -> ``(N, 2)`` xy pixels of the other.
+    """
     if direction == "he_to_msi":
         src, dst, fn = he_px_yx, msi_px_yx, transform.fixed_to_moving
     elif direction == "msi_to_he":
@@ -190,8 +296,21 @@ def mapper(transform: Transform, direction: str, he_px_yx, msi_px_yx) -> Callabl
 
 
 def densify(ring: np.ndarray, max_step: float) -> np.ndarray:
-    """Insert vertices so that no edge of the closed ring is longer than ``max_step`` (so that a
-    curved (B-spline) mapping of the edges is followed, not only of the corners)."""
+    """Insert vertices so that no edge of a closed ring is longer than ``max_step``.
+
+    A curved (B-spline) mapping is then followed along the edges, not only at the corners.
+
+    Parameters
+    ----------
+    ring : array_like, (N, 2)
+    max_step : float
+        In the ring's units.
+
+    Returns
+    -------
+    ndarray
+        The original vertices in order, with the inserted ones between them.
+    """
     from .._limits import check_allocation
 
     r = np.asarray(ring, float)
@@ -209,8 +328,21 @@ def densify(ring: np.ndarray, max_step: float) -> np.ndarray:
 def map_features(
     features: list[Feature], fn: Callable, max_step: float | None = None
 ) -> list[Feature]:
-    """``features`` with every vertex passed through ``fn`` (edges densified to ``max_step`` source
-    pixels first when given)."""
+    """``features`` with every vertex and point passed through ``fn``.
+
+    Parameters
+    ----------
+    features : list of Feature
+    fn : callable
+        ``(N, 2) -> (N, 2)``, e.g. from :func:`mapper`.
+    max_step : float, optional
+        Densify the rings to this edge length (source pixels) first.
+
+    Returns
+    -------
+    list of Feature
+        New features; classes and properties kept.
+    """
     out = []
     for f in features:
         polys = [[fn(densify(r, max_step) if max_step else r) for r in poly] for poly in f.polygons]
@@ -221,14 +353,39 @@ def map_features(
 
 # ----------------------------------------------------------------------------- rasterising
 def class_names(features: list[Feature]) -> list[str]:
-    """Class names in first-seen order; unclassified polygons get the class "Unclassified"."""
+    """Class names of the polygon features in first-seen order.
+
+    Parameters
+    ----------
+    features : list of Feature
+
+    Returns
+    -------
+    list of str
+        Unclassified polygons get the class ``"Unclassified"``.
+    """
     return list(dict.fromkeys(f.classification or "Unclassified" for f in features if f.polygons))
 
 
 def rasterize(features: list[Feature], shape_yx, names: list[str] | None = None) -> np.ndarray:
-    """An int32 label image on a grid of ``shape_yx``: pixel ``(r, c)`` gets ``1 + names.index(class)``
-    when its centre ``(c + 0.5, r + 0.5)`` lies inside a polygon (not in its holes), else 0. Where
-    annotations overlap the smaller one wins (a necrosis drawn inside a tumour stays necrosis)."""
+    """Label image of the polygons on a pixel grid.
+
+    Pixel ``(r, c)`` gets ``1 + names.index(class)`` when its centre ``(c + 0.5, r + 0.5)`` (QuPath
+    pixels) lies inside a polygon and not in one of its holes, else 0. Where annotations overlap the
+    smaller one wins (a necrosis drawn inside a tumour stays necrosis).
+
+    Parameters
+    ----------
+    features : list of Feature
+        In QuPath pixels of this grid; points are ignored.
+    shape_yx : tuple of int
+    names : list of str, optional
+        Class order (default :func:`class_names`).
+
+    Returns
+    -------
+    ndarray of int32
+    """
     from skimage.draw import polygon as fill
 
     from .._limits import check_allocation
@@ -255,7 +412,22 @@ def rasterize(features: list[Feature], shape_yx, names: list[str] | None = None)
 
 
 def class_counts(labels: np.ndarray, names: list[str], mask: np.ndarray | None = None) -> dict:
-    """``{class name: number of pixels}`` (measured pixels only when ``mask`` is given)."""
+    """Pixels per class.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        From :func:`rasterize`.
+    names : list of str
+        Class names of labels 1, 2, ...
+    mask : ndarray of bool, optional
+        Count only these (e.g. the measured MSI pixels).
+
+    Returns
+    -------
+    dict
+        ``{"(none)": n0, name: n, ...}``.
+    """
     lab = labels[mask] if mask is not None else labels.ravel()
     counts = np.bincount(lab.ravel(), minlength=len(names) + 1)
     return {"(none)": int(counts[0]), **{n: int(counts[i + 1]) for i, n in enumerate(names)}}
@@ -264,7 +436,20 @@ def class_counts(labels: np.ndarray, names: list[str], mask: np.ndarray | None =
 def class_table_rows(
     labels: np.ndarray, names: list[str], pixel_size_yx_um, mask: np.ndarray | None = None
 ) -> list[dict]:
-    """One row per (measured) MSI pixel: ``row, col, y_um, x_um, class`` (empty class: none)."""
+    """One row per (measured) pixel with its class, for a CSV.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+    names : list of str
+    pixel_size_yx_um : tuple of float
+    mask : ndarray of bool, optional
+
+    Returns
+    -------
+    list of dict
+        ``row, col, y_um, x_um, class`` (empty class: none), world um with centres at index * size.
+    """
     rr, cc = np.nonzero(mask if mask is not None else np.ones(labels.shape, bool))
     um = px_to_um(np.column_stack([rr, cc]), pixel_size_yx_um)
     lut = [""] + list(names)
@@ -275,8 +460,23 @@ def class_table_rows(
 
 
 def labels_to_features(labels: np.ndarray, names: dict[int, str] | None = None) -> list[Feature]:
-    """Polygons (with holes) tracing each label of an integer image, in QuPath xy pixels of that
-    grid. Contours run half-way between pixel centres, so :func:`rasterize` gives the labels back."""
+    """Polygons (holes kept) tracing each label of an integer image.
+
+    Contours run half-way between pixel centres, so :func:`rasterize` gives the labels back exactly.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        0 is background.
+    names : dict, optional
+        ``{label: class name}`` (default ``"label N"``).
+
+    Returns
+    -------
+    list of Feature
+        One MultiPolygon-like feature per label (one polygon per 4-connected component), in QuPath
+        pixels of this grid, ``properties["label"]`` = the label.
+    """
     from scipy import ndimage as ndi
     from skimage.measure import find_contours
 
@@ -305,8 +505,24 @@ def labels_to_features(labels: np.ndarray, names: dict[int, str] | None = None) 
 
 
 def rasterize_geojson(path, shape: tuple[int, int]) -> np.ndarray:
-    """Polygons of a GeoJSON annotation (QuPath's export: x, y in pixels of the full-resolution H&E)
-    as a mask on the H&E's pixel grid; holes are cut out."""
+    """Polygons of a QuPath GeoJSON as a mask on the H&E's pixel grid.
+
+    Parameters
+    ----------
+    path : path-like
+    shape : tuple of int
+        The H&E's shape (y, x).
+
+    Returns
+    -------
+    ndarray of bool
+        Inside any polygon, holes cut out.
+
+    Raises
+    ------
+    ValueError
+        An unreadable file, or one without polygons (the message names it).
+    """
     feats = [f for f in read_geojson(path) if f.polygons]
     if not feats:
         raise ValueError(f"{path}: no Polygon or MultiPolygon in this GeoJSON")

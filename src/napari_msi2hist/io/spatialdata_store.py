@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from ..registration.transforms import Transform, yx_to_xy
+from .registration_field import FIELD, msi_to_global, registration_parts  # noqa: F401
 
 FORMAT = "napari-msi2hist spatialdata v1"
-FIELD = "msi_to_he_displacement_um"
 
 
 @dataclass
@@ -89,109 +89,6 @@ def _xy_affine(m_yx: np.ndarray) -> np.ndarray:
     return m
 
 
-def _linear_part_xy(itk) -> np.ndarray:
-    """3x3 xy matrix of the linear parts of an ITK transform (B-spline parts left out)."""
-    from .elastix import _flat_parts
-
-    m = np.eye(3)
-    for part in _flat_parts(itk):  # in the order they are applied
-        if "BSpline" in part.GetName():
-            continue
-        h = np.eye(3)
-        if hasattr(part, "GetMatrix"):
-            a = np.asarray(part.GetMatrix(), float).reshape(2, 2)
-            c = np.asarray(part.GetCenter(), float)
-            h[:2, :2] = a
-            h[:2, 2] = -a @ c + c + np.asarray(part.GetTranslation(), float)
-        elif part.GetName() == "TranslationTransform":
-            h[:2, 2] = part.GetOffset()
-        else:
-            raise ValueError(f"an ITK {part.GetName()} cannot be exported to SpatialData")
-        m = h @ m
-    return m
-
-
-def invert_points(tr: Transform, points_yx_um, tol_um: float = 1e-7, max_iter: int = 60):
-    """``tr.moving_to_fixed`` for many points at once, by the fixed-point iteration
-    ``q <- q + L^-1 (p - F(q))`` with ``F = tr.fixed_to_moving`` and ``L`` its linear parts (robust where
-    the B-spline's domain ends). Returns ``(points, converged mask)``."""
-    p = np.atleast_2d(np.asarray(points_yx_um, float))
-    linv = np.linalg.inv(_linear_part_xy(tr.itk))
-    li = np.eye(3)
-    li[:2, :2] = yx_to_xy(linv[:2, :2])
-    li[:2, 2] = yx_to_xy(linv[:2, 2])
-    q = p @ li[:2, :2].T + li[:2, 2]
-    for _ in range(max_iter):
-        r = p - tr.fixed_to_moving(q)
-        if (np.abs(r).max(1) < tol_um).all():
-            break
-        q = q + r @ li[:2, :2].T
-    # where the B-spline is steep the iteration does not contract: damped Newton steps there
-    bad = np.abs(p - tr.fixed_to_moving(q)).max(1) >= tol_um
-    if bad.any():
-        pb, qb = p[bad], q[bad]
-        for _ in range(max_iter):
-            r = pb - tr.fixed_to_moving(qb)
-            if (np.abs(r).max(1) < tol_um).all():
-                break
-            h = 0.5
-            jac = np.stack(
-                [
-                    (tr.fixed_to_moving(qb + [h, 0]) - tr.fixed_to_moving(qb - [h, 0])) / (2 * h),
-                    (tr.fixed_to_moving(qb + [0, h]) - tr.fixed_to_moving(qb - [0, h])) / (2 * h),
-                ],
-                axis=-1,
-            )
-            det = np.linalg.det(jac)
-            jac[np.abs(det) < 1e-9] = np.eye(2)
-            step = np.einsum("nij,nj->ni", np.linalg.inv(jac), r)
-            n = np.linalg.norm(step, axis=1, keepdims=True)
-            qb = qb + step * np.minimum(1.0, 50.0 / np.maximum(n, 1e-12))  # at most 50 um a step
-        q[bad] = qb
-    return q, np.abs(p - tr.fixed_to_moving(q)).max(1) < max(tol_um, 1e-6)
-
-
-def registration_parts(
-    tr: Transform, msi_shape, msi_px, field_step: int = 1
-) -> tuple[np.ndarray, dict | None]:
-    """``(matrix_yx (3x3, MSI um -> H&E um), field)``; ``field`` is None for linear results, else
-    ``{"values": (Y, X, 2) dy, dx um, "spacing_yx_um", "origin_yx_um"}`` sampled every
-    ``msi_px / field_step`` over the MSI grid and one MSI pixel beyond it."""
-    if tr.is_linear:
-        return tr.linear_moving_to_fixed_yx(), None
-    step = np.asarray(msi_px, float) / field_step
-    origin = -np.asarray(msi_px, float)
-    n = [int(np.ceil((s + 1) * p / st)) + 1 for s, p, st in zip(msi_shape, msi_px, step)]
-    from .._limits import check_allocation
-
-    check_allocation(200.0 * n[0] * n[1], f"a {n[0]} x {n[1]} displacement field")
-    gy, gx = np.meshgrid(
-        *(o + np.arange(k) * st for o, k, st in zip(origin, n, step)), indexing="ij"
-    )
-    src = np.column_stack([gy.ravel(), gx.ravel()])
-    dst, ok = invert_points(tr, src)
-    if ok.sum() < 3:
-        raise ValueError("the B-spline registration cannot be inverted on the MSI frame")
-    a = np.column_stack([src, np.ones(len(src))])
-    coef, *_ = np.linalg.lstsq(a[ok], dst[ok], rcond=None)  # (3, 2): dst = [y x 1] @ coef
-    m = np.eye(3)
-    m[:2, :2] = coef[:2].T
-    m[:2, 2] = coef[2]
-    resid = (dst - a @ coef).reshape(n[0], n[1], 2)
-    valid = ok.reshape(n)
-    if not valid.all():  # no preimage (beyond the B-spline's domain, or folds): nearest valid value
-        from scipy.ndimage import distance_transform_edt
-
-        idx = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-        resid = resid[idx[0], idx[1]]
-    return m, {
-        "values": resid,
-        "valid": valid,
-        "spacing_yx_um": step.tolist(),
-        "origin_yx_um": origin.tolist(),
-    }
-
-
 def _points(yx_um, tr_map):
     import pandas as pd
     from spatialdata.models import PointsModel
@@ -224,7 +121,23 @@ def _shapes(features, he_px, tr_map):
 
 
 def to_spatialdata(sec: Section, field_step: int = 1):
-    """The in-memory ``SpatialData`` object for ``sec`` (see the module docstring for the layout)."""
+    """The in-memory ``SpatialData`` object for a section (layout: module docstring).
+
+    Parameters
+    ----------
+    sec : Section
+    field_step : int
+        Displacement-field samples per MSI pixel (B-spline results).
+
+    Returns
+    -------
+    spatialdata.SpatialData
+
+    Raises
+    ------
+    ImportError
+        Without the ``spatialdata`` extra (one line saying how to install it).
+    """
     _require()
     import anndata as ad
     import pandas as pd
@@ -388,8 +301,24 @@ def to_spatialdata(sec: Section, field_step: int = 1):
 def write_spatialdata(
     path: str | os.PathLike, sec: Section, overwrite: bool = False, field_step: int = 1, inputs=()
 ) -> Path:
-    """Write the store for ``sec`` at ``path`` (a ``.zarr`` folder) all or nothing: into a temporary
-    sibling folder first, renamed into place only when complete."""
+    """Write the store for ``sec``, all or nothing.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` folder; written into a temporary sibling, renamed into place when complete.
+    sec : Section
+    overwrite : bool
+        Replace an existing store (moved aside, removed after the rename).
+    field_step : int
+        Displacement-field samples per MSI pixel.
+    inputs : iterable of path-like
+        Paths that must never be replaced.
+
+    Returns
+    -------
+    Path
+    """
     import shutil
 
     from ._interop_files import check_writable, replace_dir, temp_sibling_dir
@@ -416,7 +345,21 @@ def write_spatialdata(
 
 
 def read_store(path: str | os.PathLike):
-    """The ``SpatialData`` object of a store; a store not written by this package is refused."""
+    """The ``SpatialData`` object of a store written by this package.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    spatialdata.SpatialData
+
+    Raises
+    ------
+    ValueError
+        Not a folder, not readable, or not written by this package (the message names the path).
+    """
     _require()
     import spatialdata as sd
 
@@ -435,32 +378,6 @@ def read_store(path: str | os.PathLike):
             f"{path}: not a napari-msi2hist store (no attrs['msi2hist'] of {FORMAT!r})"
         )
     return sdata
-
-
-def msi_to_global(sdata, points_yx_um) -> np.ndarray:
-    """MSI world um -> H&E world um through the store's own transformations: the ``global`` Affine of
-    ``ion_images`` (after undoing its raster part) plus the displacement field when there is one."""
-    from scipy.ndimage import map_coordinates
-    from spatialdata.transformations import get_transformation
-
-    p = np.atleast_2d(np.asarray(points_yx_um, float))
-    img = sdata.images["ion_images"]
-    to_msi = get_transformation(img, "msi").to_affine_matrix(("x", "y"), ("x", "y"))
-    to_glob = get_transformation(img, "global").to_affine_matrix(("x", "y"), ("x", "y"))
-    m = to_glob @ np.linalg.inv(to_msi)  # msi um xy -> global um xy
-    xy = np.column_stack([p[:, 1], p[:, 0], np.ones(len(p))]) @ m.T
-    out = np.column_stack([xy[:, 1], xy[:, 0]])
-    if FIELD in sdata.images:
-        f = sdata.images[FIELD]
-        fm = get_transformation(f, "msi").to_affine_matrix(("x", "y"), ("x", "y"))
-        ij = np.column_stack([p[:, 1], p[:, 0], np.ones(len(p))]) @ np.linalg.inv(fm).T
-        cr = ij[:, [1, 0]] - 0.5  # intrinsic -> array index (centres at +0.5)
-        vals = np.asarray(f.data)
-        d = np.stack([map_coordinates(vals[k], cr.T, order=1, mode="nearest") for k in (1, 0)], 1)
-        ok = map_coordinates(vals[2], cr.T, order=0, mode="nearest") > 0.5
-        out = out + d
-        out[~ok] = np.nan  # no preimage there: refuse to guess
-    return out
 
 
 def _raster(el) -> np.ndarray:
@@ -497,7 +414,18 @@ def _features(sdata, he_px) -> list:
 
 
 def read_spatialdata(path: str | os.PathLike) -> Section:
-    """The :class:`Section` a store of this package holds (what napari and the CLI import)."""
+    """The :class:`Section` a store of this package holds (what napari and the CLI import).
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    Section
+        The transform comes from ``msi2hist/transform.json`` (exact, B-spline too), else from the
+        stored affine of a linear result.
+    """
     path = Path(path)
     sdata = read_store(path)
     meta = sdata.attrs["msi2hist"]

@@ -32,8 +32,22 @@ from ._workers import start_job
 
 
 def annotation_layers(features, he_px, name: str) -> list:
-    """napari layer data tuples for QuPath features on the H&E: polygons (holes as their own shapes,
-    ``hole`` feature True) and points, in H&E world um."""
+    """napari layer data tuples for QuPath features on the H&E.
+
+    Parameters
+    ----------
+    features : list of Feature
+        In H&E QuPath pixels.
+    he_px : tuple of float
+    name : str
+        Layer name (points get ``name + " points"``).
+
+    Returns
+    -------
+    list of tuple
+        ``(data, kwargs, "shapes" | "points")`` in H&E world um; holes are their own polygons with the
+        feature ``hole`` True (napari shapes have no holes).
+    """
     from ..io.geojson import qupath_xy_to_world_yx_um
 
     polys, cls, hole = [], [], []

@@ -16,8 +16,24 @@ from ..progress import CancelToken, Progress
 
 # ----------------------------------------------------------------------------- shared helpers
 def he_geometry(path, pixel_um: float | None = None) -> tuple[tuple[int, int], tuple[float, float]]:
-    """``(shape_yx, pixel_size_yx_um)`` of an H&E file without loading its pixels; a missing pixel
-    size is refused unless ``pixel_um`` gives it."""
+    """Shape and pixel size of an H&E file without loading its pixels.
+
+    Parameters
+    ----------
+    path : path-like
+    pixel_um : float, optional
+        The pixel size when the file does not give it (refused if it contradicts the file).
+
+    Returns
+    -------
+    shape_yx : tuple of int
+    pixel_size_yx_um : tuple of float
+
+    Raises
+    ------
+    ValueError
+        No pixel size in the file and none given.
+    """
     from ..io.histology import read_histology
 
     img = read_histology(path, lazy=True)
@@ -30,8 +46,21 @@ def he_geometry(path, pixel_um: float | None = None) -> tuple[tuple[int, int], t
 
 
 def msi_geometry(path, pixel_um: float | None = None):
-    """``(shape_yx, pixel_size_yx_um, measured mask)`` of an imzML; a missing pixel size is refused
-    unless ``pixel_um`` gives it."""
+    """Grid of an imzML.
+
+    Parameters
+    ----------
+    path : path-like
+    pixel_um : float, optional
+        The pixel size when the imzML does not give it.
+
+    Returns
+    -------
+    shape_yx : tuple of int
+    pixel_size_yx_um : tuple of float
+    mask : ndarray of bool
+        Measured pixels.
+    """
     from ..io.imzml import open_imzml
 
     with open_imzml(path) as imz:
@@ -78,6 +107,22 @@ class SpatialDataExportConfig:
 def iter_export_spatialdata(
     cfg: SpatialDataExportConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, Path]:
+    """Export one section as a SpatialData store.
+
+    Parameters
+    ----------
+    cfg : SpatialDataExportConfig
+    cancel : CancelToken, optional
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    Path
+        The store.
+    """
     from ..io._interop_files import check_writable
     from ..io.geojson import read_geojson
     from ..io.histology import read_histology, to_uint8_rgb
@@ -154,9 +199,26 @@ class SpatialDataImportConfig:
 def iter_import_spatialdata(
     cfg: SpatialDataImportConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, dict]:
-    """Files back from a store: ``he.ome.tif``, ``ion_images.ome.tif``, ``transform.json/.h5``,
-    landmark CSVs, ``annotations_he.geojson`` and a ``pairs.yaml`` entry for training (the imzML it
-    names is the one the store was made from)."""
+    """Files back from a store of this package.
+
+    Writes ``he.ome.tif``, ``ion_images.ome.tif``, ``transform.json/.h5``, the landmark CSVs,
+    ``annotations_he.geojson`` and ``pairs.yaml`` (an entry ``msi2hist train`` reads; its imzML is the
+    one the store was made from) into ``cfg.out_dir``, all or nothing.
+
+    Parameters
+    ----------
+    cfg : SpatialDataImportConfig
+    cancel : CancelToken, optional
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    dict
+        ``{kind: path}`` of the files written.
+    """
     import yaml
 
     from ..io._interop_files import check_writable
@@ -225,9 +287,26 @@ class AnnotationsToMsiConfig:
 def iter_annotations_to_msi(
     cfg: AnnotationsToMsiConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, dict]:
-    """QuPath annotations -> MSI frame: ``annotations_msi.geojson`` (MSI pixels), ``labels_msi.tif``
-    (class index per MSI pixel), ``classes.csv`` (one row per measured pixel) and
-    ``class_counts.csv``. Returns ``{"counts", "names", "files"}``."""
+    """QuPath annotations on the H&E -> the MSI frame.
+
+    Writes in ``cfg.out_dir`` (all or nothing): ``annotations_msi.geojson`` (MSI pixels),
+    ``labels_msi.tif`` (class index per MSI pixel), ``classes.csv`` (one row per measured pixel) and
+    ``class_counts.csv``. Edges are densified to one MSI pixel before mapping.
+
+    Parameters
+    ----------
+    cfg : AnnotationsToMsiConfig
+    cancel : CancelToken, optional
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    dict
+        ``counts`` (per class, measured pixels), ``names`` (class order of the labels), ``files``.
+    """
     import tifffile
 
     from .._files import rows_to_csv
@@ -294,6 +373,18 @@ class MsiRegionsToGeojsonConfig:
 
 
 def read_label_image(path, shape) -> np.ndarray:
+    """An integer label image on the MSI grid from a TIFF or ``.npy``.
+
+    Parameters
+    ----------
+    path : path-like
+    shape : tuple of int
+        The MSI grid; another shape is refused.
+
+    Returns
+    -------
+    ndarray of int
+    """
     p = Path(path)
     if p.suffix.lower() == ".npy":
         lab = np.load(p, allow_pickle=False)
@@ -313,7 +404,23 @@ def read_label_image(path, shape) -> np.ndarray:
 def iter_msi_regions_to_geojson(
     cfg: MsiRegionsToGeojsonConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, Path]:
-    """MSI regions -> QuPath GeoJSON in H&E pixels (opens on the original slide)."""
+    """MSI regions -> QuPath GeoJSON in H&E pixels (opens on the original slide).
+
+    Parameters
+    ----------
+    cfg : MsiRegionsToGeojsonConfig
+        ``labels`` (an array) or ``regions`` (a label image file or a GeoJSON in MSI pixels).
+    cancel : CancelToken, optional
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    Path
+        The GeoJSON written.
+    """
     from ..io._interop_files import check_writable
     from ..io.geojson import labels_to_features, map_features, mapper, read_geojson, write_geojson
     from ..registration.transforms import Transform
@@ -356,6 +463,22 @@ class ElastixExportConfig:
 def iter_export_elastix(
     cfg: ElastixExportConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, list[Path]]:
+    """A registration result as elastix TransformParameters files.
+
+    Parameters
+    ----------
+    cfg : ElastixExportConfig
+    cancel : CancelToken, optional
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    list of Path
+        The files; the last one is for transformix ``-tp``.
+    """
     from ..io.elastix import write_elastix
     from ..registration.transforms import Transform
 
@@ -391,8 +514,22 @@ class ElastixImportConfig:
 def iter_import_elastix(
     cfg: ElastixImportConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, dict]:
-    """An elastix chain as our ``transform.json``/``.h5`` (H&E fixed, MSI moving), checked with the
-    landmark QA when landmarks are given. Returns ``{"transform", "landmarks"}``."""
+    """An elastix chain as our ``transform.json``/``.h5`` (H&E fixed, MSI moving).
+
+    Parameters
+    ----------
+    cfg : ElastixImportConfig
+    cancel : CancelToken, optional
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    dict
+        ``transform`` (as saved and loaded back), ``landmarks`` (TRE QA or None) and ``path``.
+    """
     from ..io._interop_files import check_writable
     from ..io.elastix import invert_linear, read_elastix
     from ..phantom import read_points_csv
