@@ -295,7 +295,7 @@ def test_class_counts_match_direct_rasterisation(registered, kind, tmp_path):
 def test_label_image_traces_back_exactly():
     from scipy import ndimage as ndi
 
-    from napari_msi2hist.io.geojson import labels_to_features, rasterize
+    from napari_msi2hist.io.regions import labels_to_features, rasterize
 
     rng = np.random.default_rng(4)
     lab = (ndi.gaussian_filter(rng.random((40, 50)), 2.5) * 40).astype(int) % 4

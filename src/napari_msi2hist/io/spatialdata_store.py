@@ -146,7 +146,8 @@ def to_spatialdata(sec: Section, field_step: int = 1):
     from spatialdata.transformations import Affine, Identity, Sequence
 
     from .. import __version__
-    from .geojson import class_names, map_features, mapper, rasterize
+    from .geojson import map_features, mapper
+    from .regions import class_names, rasterize
 
     he_w = _raster_to_world(sec.he_px)
     msi_w = _raster_to_world(sec.msi_px)
