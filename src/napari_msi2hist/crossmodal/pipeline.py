@@ -169,36 +169,8 @@ def iter_build_table(
     return Table(out, mz_arr, names, meta)
 
 
-def rasterize_geojson(path, shape: tuple[int, int]) -> np.ndarray:
-    """Polygons of a GeoJSON annotation (QuPath's export: x, y in pixels of the full-resolution H&E)
-    as a mask on the H&E's pixel grid; holes are cut out."""
-    import json
-
-    from skimage.draw import polygon as fill_polygon
-
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable GeoJSON file ({e})") from e
-    feats = d.get("features", [d]) if isinstance(d, dict) else d
-    mask = np.zeros(shape, bool)
-    n = 0
-    for f in feats:
-        geom = f.get("geometry", f) if isinstance(f, dict) else None
-        if not isinstance(geom, dict):
-            continue
-        polys = {"Polygon": [geom.get("coordinates")], "MultiPolygon": geom.get("coordinates")}.get(
-            geom.get("type"), []
-        )
-        for rings in polys or []:
-            for k, ring in enumerate(rings):
-                xy = np.asarray(ring, np.float64)
-                rr, cc = fill_polygon(xy[:, 1], xy[:, 0], shape)
-                mask[rr, cc] = k == 0  # the first ring fills, later rings (holes) clear
-                n += 1
-    if n == 0:
-        raise ValueError(f"{path}: no Polygon or MultiPolygon in this GeoJSON")
-    return mask
+# QuPath GeoJSON reading lives in io/geojson.py; re-exported here for existing callers
+from ..io.geojson import rasterize_geojson  # noqa: E402
 
 
 def pixels_to_images(values: np.ndarray, table: Table) -> list[np.ndarray]:
