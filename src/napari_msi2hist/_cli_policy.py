@@ -1,0 +1,128 @@
+"""The CLI's side of the output policy (see :mod:`napari_msi2hist._files`) and of signals.
+
+Every sub-command declares, where its parser is built, which arguments are inputs and which is its
+output (:func:`declare`); :func:`plan_for` turns the parsed arguments into an
+:class:`~napari_msi2hist._files.OutputPlan` and checks the output before the command runs, so no
+command can forget the check. A test asserts that every sub-command made the declaration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._files import OutputPlan
+
+# output kinds: "file" (one file, atomic), "folder" (all or nothing), "run" (a resumable run
+# folder, written in place: train, compare)
+KINDS = ("none", "file", "folder", "run")
+BUNDLED_MODELS = {"demo": "demo_generator.pt", "superres": "superres_generator.pt"}
+
+
+def declare(p, inputs: tuple[str, ...] = (), output: str | None = None, kind: str = "none"):
+    """Record on a sub-parser which ``args`` attributes are input files and which one is the output.
+
+    Commands that write get ``--overwrite``.
+    """
+    assert kind in KINDS and (kind == "none") == (output is None)
+    p.set_defaults(_inputs=tuple(inputs), _output=output, _output_kind=kind)
+    if kind in ("file", "folder", "run") and not any(
+        "--overwrite" in a.option_strings for a in p._actions
+    ):
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace earlier output (never an input; a folder only once the new one is complete)",
+        )
+
+
+def _input_value(name: str, value) -> list:
+    if value is None or value == "":
+        return []
+    if name in ("model",) and str(value) in BUNDLED_MODELS:
+        return [Path(__file__).resolve().parent / "data" / BUNDLED_MODELS[str(value)]]
+    paths = [value]
+    if name == "transform" and str(value).lower().endswith(".json"):
+        with contextlib.suppress(Exception):
+            d = json.loads(Path(value).read_text())
+            if isinstance(d, dict) and isinstance(d.get("itk_file"), str):
+                paths.append(Path(value).parent / d["itk_file"])
+    return paths
+
+
+def plan_for(args) -> OutputPlan:
+    """The output plan of a parsed command line; checks its output against its inputs."""
+    plan = OutputPlan(overwrite=bool(getattr(args, "overwrite", False)))
+    for name in getattr(args, "_inputs", ()):
+        plan.add_inputs(_input_value(name, getattr(args, name, None)))
+    if getattr(args, "pairs", None) and "pairs" in getattr(args, "_inputs", ()):
+        from .models.datasets import read_pairs_yaml
+
+        for e in read_pairs_yaml(args.pairs):
+            plan.add_inputs([e.get("imzml"), e.get("he"), e.get("label")])
+            if isinstance(e.get("align"), dict):
+                for k, v in e["align"].items():
+                    plan.add_inputs(_input_value(k, Path(e["base"]) / v))
+    kind = getattr(args, "_output_kind", "none")
+    out = getattr(args, args._output) if kind != "none" else None
+    if kind == "file":
+        plan.check_file(out)
+    elif kind == "folder":
+        plan.check_folder(out)
+    elif kind == "run":
+        plan.check_folder(
+            out,
+            resumable=True,
+            writes=("config.yaml", "metrics.jsonl", "model.pt", "checkpoints/last.pt"),
+        )
+    return plan
+
+
+def get_plan(args) -> OutputPlan:
+    """The plan :func:`main` made, or a fresh one (a command function called directly)."""
+    plan = getattr(args, "plan", None)
+    if plan is None:
+        plan = args.plan = plan_for(args)
+    return plan
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so outputs in progress are cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def signals_to_cancel(token) -> Iterator[None]:
+    """Ctrl-C and SIGTERM cancel ``token`` (the job stops at its next check and saves its state);
+    a second signal interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
