@@ -346,6 +346,10 @@ def cmd_register(args) -> int:
     lm_m = read_points_csv(args.landmarks_moving) if args.landmarks_moving else None
     if (lm_f is None) != (lm_m is None):
         raise CLIError("give both --landmarks-fixed and --landmarks-moving")
+    if lm_f is not None:
+        from .registration.landmarks import check_landmark_pairs
+
+        check_landmark_pairs(lm_m, lm_f, (args.landmarks_moving, args.landmarks_fixed))
     synth = stack = mask = None
     msi_px = None
     mz = None

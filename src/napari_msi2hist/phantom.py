@@ -488,7 +488,12 @@ def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
 def read_points_csv(path: str | os.PathLike) -> np.ndarray:
     """Read a napari points CSV (``index,axis-0,axis-1``) into an ``(N, 2)`` yx array in world units."""
     path = Path(path)
-    rows = path.read_text().strip().splitlines()
+    try:
+        rows = path.read_text(encoding="utf-8").strip().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) points CSV") from None
+    if not rows:
+        raise ValueError(f"{path}: empty; not a napari points CSV")
     header = [h.strip() for h in rows[0].split(",")]
     try:
         iy, ix = header.index("axis-0"), header.index("axis-1")
@@ -496,6 +501,16 @@ def read_points_csv(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(
             f"{path}: not a napari points CSV (needs columns axis-0, axis-1)"
         ) from None
-    return np.array(
-        [[float(r.split(",")[iy]), float(r.split(",")[ix])] for r in rows[1:] if r.strip()]
-    )
+    pts = []
+    for n, r in enumerate(rows[1:], start=2):
+        if not r.strip():
+            continue
+        cells = r.split(",")
+        try:
+            pts.append([float(cells[iy]), float(cells[ix])])
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: line {n}: expected numbers in axis-0, axis-1") from None
+    out = np.array(pts, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{path}: holds NaN or infinite coordinates")
+    return out

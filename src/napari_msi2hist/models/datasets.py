@@ -110,11 +110,12 @@ def _align_function(align, base: Path):
         return Transform.load(base / align["transform"]).moving_to_fixed
     if "landmarks_msi" in align:
         from ..phantom import read_points_csv
+        from ..registration.landmarks import check_landmark_pairs
 
-        a, t = affine_from_landmarks(
-            read_points_csv(base / align["landmarks_msi"]),
-            read_points_csv(base / align["landmarks_he"]),
-        )
+        f_msi, f_he = base / align["landmarks_msi"], base / align["landmarks_he"]
+        p_msi, p_he = read_points_csv(f_msi), read_points_csv(f_he)
+        check_landmark_pairs(p_msi, p_he, (str(f_msi), str(f_he)))
+        a, t = affine_from_landmarks(p_msi, p_he)
         return lambda p: p @ a.T + t
     raise ValueError(
         f"unknown alignment {align!r} (use truth, landmarks_msi/landmarks_he, or aligned)"
