@@ -69,6 +69,7 @@ def plan_for(args) -> OutputPlan:
                     plan.add_inputs(_input_value(k, Path(e["base"]) / v))
     kind = getattr(args, "_output_kind", "none")
     out = getattr(args, args._output) if kind != "none" else None
+    plan.outputs = [Path(out)] if out else []
     if kind == "file":
         plan.check_file(out)
     elif kind == "folder":

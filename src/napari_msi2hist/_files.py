@@ -126,6 +126,7 @@ class OutputPlan:
 
     def __init__(self, inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False):
         self.inputs: list[Path] = []
+        self.outputs: list[Path] = []
         self._ids: dict[tuple[int, int], Path] = {}
         self.overwrite = overwrite
         self.add_inputs(inputs)

@@ -773,7 +773,8 @@ def _one_line(e: BaseException, plan) -> str:
     if isinstance(e, OSError) and getattr(e, "filename", None):
         msg = f"{e.filename}: {e.strerror or msg}"
     names = [str(p) for p in (plan.inputs if plan is not None else [])]
-    if names and not any(n in msg for n in names):
+    known = names + [str(p) for p in (plan.outputs if plan is not None else [])]
+    if names and not any(n in msg for n in known):
         msg = f"{', '.join(dict.fromkeys(names[:3]))}: {msg}"
     return msg
 

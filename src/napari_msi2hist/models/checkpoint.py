@@ -50,7 +50,7 @@ class Checkpoint:
         except (RuntimeError, TypeError, ValueError, KeyError) as e:
             raise CheckpointError(
                 f"{self.path or 'checkpoint'}: its weights do not fit its architecture "
-                f"({str(e).splitlines()[0][:200]})"
+                f"({' '.join(str(e).split())[:240]})"
             ) from None
         model.to(device)
         if eval_mode:

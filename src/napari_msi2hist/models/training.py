@@ -166,7 +166,7 @@ def _load_state(net: nn.Module, state: dict, source) -> None:
         net.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as e:
         raise ValueError(
-            f"{source}: weights do not fit the network ({str(e).splitlines()[0][:200]})"
+            f"{source}: weights do not fit the network ({' '.join(str(e).split())[:240]})"
         ) from None
 
 
