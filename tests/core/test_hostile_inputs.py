@@ -343,3 +343,68 @@ def test_signal_during_training_saves_a_resumable_checkpoint(ws, tmp_path, sig):
     assert load_checkpoint(out / "model.pt").training["steps"] == step + 2
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, step + 3))
+
+
+def test_register_interrupted_while_writing_keeps_the_old_folder(ws, tmp_path, monkeypatch):
+    import napari_msi2hist.io.histology as histology
+
+    out = tmp_path / "reg"
+    argv = ["register", "--fixed", str(ws / "he.ome.tif"), "--moving", str(ws / "msi.imzML")]
+    argv += ["--out", str(out), "--route", "direct", "--rotation-search", "0", "--quiet"]
+    assert main(argv) == 0
+    before = _tree(out)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(histology, "write_ome_tiff", interrupted)
+    assert main([*argv, "--overwrite"]) == 130  # transform.json/.h5 were written, then Ctrl-C
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg", "ws"]  # no .reg.tmp-*/.old-*
+
+
+def test_fine_tuned_run_records_the_architecture_it_built(ws, tmp_path):
+    from napari_msi2hist.models.checkpoint import load_checkpoint
+
+    pairs = _pairs(ws, tmp_path / "pairs.yaml")
+    out = tmp_path / "ft"
+    argv = ["train", "--pairs", str(pairs), "--out", str(out), "--base", "demo", "--max-steps"]
+    argv += ["1", "--patch", "64", "--batch-size", "1", "--val-every", "100", "--quiet"]
+    assert main(argv) == 0
+    demo = load_checkpoint("demo").arch
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["ngf"], cfg["depth"]) == (demo["ngf"], demo["depth"]) != (64, 7)
+    assert load_checkpoint(out / "model.pt").training["config"]["ngf"] == demo["ngf"]
+    # and the run resumes with that architecture although the CLI defaults say ngf 64
+    argv[argv.index("1")] = "2"
+    argv.remove("--base")
+    argv.remove("demo")
+    assert main([*argv, "--resume"]) == 0
+    assert load_checkpoint(out / "model.pt").arch == demo
+
+
+def test_resume_after_kill_9_drops_logged_steps_past_the_checkpoint(ws, tmp_path):
+    from napari_msi2hist.models.checkpoint import load_checkpoint
+
+    pairs = _pairs(ws, tmp_path / "pairs.yaml")
+    out = tmp_path / "run"
+    argv = _train_argv(pairs, out, 100000)
+    argv[argv.index("--checkpoint-every") + 1] = "2"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    log = out / "metrics.jsonl"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 240 and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    step = load_checkpoint(out / "checkpoints" / "last.pt").training["steps"]
+    (out / "checkpoints" / ".last.pt.orphan1.tmp").write_bytes(b"half a checkpoint")
+    argv[argv.index("--max-steps") + 1] = str(step + 3)
+    r = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, step + 4))
+    assert not list(out.rglob(".*.tmp"))
