@@ -136,7 +136,11 @@ def _read_names(path) -> dict[float, str]:
     from .cli import CLIError
 
     names = {}
-    for i, row in enumerate(csv.reader(Path(path).read_text().splitlines())):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CLIError(f"{path}: not a text (UTF-8) CSV of 'mz,name'") from None
+    for i, row in enumerate(csv.reader(text.splitlines())):
         if not row or (i == 0 and not _is_float(row[0])):
             continue
         if len(row) < 2 or not _is_float(row[0]):
@@ -160,6 +164,7 @@ def _classify(args, out) -> int:
     from .io.histology import write_ome_tiff
 
     entries = _entries(args)
+    names = _read_names(args.names) if args.names else None
     missing = [e["name"] for e in entries if not e.get("label")]
     if missing:
         raise CLIError(f"{args.pairs}: samples without a 'label' mask: {', '.join(missing)}")
@@ -183,7 +188,6 @@ def _classify(args, out) -> int:
                 tuple(float(v) for v in s.pixel_size_um),
                 [f"P(label | {name})"],
             )
-    names = _read_names(args.names) if args.names else None
     rows = biomarker_table(x, table.mz, lab, names)
     write_text_atomic(out / "biomarkers.csv", rows_to_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))

@@ -487,3 +487,42 @@ def test_every_file_argument_fails_cleanly(ws, tmp_path, capsys, cmd, opt, suffi
     else:
         argv += [opt, str(bad)]
     _refused(capsys, argv, bad.name, ws)
+
+
+@pytest.mark.parametrize("field", ["imzml", "he", "truth", "transform", "landmarks", "label"])
+@pytest.mark.parametrize("cmd", ["train", "classify"])
+def test_pairs_naming_bad_files(ws, tmp_path, capsys, field, cmd):
+    if (cmd, field) == ("train", "label"):
+        pytest.skip("train does not read labels")
+    bad = _bad_file(
+        ws, "random", {"imzml": ".imzML", "he": ".tif", "label": ".tif"}.get(field, ".json")
+    )
+    extra: dict = {"label": str(ws / "he.ome.tif")} if cmd == "classify" else {}
+    if field in ("imzml", "he", "label"):
+        extra[field] = str(bad)
+    elif field == "landmarks":
+        bad = _bad_file(ws, "random", ".csv")
+        extra["align"] = {"landmarks_msi": str(bad), "landmarks_he": str(ws / "landmarks_he.csv")}
+    else:
+        extra["align"] = {field: str(bad)}
+    pairs = _pairs(ws, tmp_path / "pairs.yaml", extra=extra)
+    if cmd == "classify":  # every sample needs a label
+        d = yaml.safe_load(pairs.read_text())
+        d["samples"][1]["label"] = str(ws / "he.ome.tif")
+        pairs.write_text(yaml.safe_dump(d))
+    argv = [cmd, "--pairs", str(pairs), "--out", str(tmp_path / "o"), "--quiet"]
+    if cmd == "train":
+        argv += ["--max-steps", "1", "--n-peaks", "4"]
+    else:
+        argv += ["--n-peaks", "4"]
+    _refused(capsys, argv, bad.name, ws)
+
+
+def test_classify_names_binary(ws, tmp_path, capsys):
+    pairs = _pairs(ws, tmp_path / "pairs.yaml", extra={"label": str(ws / "he.ome.tif")})
+    d = yaml.safe_load(pairs.read_text())
+    d["samples"][1]["label"] = str(ws / "he.ome.tif")
+    pairs.write_text(yaml.safe_dump(d))
+    bad = _bad_file(ws, "random", ".csv")
+    argv = ["classify", "--pairs", str(pairs), "--out", str(tmp_path / "o"), "--names", str(bad)]
+    _refused(capsys, [*argv, "--n-peaks", "4", "--quiet"], bad.name, ws)
