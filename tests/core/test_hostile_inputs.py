@@ -526,3 +526,15 @@ def test_classify_names_binary(ws, tmp_path, capsys):
     bad = _bad_file(ws, "random", ".csv")
     argv = ["classify", "--pairs", str(pairs), "--out", str(tmp_path / "o"), "--names", str(bad)]
     _refused(capsys, [*argv, "--n-peaks", "4", "--quiet"], bad.name, ws)
+
+
+@pytest.mark.parametrize("px", [1e-6, 1e6])
+def test_register_absurd_pixel_sizes_stay_within_the_budget(ws, tmp_path, capsys, px):
+    from napari_msi2hist.io.histology import read_histology, write_ome_tiff
+
+    he = np.asarray(read_histology(ws / "he.ome.tif").levels[0])
+    write_ome_tiff(ws / "odd.ome.tif", he, (px, px))
+    argv = ["--max-memory", "2G", "register", "--fixed", str(ws / "odd.ome.tif"), "--moving"]
+    argv += [str(ws / "msi.imzML"), "--out", str(tmp_path / "r"), "--route", "direct", "--quiet"]
+    line = _refused(capsys, argv, ["odd.ome.tif", "msi.imzML"], ws)
+    assert "memory budget" in line
