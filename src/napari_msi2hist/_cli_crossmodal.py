@@ -86,6 +86,14 @@ def _predict_msi(args, out) -> int:
         if he_px is None:
             raise CLIError(f"{args.apply_he}: no pixel size in the image; give an OME-TIFF/SVS")
         out_px = args.apply_pixel_um or float(np.mean(table.samples[0].pixel_size_um))
+        from ._limits import check_allocation
+
+        if not 0 < out_px < float("inf"):
+            raise CLIError(f"--apply-pixel-um {out_px!r}: give a positive pixel size in um")
+        cells = (rgb.shape[0] * he_px[0] / out_px + 1) * (rgb.shape[1] * he_px[1] / out_px + 1)
+        check_allocation(
+            8.0 * cells * (len(table.mz) + k), f"predictions at {out_px:g} um", args.apply_he
+        )
         a_modes, a_ions, _ = run_to_end(
             iter_predict_on_he(rgb, he_px, out_px, res.pca, res.model, args.features, args.stage),
             bar,
@@ -240,6 +248,12 @@ def _superres(args, out) -> int:
     rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
     he_px = he.pixel_size_um or (1.0, 1.0)
     factor = args.factor or default_factor(px, he_px)
+    from ._limits import check_allocation
+
+    if factor < 1:
+        raise CLIError(f"--factor {factor}: give a positive integer")
+    n_fine = float(ions.stack.shape[1] * factor) * float(ions.stack.shape[2] * factor)
+    check_allocation(4.0 * n_fine * (2 * len(ions.mz) + 3), f"a {factor}x finer grid", args.imzml)
     guide, coverage, fine_px = guide_on_fine_grid(
         rgb, he_px, msi_to_he, ions.stack.shape[1:], px, factor
     )
