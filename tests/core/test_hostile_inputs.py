@@ -538,3 +538,43 @@ def test_register_absurd_pixel_sizes_stay_within_the_budget(ws, tmp_path, capsys
     argv += [str(ws / "msi.imzML"), "--out", str(tmp_path / "r"), "--route", "direct", "--quiet"]
     line = _refused(capsys, argv, ["odd.ome.tif", "msi.imzML"], ws)
     assert "memory budget" in line
+
+
+# ----------------------------------------------------------------------------- the mechanism itself
+def test_output_plan_folder_is_all_or_nothing(tmp_path):
+    from napari_msi2hist._files import OutputPlan, OutputRefused
+
+    src = tmp_path / "in.txt"
+    src.write_text("input")
+    out = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(RuntimeError), OutputPlan([src]).folder(out) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("fails half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # no out, no parents, no tmp
+    with OutputPlan([src]).folder(out) as tmp:
+        (tmp / "a.txt").write_text("one")
+    with pytest.raises(OutputRefused, match="earlier output"), OutputPlan([src]).folder(out):
+        pass
+    with pytest.raises(KeyboardInterrupt), OutputPlan([src], overwrite=True).folder(out) as tmp:
+        (tmp / "b.txt").write_text("two")
+        raise KeyboardInterrupt
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    with OutputPlan([src], overwrite=True).folder(out) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+    # a hard link to an input inside the output folder: replacing the folder is refused
+    os.link(src, out / "link.txt")
+    with pytest.raises(OutputRefused, match="in.txt"):
+        OutputPlan([src], overwrite=True).check_folder(out)
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    from napari_msi2hist._files import OutputPlan
+
+    stale = tmp_path / ".o.ome.tif.tmp-99999999-abcd"
+    stale.mkdir()
+    (stale / "o.ome.tif").write_text("half")
+    with OutputPlan().file(tmp_path / "o.ome.tif") as tmp:
+        tmp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ome.tif"]
