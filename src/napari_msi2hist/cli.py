@@ -183,17 +183,31 @@ def cmd_compare(args) -> int:
     if bad or not models:
         raise CLIError(f"--models {args.models!r}: choose from pix2pix, unet")
     configs = {m: _train_config(args, m) for m in models}
-    res = run_to_end(
-        iter_compare(
-            entries,
-            args.out,
-            configs,
-            n_peaks=peaks,
-            working_pixel_um=args.working_pixel_um,
-            padding=args.padding,
-        ),
-        _Bar(args.quiet),
-    )
+    from ._cli_policy import signals_to_cancel
+    from .progress import Cancelled, CancelToken
+
+    token = CancelToken()
+    try:
+        with signals_to_cancel(token):  # Ctrl-C / SIGTERM: the run in progress saves, then stop
+            res = run_to_end(
+                iter_compare(
+                    entries,
+                    args.out,
+                    configs,
+                    n_peaks=peaks,
+                    working_pixel_um=args.working_pixel_um,
+                    padding=args.padding,
+                    cancel=token,
+                ),
+                _Bar(args.quiet),
+            )
+    except Cancelled:
+        print(
+            f"msi2hist compare: interrupted; the run in progress is saved in {args.out} "
+            "(rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return 130
     if args.json:
         print(json.dumps(res["table"]))
     else:
