@@ -283,6 +283,12 @@ def cmd_train(args) -> int:
                 bar,
             )
     except Cancelled:
+        if not last.is_file():  # stopped before the first step: leave no half-made run folder
+            for name in ("config.yaml", "metrics.jsonl"):
+                (out / name).unlink(missing_ok=True)
+            for d in (out / "checkpoints", out):
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
         saved = f"checkpoint saved in {last}" if last.is_file() else "nothing saved yet"
         print(f"msi2hist train: interrupted; {saved} (continue with --resume)", file=sys.stderr)
         return 130
