@@ -127,3 +127,43 @@ def signals_to_cancel(token) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def one_line(e: BaseException, plan) -> str:
+    """One line naming the file and the problem, for any exception."""
+    text = [line.strip() for line in str(e).splitlines() if line.strip()]
+    msg = text[0] if text else ""
+    if "itk" in str(e).lower() and len(text) > 1:  # ITK: location first, description after
+        msg = "ITK: " + next((t for t in text if "ERROR" in t or "Description" in t), text[-1])
+    if isinstance(e, KeyError | IndexError | TypeError | AttributeError | RuntimeError) or not msg:
+        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    if isinstance(e, UnicodeDecodeError):
+        msg = "not a text file (undecodable bytes)"
+    if isinstance(e, OSError) and getattr(e, "filename", None):
+        msg = f"{e.filename}: {e.strerror or msg}"
+    names = [str(p) for p in (plan.inputs if plan is not None else [])]
+    known = names + [str(p) for p in (plan.outputs if plan is not None else [])]
+    if names and not any(n in msg for n in known if len(Path(n).name) > 2):
+        msg = f"{', '.join(dict.fromkeys(names[:3]))}: {msg}"
+    return msg
+
+
+def check_registration_grids(*images) -> None:
+    """Refuse pixel sizes that would make registration allocate huge grids: each image is brought
+    to the coarser image's pixel by block averaging, which pads it to a whole number of blocks
+    (a pixel size of 1e-6 or 1e6 um asks for GiB to PiB)."""
+    from ._limits import check_allocation
+
+    pxs = [float(v) for _, px, _ in images for v in px]
+    if not all(v > 0 and v < float("inf") for v in pxs):
+        bad = next(src for _, px, src in images if not all(0 < float(v) < float("inf") for v in px))
+        raise ValueError(f"{bad}: pixel size must be a positive finite number of um")
+    target = max(pxs)
+    for shape, px, src in images:
+        cells = 1.0
+        for n, p in zip(shape, px, strict=True):
+            f = max(1.0, round(target / float(p)))
+            cells *= max(float(n), -(-float(n) // f) * f)
+        check_allocation(
+            8.0 * cells, f"registering at {target:g} um pixels (this image at {px[0]:g} um)", src
+        )

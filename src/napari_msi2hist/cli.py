@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._cli_policy import declare, get_plan
+from ._cli_policy import check_registration_grids, declare, get_plan
 from .progress import Progress
 
 
@@ -413,7 +413,7 @@ def cmd_register(args) -> int:
                 raise CLIError(
                     f"{args.moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
                 )
-    _check_registration_grids(
+    check_registration_grids(
         (he_rgb.shape[:2], he_px, args.fixed),
         ((synth if stack is None else stack[0]).shape[:2], moving_px, args.moving),
     )
@@ -466,27 +466,6 @@ def cmd_register(args) -> int:
                 f"({reg.landmarks['tre_median_msi_px']:.2f} MSI px)"
             )
     return 0
-
-
-def _check_registration_grids(*images) -> None:
-    """Refuse pixel sizes that would make registration allocate huge grids: each image is brought
-    to the coarser image's pixel by block averaging, which pads it to a whole number of blocks
-    (a pixel size of 1e-6 or 1e6 um asks for GiB to PiB)."""
-    from ._limits import check_allocation
-
-    pxs = [float(v) for _, px, _ in images for v in px]
-    if not all(v > 0 and v < float("inf") for v in pxs):
-        bad = next(src for _, px, src in images if not all(0 < float(v) < float("inf") for v in px))
-        raise CLIError(f"{bad}: pixel size must be a positive finite number of um")
-    target = max(pxs)
-    for shape, px, src in images:
-        cells = 1.0
-        for n, p in zip(shape, px, strict=True):
-            f = max(1.0, round(target / float(p)))
-            cells *= max(float(n), -(-float(n) // f) * f)
-        check_allocation(
-            8.0 * cells, f"registering at {target:g} um pixels (this image at {px[0]:g} um)", src
-        )
 
 
 def _write_register_outputs(args, out, reg, stack, synth, mz, msi_px, moving_px, he_rgb, he_px):
@@ -808,27 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _one_line(e: BaseException, plan) -> str:
-    """One line naming the file and the problem, for any exception."""
-    text = [line.strip() for line in str(e).splitlines() if line.strip()]
-    msg = text[0] if text else ""
-    if "itk" in str(e).lower() and len(text) > 1:  # ITK: location first, description after
-        msg = "ITK: " + next((t for t in text if "ERROR" in t or "Description" in t), text[-1])
-    if isinstance(e, KeyError | IndexError | TypeError | AttributeError | RuntimeError) or not msg:
-        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    if isinstance(e, UnicodeDecodeError):
-        msg = "not a text file (undecodable bytes)"
-    if isinstance(e, OSError) and getattr(e, "filename", None):
-        msg = f"{e.filename}: {e.strerror or msg}"
-    names = [str(p) for p in (plan.inputs if plan is not None else [])]
-    known = names + [str(p) for p in (plan.outputs if plan is not None else [])]
-    if names and not any(n in msg for n in known if len(Path(n).name) > 2):
-        msg = f"{', '.join(dict.fromkeys(names[:3]))}: {msg}"
-    return msg
-
-
 def main(argv: list[str] | None = None) -> int:
-    from ._cli_policy import plan_for, sigterm_as_interrupt
+    from ._cli_policy import one_line, plan_for, sigterm_as_interrupt
     from ._limits import set_memory_budget
 
     ap = build_parser()
@@ -845,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line, no traceback, unless --debug
         if args.debug:
             raise
-        print(f"msi2hist {args.command}: error: {_one_line(e, args.plan)}", file=sys.stderr)
+        print(f"msi2hist {args.command}: error: {one_line(e, args.plan)}", file=sys.stderr)
         return 1
     finally:
         set_memory_budget(None)
