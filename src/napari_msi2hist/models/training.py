@@ -292,6 +292,9 @@ def iter_train(
             g = build_generator(arch)
         resume_state = ck.extra_state
         if d is not None and resume_state.get("d_arch") and resume_state["d_arch"] != d_arch:
+            from .checkpoint import check_arch
+
+            check_arch(resume_state["d_arch"], last)
             d_arch = dict(resume_state["d_arch"])
             d = build_discriminator(d_arch)
         _load_state(g, ck.state_dict, last)
