@@ -26,7 +26,16 @@ BUNDLED_MODELS = {"demo": "demo_generator.pt", "superres": "superres_generator.p
 def declare(p, inputs: tuple[str, ...] = (), output: str | None = None, kind: str = "none"):
     """Record on a sub-parser which ``args`` attributes are input files and which one is the output.
 
-    Commands that write get ``--overwrite``.
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The sub-command's parser; commands that write also get ``--overwrite``.
+    inputs : tuple of str
+        Attribute names of the arguments that name files the command reads.
+    output : str, optional
+        Attribute name of the output argument.
+    kind : {"none", "file", "folder", "run"}
+        How the output is written (see :class:`napari_msi2hist._files.OutputPlan`).
     """
     assert kind in KINDS and (kind == "none") == (output is None)
     p.set_defaults(_inputs=tuple(inputs), _output=output, _output_kind=kind)
@@ -55,7 +64,23 @@ def _input_value(name: str, value) -> list:
 
 
 def plan_for(args) -> OutputPlan:
-    """The output plan of a parsed command line; checks its output against its inputs."""
+    """The output plan of a parsed command line; checks its output against its inputs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of a sub-command that called :func:`declare`.
+
+    Returns
+    -------
+    OutputPlan
+        With every input (a pairs YAML adds the files it names) and the output.
+
+    Raises
+    ------
+    OutputRefused
+        When the output is an input, holds one, or is earlier output without ``--overwrite``.
+    """
     plan = OutputPlan(overwrite=bool(getattr(args, "overwrite", False)))
     for name in getattr(args, "_inputs", ()):
         plan.add_inputs(_input_value(name, getattr(args, name, None)))
@@ -130,7 +155,20 @@ def signals_to_cancel(token) -> Iterator[None]:
 
 
 def one_line(e: BaseException, plan) -> str:
-    """One line naming the file and the problem, for any exception."""
+    """One line naming the file and the problem, for any exception.
+
+    Parameters
+    ----------
+    e : BaseException
+        The error.
+    plan : OutputPlan or None
+        The command's plan; when the message names none of its files, the inputs are named.
+
+    Returns
+    -------
+    str
+        A single line.
+    """
     text = [line.strip() for line in str(e).splitlines() if line.strip()]
     msg = text[0] if text else ""
     if "itk" in str(e).lower() and len(text) > 1:  # ITK: location first, description after
@@ -151,7 +189,18 @@ def one_line(e: BaseException, plan) -> str:
 def check_registration_grids(*images) -> None:
     """Refuse pixel sizes that would make registration allocate huge grids: each image is brought
     to the coarser image's pixel by block averaging, which pads it to a whole number of blocks
-    (a pixel size of 1e-6 or 1e6 um asks for GiB to PiB)."""
+    (a pixel size of 1e-6 or 1e6 um asks for GiB to PiB).
+
+    Parameters
+    ----------
+    *images : tuple
+        ``(shape_yx, pixel_size_yx_um, source)`` of each image to register.
+
+    Raises
+    ------
+    ResourceLimitError
+        When a padded grid would exceed the memory budget.
+    """
     from ._limits import check_allocation
 
     pxs = [float(v) for _, px, _ in images for v in px]

@@ -272,7 +272,27 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def validate_name(name: str, source: str | os.PathLike, what: str = "sample name") -> str:
-    """A name that becomes part of a file name: no separators, no ``..``, not absolute, not empty."""
+    """A name that becomes part of a file name: no separators, no ``..``, not absolute, not empty.
+
+    Parameters
+    ----------
+    name : str
+        The name (e.g. a sample name from a pairs YAML).
+    source : path-like
+        The file it came from, named in the message.
+    what : str
+        What the name is, for the message.
+
+    Returns
+    -------
+    str
+        ``name``, unchanged.
+
+    Raises
+    ------
+    ValueError
+        When the name could escape a folder or hide a file.
+    """
     s = str(name)
     bad = (
         not s

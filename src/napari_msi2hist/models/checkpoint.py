@@ -149,7 +149,22 @@ def _estimate_generator_bytes(arch: dict) -> float:
 
 def check_arch(arch, source) -> None:
     """Refuse an architecture whose fields are not plain, bounded numbers, or whose weights would
-    exceed the memory budget, before anything is built."""
+    exceed the memory budget, before anything is built.
+
+    Parameters
+    ----------
+    arch : dict
+        ``{"name": ..., **fields}`` as stored in a checkpoint.
+    source : path-like or str
+        Named in the message.
+
+    Raises
+    ------
+    CheckpointError
+        A field out of :data:`ARCH_BOUNDS` or not an integer.
+    ResourceLimitError
+        The network would not fit the memory budget.
+    """
     from .._limits import check_allocation
 
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
