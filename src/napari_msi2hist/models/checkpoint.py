@@ -182,32 +182,46 @@ def check_arch(arch, source) -> None:
     check_allocation(3 * _estimate_generator_bytes(arch), "the checkpoint's network", source)
 
 
-def _check_archive(path: Path) -> None:
-    """A torch zip archive whose members are stored uncompressed and fit the memory budget."""
+def check_torch_file(path, what: str = "napari-msi2hist checkpoint", error=None) -> None:
+    """Check a file before ``torch.load``: a torch zip archive with stored (uncompressed) members
+    whose total size fits the memory budget, or a pickle (which ``weights_only`` loading vets).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    what : str
+        What it should be, for the message ("not a WHAT").
+    error : type, optional
+        Exception class to raise (default :class:`CheckpointError`).
+    """
     import zipfile
 
     from .._limits import check_allocation
 
+    error = error or CheckpointError
+    path = Path(path)
     with open(path, "rb") as fh:
         head = fh.read(4)
     if not zipfile.is_zipfile(path):
-        if head[:1] == b"\x80":  # a pickle (or torch's legacy format): loaded below, safely
+        if head[:1] == b"\x80":  # a pickle (or torch's legacy format): weights_only vets it
             return
-        raise CheckpointError(f"{path}: not a napari-msi2hist checkpoint (not a PyTorch file)")
+        article = "" if error is CheckpointError else "loadable "
+        raise error(f"{path}: not a {article}{what} (not a PyTorch file)")
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        raise error(f"{path}: not a readable {what} ({e})") from None
     if len(infos) > 100_000:
-        raise CheckpointError(f"{path}: {len(infos)} archive members; not a checkpoint")
+        raise error(f"{path}: {len(infos)} archive members; not a {what}")
     packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     if packed:
-        raise CheckpointError(
+        raise error(
             f"{path}: compressed archive members ({packed[0]}); torch.save never writes them, "
-            "so this is not a napari-msi2hist checkpoint"
+            f"so this is not a {what}"
         )
-    check_allocation(float(sum(i.file_size for i in infos)), "the checkpoint's contents", path)
+    check_allocation(float(sum(i.file_size for i in infos)), f"the {what}'s contents", path)
 
 
 def _check_weights(state_dict, path: Path) -> None:
@@ -224,7 +238,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = resolve_model_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    _check_archive(path)
+    check_torch_file(path)
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
