@@ -163,10 +163,10 @@ def main() -> int:
                     flush=True,
                 )
 
+        run_dir = work / f"run-{name}"
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()  # resume is refused without one
         final = run_to_end(
-            iter_train(
-                train, val, contract, cfg, work / f"run-{name}", resume=True, base=bases.get(name)
-            ),
+            iter_train(train, val, contract, cfg, run_dir, resume=resume, base=bases.get(name)),
             cb,
         )
         results[name] = {

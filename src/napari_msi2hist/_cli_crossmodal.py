@@ -37,25 +37,28 @@ def _build(args, entries, bar):
     )
 
 
-def _check_out(args, entries):
-    from .cli import CLIError
+def _in_output_folder(job):
+    """Run ``job(args, out)`` with ``out`` a temporary folder that replaces ``--out`` only when the
+    job succeeds (see :class:`napari_msi2hist._files.OutputPlan`)."""
 
-    out = Path(args.out)
-    inputs = {Path(e[k]).resolve() for e in entries for k in ("imzml", "he") if k in e}
-    if out.resolve() in {p.parent for p in inputs} and any(out.iterdir()):
-        raise CLIError(f"{out}: holds input files; choose an empty output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    def cmd(args) -> int:
+        from ._cli_policy import get_plan
+
+        with get_plan(args).folder(args.out) as out:
+            return job(args, out)
+
+    cmd.__name__ = f"cmd_{job.__name__.strip('_')}"
+    cmd.__doc__ = job.__doc__
+    return cmd
 
 
-def cmd_predict_msi(args) -> int:
+def _predict_msi(args, out) -> int:
     from .cli import CLIError, _Bar
     from .crossmodal.pipeline import pixels_to_images
     from .crossmodal.regression import cross_validated_regression
     from .io.histology import write_ome_tiff
 
     entries = _entries(args)
-    out = _check_out(args, entries)
     bar = _Bar(args.quiet)
     table = _build(args, entries, bar)
     f, x, g, _ = table.pixels()
@@ -83,6 +86,14 @@ def cmd_predict_msi(args) -> int:
         if he_px is None:
             raise CLIError(f"{args.apply_he}: no pixel size in the image; give an OME-TIFF/SVS")
         out_px = args.apply_pixel_um or float(np.mean(table.samples[0].pixel_size_um))
+        from ._limits import check_allocation
+
+        if not 0 < out_px < float("inf"):
+            raise CLIError(f"--apply-pixel-um {out_px!r}: give a positive pixel size in um")
+        cells = (rgb.shape[0] * he_px[0] / out_px + 1) * (rgb.shape[1] * he_px[1] / out_px + 1)
+        check_allocation(
+            8.0 * cells * (len(table.mz) + k), f"predictions at {out_px:g} um", args.apply_he
+        )
         a_modes, a_ions, _ = run_to_end(
             iter_predict_on_he(rgb, he_px, out_px, res.pca, res.model, args.features, args.stage),
             bar,
@@ -125,7 +136,7 @@ def cmd_predict_msi(args) -> int:
         print("component  explained  R2 (leave-one-sample-out)")
         for r in rows:
             print(f"{r['component']:>9s}  {r['explained_variance']:9.3f}  {r['r2']:+.3f}")
-        print(f"wrote {out}")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -133,7 +144,11 @@ def _read_names(path) -> dict[float, str]:
     from .cli import CLIError
 
     names = {}
-    for i, row in enumerate(csv.reader(Path(path).read_text().splitlines())):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CLIError(f"{path}: not a text (UTF-8) CSV of 'mz,name'") from None
+    for i, row in enumerate(csv.reader(text.splitlines())):
         if not row or (i == 0 and not _is_float(row[0])):
             continue
         if len(row) < 2 or not _is_float(row[0]):
@@ -150,17 +165,17 @@ def _is_float(s: str) -> bool:
         return False
 
 
-def cmd_classify(args) -> int:
+def _classify(args, out) -> int:
     from .cli import CLIError, _Bar
     from .crossmodal.pipeline import pixels_to_images
     from .crossmodal.regression import biomarker_table, cross_validated_logistic, fit_pca
     from .io.histology import write_ome_tiff
 
     entries = _entries(args)
+    names = _read_names(args.names) if args.names else None
     missing = [e["name"] for e in entries if not e.get("label")]
     if missing:
         raise CLIError(f"{args.pairs}: samples without a 'label' mask: {', '.join(missing)}")
-    out = _check_out(args, entries)
     bar = _Bar(args.quiet)
     table = _build(args, entries, bar)
     f, x, g, lab = table.pixels()
@@ -181,7 +196,6 @@ def cmd_classify(args) -> int:
                 tuple(float(v) for v in s.pixel_size_um),
                 [f"P(label | {name})"],
             )
-    names = _read_names(args.names) if args.names else None
     rows = biomarker_table(x, table.mz, lab, names)
     write_text_atomic(out / "biomarkers.csv", rows_to_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
@@ -197,11 +211,11 @@ def cmd_classify(args) -> int:
         print("top m/z by univariate AUC:")
         for r in rows[:5]:
             print(f"  {r['mz']:.4f}  AUC {r['auc']:.3f}  higher in {r['higher_in']}  {r['name']}")
-        print(f"wrote {out}")
+        print(f"wrote {args.out}")
     return 0
 
 
-def cmd_superres(args) -> int:
+def _superres(args, out) -> int:
     from .cli import CLIError, _Bar, pick_and_extract
     from .crossmodal.superres import default_factor, guide_on_fine_grid, iter_superresolve
     from .io.histology import read_histology, to_uint8_rgb, write_ome_tiff
@@ -210,9 +224,6 @@ def cmd_superres(args) -> int:
     from .msi.ion_images import Tolerance
     from .progress import run_to_end
 
-    out = Path(args.out)
-    if out.resolve() in (Path(args.imzml).resolve().parent, Path(args.he).resolve().parent):
-        raise CLIError(f"{out}: is an input's folder; choose another output folder")
     if args.transform:
         align = {"transform": str(Path(args.transform).resolve())}
     elif args.landmarks_msi or args.landmarks_he:
@@ -237,6 +248,12 @@ def cmd_superres(args) -> int:
     rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
     he_px = he.pixel_size_um or (1.0, 1.0)
     factor = args.factor or default_factor(px, he_px)
+    from ._limits import check_allocation
+
+    if factor < 1:
+        raise CLIError(f"--factor {factor}: give a positive integer")
+    n_fine = float(ions.stack.shape[1] * factor) * float(ions.stack.shape[2] * factor)
+    check_allocation(4.0 * n_fine * (2 * len(ions.mz) + 3), f"a {factor}x finer grid", args.imzml)
     guide, coverage, fine_px = guide_on_fine_grid(
         rgb, he_px, msi_to_he, ions.stack.shape[1:], px, factor
     )
@@ -246,7 +263,6 @@ def cmd_superres(args) -> int:
         )
     stack = np.where(ions.mask[None], ions.stack, 0.0)
     hr = run_to_end(iter_superresolve(stack, guide, factor, args.method, args.model), bar)
-    out.mkdir(parents=True, exist_ok=True)
     names = [f"{m:.4f}" for m in ions.mz]
     write_ome_tiff(out / "superres.ome.tif", hr, (fine_px, fine_px), names)
     write_ome_tiff(out / "guide.ome.tif", guide, (fine_px, fine_px))
@@ -261,11 +277,16 @@ def cmd_superres(args) -> int:
     write_text_atomic(out / "superres.json", json.dumps(info, indent=1))
     if not args.quiet:
         print(
-            f"wrote {out / 'superres.ome.tif'}: {len(hr)} ion images at {fine_px:g} um "
+            f"wrote {Path(args.out) / 'superres.ome.tif'}: {len(hr)} ion images at {fine_px:g} um "
             f"({factor}x, {args.method})",
             file=sys.stdout,
         )
     return 0
+
+
+cmd_predict_msi = _in_output_folder(_predict_msi)
+cmd_classify = _in_output_folder(_classify)
+cmd_superres = _in_output_folder(_superres)
 
 
 def _add_table_args(p) -> None:
@@ -293,6 +314,8 @@ def _add_table_args(p) -> None:
 def add_parsers(sub) -> None:
     import argparse
 
+    from ._cli_policy import declare
+
     p = sub.add_parser(
         "predict-msi",
         help="regress MSI PCA modes on H&E features (leave-one-sample-out R2)",
@@ -316,6 +339,7 @@ def add_parsers(sub) -> None:
         "--apply-pixel-um", type=float, default=0.0, help="pixel of that prediction (0: the MSI's)"
     )
     p.set_defaults(func=cmd_predict_msi)
+    declare(p, ("pairs", "features", "apply_he"), "out", "folder")
 
     p = sub.add_parser(
         "classify",
@@ -334,6 +358,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--l2", type=float, default=1.0, help="logistic L2 penalty")
     p.add_argument("--names", help="CSV 'mz,name' of known compounds (no online database)")
     p.set_defaults(func=cmd_classify)
+    declare(p, ("pairs", "features", "names"), "out", "folder")
 
     p = sub.add_parser(
         "superres",
@@ -364,3 +389,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_superres)
+    declare(
+        p,
+        ("imzml", "he", "transform", "landmarks_msi", "landmarks_he", "model"),
+        "out",
+        "folder",
+    )

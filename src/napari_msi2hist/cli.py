@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._cli_policy import check_registration_grids, declare, get_plan
 from .progress import Progress
 
 
@@ -91,13 +92,11 @@ def cmd_peaks(args) -> int:
 
     mz = parse_mz_list(args.mz) if args.mz else None
     out = Path(args.out)
-    src = Path(args.file).resolve()
-    if out.resolve() in (src, src.with_suffix(".ibd")):
-        raise CLIError(f"{out}: refusing to overwrite the input")
     with open_imzml(args.file) as imz:
         res = pick_and_extract(imz, args.n_peaks, mz, _tolerance(args), args.norm, _Bar(args.quiet))
     names = [f"mz={m:.4f}" for m in res.mz]
-    write_ome_tiff(out, res.stack, res.pixel_size_um, channel_names=names)
+    with get_plan(args).file(out) as tmp:
+        write_ome_tiff(tmp, res.stack, res.pixel_size_um, channel_names=names)
     if not args.quiet:
         print(
             f"wrote {out}: {res.stack.shape[0]} ion images of {res.stack.shape[1]}x{res.stack.shape[2]} px "
@@ -111,9 +110,8 @@ def cmd_phantom(args) -> int:
     from .progress import run_to_end
 
     cfg = PhantomConfig(seed=args.seed, he_image=args.he, mode=args.mode)
-    ph = run_to_end(
-        iter_make_phantom(args.out_dir, cfg, overwrite=args.overwrite), _Bar(args.quiet)
-    )
+    with get_plan(args).folder(args.out_dir) as tmp:
+        ph = run_to_end(iter_make_phantom(tmp, cfg), _Bar(args.quiet))
     if not args.quiet:
         print(
             f"wrote phantom to {args.out_dir}: MSI {ph.msi_shape_yx[0]}x{ph.msi_shape_yx[1]} px at "
@@ -129,8 +127,6 @@ def cmd_synthesize(args) -> int:
     from .progress import run_to_end
 
     out = Path(args.out)
-    if out.resolve() == Path(args.file).resolve():
-        raise CLIError(f"{out}: refusing to overwrite the input")
     opts = InferenceOptions(
         tile=args.tile,
         overlap=args.overlap,
@@ -140,7 +136,8 @@ def cmd_synthesize(args) -> int:
         compile=args.compile,
     )
     res = run_to_end(iter_synthesize_imzml(args.file, args.model, opts), _Bar(args.quiet))
-    write_ome_tiff(out, res.rgb, res.pixel_size_um)
+    with get_plan(args).file(out) as tmp:
+        write_ome_tiff(tmp, res.rgb, res.pixel_size_um)
     if not args.quiet:
         print(
             f"wrote {out}: synthetic H&E {res.rgb.shape[0]}x{res.rgb.shape[1]} px at "
@@ -186,17 +183,31 @@ def cmd_compare(args) -> int:
     if bad or not models:
         raise CLIError(f"--models {args.models!r}: choose from pix2pix, unet")
     configs = {m: _train_config(args, m) for m in models}
-    res = run_to_end(
-        iter_compare(
-            entries,
-            args.out,
-            configs,
-            n_peaks=peaks,
-            working_pixel_um=args.working_pixel_um,
-            padding=args.padding,
-        ),
-        _Bar(args.quiet),
-    )
+    from ._cli_policy import signals_to_cancel
+    from .progress import Cancelled, CancelToken
+
+    token = CancelToken()
+    try:
+        with signals_to_cancel(token):  # Ctrl-C / SIGTERM: the run in progress saves, then stop
+            res = run_to_end(
+                iter_compare(
+                    entries,
+                    args.out,
+                    configs,
+                    n_peaks=peaks,
+                    working_pixel_um=args.working_pixel_um,
+                    padding=args.padding,
+                    cancel=token,
+                ),
+                _Bar(args.quiet),
+            )
+    except Cancelled:
+        print(
+            f"msi2hist compare: interrupted; the run in progress is saved in {args.out} "
+            "(rerun the same command to resume)",
+            file=sys.stderr,
+        )
+        return 130
     if args.json:
         print(json.dumps(res["table"]))
     else:
@@ -206,29 +217,35 @@ def cmd_compare(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import shutil
+
+    from ._cli_policy import signals_to_cancel
     from .models.datasets import contract_from_data, load_samples, read_pairs_yaml, split_by_sample
     from .models.training import iter_train
-    from .progress import run_to_end
+    from .progress import Cancelled, CancelToken, run_to_end
 
     entries = read_pairs_yaml(args.pairs)
     cfg = _train_config(args, args.model)
     out = Path(args.out)
-    if not args.resume and (out / "checkpoints" / "last.pt").is_file():
-        raise CLIError(
-            f"{out}: holds a training run already; use --resume to continue it or another --out"
-        )
+    last = out / "checkpoints" / "last.pt"
+    if args.resume and args.base:
+        raise CLIError("--resume continues OUT's own checkpoint; --base starts a new run from one")
+    if args.resume and not last.is_file():
+        raise CLIError(f"{last}: no checkpoint to resume (start the run without --resume)")
+    if not args.resume and out.is_dir() and any(out.iterdir()):
+        if not args.overwrite:
+            raise CLIError(
+                f"{out}: holds earlier output (a training run?); use --resume to continue it, "
+                "--overwrite to discard it, or another --out"
+            )
+        for name in ("config.yaml", "metrics.jsonl", "model.pt"):  # the run's own files only
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     base = None
     if args.base or args.resume:
         from .models.checkpoint import load_checkpoint
 
-        src = (
-            out / "checkpoints" / "last.pt"
-            if args.resume and (out / "checkpoints" / "last.pt").is_file()
-            else args.base
-        )
-        if src is None:
-            raise CLIError(f"{out}: nothing to resume (no checkpoints/last.pt)")
-        base = load_checkpoint(src)
+        base = load_checkpoint(last if args.resume else args.base)
         contract = base.contract
         samples = load_samples(entries, contract)
     else:
@@ -248,19 +265,33 @@ def cmd_train(args) -> int:
         "train": [s.name for s in train],
         "val": [s.name for s in val],
     }
-    final = run_to_end(
-        iter_train(
-            train,
-            val,
-            contract,
-            cfg,
-            out,
-            resume=args.resume,
-            base=None if args.resume else base,
-            data_info=info,
-        ),
-        bar,
-    )
+    token = CancelToken()
+    try:
+        with signals_to_cancel(token):  # Ctrl-C / SIGTERM: save a checkpoint, then stop
+            final = run_to_end(
+                iter_train(
+                    train,
+                    val,
+                    contract,
+                    cfg,
+                    out,
+                    resume=args.resume,
+                    base=None if args.resume else base,
+                    data_info=info,
+                    cancel=token,
+                ),
+                bar,
+            )
+    except Cancelled:
+        if not last.is_file():  # stopped before the first step: leave no half-made run folder
+            for name in ("config.yaml", "metrics.jsonl"):
+                (out / name).unlink(missing_ok=True)
+            for d in (out / "checkpoints", out):
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+        saved = f"checkpoint saved in {last}" if last.is_file() else "nothing saved yet"
+        print(f"msi2hist train: interrupted; {saved} (continue with --resume)", file=sys.stderr)
+        return 130
     if not args.quiet:
         print(
             f"wrote {final} (metrics in {out / 'metrics.jsonl'}, config in {out / 'config.yaml'})"
@@ -315,7 +346,7 @@ def cmd_evaluate(args) -> int:
 def cmd_register(args) -> int:
     import numpy as np
 
-    from .io.histology import read_histology, to_uint8_rgb, write_ome_tiff
+    from .io.histology import read_histology, to_uint8_rgb
     from .io.imzml import is_imzml_path, open_imzml
     from .phantom import read_points_csv
     from .progress import run_to_end
@@ -323,13 +354,6 @@ def cmd_register(args) -> int:
     from .registration.pipeline import iter_register_msi
 
     out = Path(args.out)
-    for src in (args.fixed, args.moving):
-        if Path(src).resolve().parent == out.resolve() and Path(src).name in (
-            "registered.ome.tif",
-            "report.json",
-        ):
-            raise CLIError(f"{src}: refusing to overwrite an input")
-    out.mkdir(parents=True, exist_ok=True)
     bar = _Bar(args.quiet)
     he = read_histology(args.fixed)
     for w in he.warnings:
@@ -342,6 +366,10 @@ def cmd_register(args) -> int:
     lm_m = read_points_csv(args.landmarks_moving) if args.landmarks_moving else None
     if (lm_f is None) != (lm_m is None):
         raise CLIError("give both --landmarks-fixed and --landmarks-moving")
+    if lm_f is not None:
+        from .registration.landmarks import check_landmark_pairs
+
+        check_landmark_pairs(lm_m, lm_f, (args.landmarks_moving, args.landmarks_fixed))
     synth = stack = mask = None
     msi_px = None
     mz = None
@@ -385,6 +413,10 @@ def cmd_register(args) -> int:
                 raise CLIError(
                     f"{args.moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
                 )
+    check_registration_grids(
+        (he_rgb.shape[:2], he_px, args.fixed),
+        ((synth if stack is None else stack[0]).shape[:2], moving_px, args.moving),
+    )
     reg = run_to_end(
         iter_register_msi(
             he_rgb,
@@ -411,6 +443,36 @@ def cmd_register(args) -> int:
             "metrics": reg.metrics,
         }
     )
+    from ._limits import check_allocation
+
+    n_layers = 3 if stack is None else stack.shape[0]
+    check_allocation(
+        2.0 * n_layers * he_rgb.shape[0] * he_rgb.shape[1] * 4,
+        f"{n_layers} registered float32 images of {he_rgb.shape[0]} x {he_rgb.shape[1]} px",
+        args.fixed,
+    )
+    # all outputs go to a temporary folder that replaces OUT only once complete
+    with get_plan(args).folder(out) as tmp:
+        _write_register_outputs(args, tmp, reg, stack, synth, mz, msi_px, moving_px, he_rgb, he_px)
+    if not args.quiet:
+        b, a = reg.metrics["before"], reg.metrics["after"]
+        print(
+            f"wrote {out}: transform.json/.h5, registered.ome.tif, report.json; MI {b['mi']:.3f} -> {a['mi']:.3f}, "
+            f"Dice {b['dice']:.3f} -> {a['dice']:.3f} ({reg.seconds:.1f} s)"
+        )
+        if reg.landmarks:
+            print(
+                f"landmark TRE median {reg.landmarks['tre_median_um']:.1f} um "
+                f"({reg.landmarks['tre_median_msi_px']:.2f} MSI px)"
+            )
+    return 0
+
+
+def _write_register_outputs(args, out, reg, stack, synth, mz, msi_px, moving_px, he_rgb, he_px):
+    import numpy as np
+
+    from .io.histology import write_ome_tiff
+
     reg.transform.save(out / "transform.json", out / "transform.h5")
     # the moving data resampled onto the H&E grid: every ion image (or the synthetic H&E)
     layers, names = [], []
@@ -437,39 +499,28 @@ def cmd_register(args) -> int:
     )
     report = {
         "route": args.route,
-        "stages": list(stages),
+        "stages": [v for v in args.stages.split(",") if v],
         "seconds": reg.seconds,
         "metrics": reg.metrics,
         "landmarks": reg.landmarks,
     }
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "report.json")
-    if not args.quiet:
-        b, a = reg.metrics["before"], reg.metrics["after"]
-        print(
-            f"wrote {out}: transform.json/.h5, registered.ome.tif, report.json; MI {b['mi']:.3f} -> {a['mi']:.3f}, "
-            f"Dice {b['dice']:.3f} -> {a['dice']:.3f} ({reg.seconds:.1f} s)"
-        )
-        if reg.landmarks:
-            print(
-                f"landmark TRE median {reg.landmarks['tre_median_um']:.1f} um "
-                f"({reg.landmarks['tre_median_msi_px']:.2f} MSI px)"
-            )
-    return 0
+    (out / "report.json").write_text(json.dumps(report, indent=1))
 
 
 def cmd_transform_points(args) -> int:
+    import numpy as np
+
     from .phantom import read_points_csv, write_points_csv
     from .registration.transforms import Transform
 
     tr = Transform.load(args.transform)
     pts = read_points_csv(args.points)
     mapped = tr.fixed_to_moving(pts) if args.inverse else tr.moving_to_fixed(pts)
+    if not np.isfinite(mapped).all():
+        raise CLIError(f"{args.transform}: maps some points of {args.points} to NaN or infinity")
     out = Path(args.out)
-    if out.resolve() == Path(args.points).resolve():
-        raise CLIError(f"{out}: refusing to overwrite the input")
-    write_points_csv(out, mapped)
+    with get_plan(args).file(out) as tmp:
+        write_points_csv(tmp, mapped)
     if not args.quiet:
         print(
             f"wrote {out}: {len(mapped)} points mapped {'fixed -> moving' if args.inverse else 'moving -> fixed'}"
@@ -483,13 +534,14 @@ def cmd_demo(args) -> int:
         return cmd_gui(args)
     from .demo import run_demo
 
-    rep = run_demo(
-        args.out_dir,
-        seed=args.seed,
-        n_peaks=args.n_peaks,
-        model=args.model,
-        progress=_Bar(args.quiet),
-    )
+    with get_plan(args).folder(args.out_dir) as tmp:
+        rep = run_demo(
+            tmp,
+            seed=args.seed,
+            n_peaks=args.n_peaks,
+            model=args.model,
+            progress=_Bar(args.quiet),
+        )
     if not args.quiet:
         r = rep["registration"]
         print(
@@ -545,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    ap.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget for allocations inputs decide, e.g. 4G (default: half the available "
+        "memory, or $MSI2HIST_MAX_MEMORY)",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="print imzML metadata")
@@ -555,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON object: mode, n_spectra, shape_yx, pixel_size_um, mz_range, uuid",
     )
     p.set_defaults(func=cmd_info)
+    declare(p, ("file",))
 
     p = sub.add_parser("peaks", help="pick peaks and write the ion-image stack as OME-TIFF")
     p.add_argument("file", help="an .imzML file")
@@ -577,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_peaks)
+    declare(p, ("file",), "out", "file")
 
     p = sub.add_parser("phantom", help="write a paired MSI + H&E phantom with known transform")
     p.add_argument("out_dir")
@@ -588,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_phantom)
+    declare(p, ("he",), "out_dir", "folder")
 
     p = sub.add_parser("synthesize", help="synthesise H&E from an imzML with a pix2pix checkpoint")
     p.add_argument("file", help="an .imzML file")
@@ -613,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synthesize)
+    declare(p, ("file", "model"), "out", "file")
 
     p = sub.add_parser(
         "train", help="train or fine-tune pix2pix (or the U-Net baseline) on paired MSI/H&E"
@@ -635,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mz", help="explicit comma-separated m/z list instead of top-N")
     p.set_defaults(func=cmd_train)
+    declare(p, ("pairs", "base"), "out", "run")
 
     p = sub.add_parser(
         "compare",
@@ -652,6 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_args(p)
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_compare)
+    declare(p, ("pairs",), "out", "run")
 
     p = sub.add_parser("evaluate", help="MI, NMI, SSIM, PSNR between a synthetic and a real H&E")
     p.add_argument("--pred", required=True)
@@ -665,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-weights", help="local LPIPS linear-layer weights for --features")
     p.add_argument("--fid-tile", type=int, default=128, help="tile size (px) of the FID sets")
     p.set_defaults(func=cmd_evaluate)
+    declare(p, ("pred", "truth", "mask", "features", "lpips_weights"))
 
     p = sub.add_parser("register", help="register an MSI (or its synthetic H&E) to the real H&E")
     p.add_argument("--fixed", required=True, help="the real H&E image")
@@ -691,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_register)
+    declare(p, ("fixed", "moving", "model", "landmarks_fixed", "landmarks_moving"), "out", "folder")
 
     from ._cli_crossmodal import add_parsers
 
@@ -708,6 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inverse", action="store_true", help="map fixed -> moving instead")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_transform_points)
+    declare(p, ("transform", "points"), "out", "file")
 
     p = sub.add_parser("demo", help="the whole workflow on an embedded phantom, with report.html")
     p.add_argument("out_dir", nargs="?", default="demo_out")
@@ -719,26 +786,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+    declare(p, ("model",), "out_dir", "folder")
 
     p = sub.add_parser("gui", help="open napari with the phantom sample and the widgets docked")
     p.set_defaults(func=cmd_gui)
+    declare(p)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._cli_policy import one_line, plan_for, sigterm_as_interrupt
+    from ._limits import set_memory_budget
+
     ap = build_parser()
     args = ap.parse_args(argv)
+    args.plan = None
     try:
-        return int(args.func(args) or 0)
+        set_memory_budget(args.max_memory)
+        with sigterm_as_interrupt():
+            args.plan = plan_for(args)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("msi2hist: interrupted", file=sys.stderr)
+        print(f"msi2hist {args.command}: interrupted; no output written", file=sys.stderr)
         return 130
     except Exception as e:  # one line, no traceback, unless --debug
         if args.debug:
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"msi2hist {args.command}: error: {msg}", file=sys.stderr)
+        print(f"msi2hist {args.command}: error: {one_line(e, args.plan)}", file=sys.stderr)
         return 1
+    finally:
+        set_memory_budget(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ figures (H&E, synthetic H&E, checkerboards before/after, TRE per landmark).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +149,11 @@ def run_demo(
         )
         err = np.linalg.norm(res.transform.fixed_to_moving(lm_he) - lm_msi, axis=1)
         res.transform.meta.update(
-            {"fixed": ph.paths["he"], "moving": ph.paths["imzml"], "route": route}
+            {  # relative to the folder: the demo is written elsewhere, then moved into place
+                "fixed": os.path.relpath(ph.paths["he"], out),
+                "moving": os.path.relpath(ph.paths["imzml"], out),
+                "route": route,
+            }
         )
         res.transform.save(out / f"transform_{route}.json", out / f"transform_{route}.h5")
         routes[route] = {
@@ -186,7 +191,7 @@ def run_demo(
     figs = _figures(out, ph, syn.rgb, truth_rgb, fixed_od, warped, tre_px)
     report = {
         "phantom": {
-            **ph.paths,
+            **{k: os.path.relpath(v, out) for k, v in ph.paths.items()},
             "rotation_deg": ph.transform.angle_deg,
             "scale": ph.transform.scale,
             "deform_rms_msi_px": cfg.deform_rms_px,

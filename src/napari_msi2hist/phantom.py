@@ -455,20 +455,29 @@ def truth_dict(ph: Phantom) -> dict:
 def load_truth(path: str | os.PathLike) -> PhantomTransform:
     """The MSI-to-H&E transform stored in a ``truth.json``: ``.forward`` maps MSI world um to H&E
     world um, ``.inverse`` maps back."""
-    d = json.loads(Path(path).read_text())
-    if d.get("format") != TRUTH_FORMAT:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) JSON file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(d, dict) or d.get("format") != TRUTH_FORMAT:
+        d = d if isinstance(d, dict) else {}
         raise ValueError(f"{path}: not a phantom truth file (format {d.get('format')!r})")
-    disp = None
-    if d.get("deformation"):
-        df = d["deformation"]
-        disp = DisplacementField(
-            np.asarray(df["displacement_yx_um"], dtype=np.float64),
-            tuple(df["spacing_yx_um"]),
-            tuple(df["origin_yx_um"]),
+    try:
+        disp = None
+        if d.get("deformation"):
+            df = d["deformation"]
+            disp = DisplacementField(
+                np.asarray(df["displacement_yx_um"], dtype=np.float64),
+                tuple(df["spacing_yx_um"]),
+                tuple(df["origin_yx_um"]),
+            )
+        return PhantomTransform(
+            np.asarray(d["linear"]["matrix_yx_um"]), np.asarray(d["linear"]["offset_yx_um"]), disp
         )
-    return PhantomTransform(
-        np.asarray(d["linear"]["matrix_yx_um"]), np.asarray(d["linear"]["offset_yx_um"]), disp
-    )
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{path}: incomplete truth file ({type(e).__name__}: {e})") from None
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -488,7 +497,12 @@ def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
 def read_points_csv(path: str | os.PathLike) -> np.ndarray:
     """Read a napari points CSV (``index,axis-0,axis-1``) into an ``(N, 2)`` yx array in world units."""
     path = Path(path)
-    rows = path.read_text().strip().splitlines()
+    try:
+        rows = path.read_text(encoding="utf-8").strip().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) points CSV") from None
+    if not rows:
+        raise ValueError(f"{path}: empty; not a napari points CSV")
     header = [h.strip() for h in rows[0].split(",")]
     try:
         iy, ix = header.index("axis-0"), header.index("axis-1")
@@ -496,6 +510,16 @@ def read_points_csv(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(
             f"{path}: not a napari points CSV (needs columns axis-0, axis-1)"
         ) from None
-    return np.array(
-        [[float(r.split(",")[iy]), float(r.split(",")[ix])] for r in rows[1:] if r.strip()]
-    )
+    pts = []
+    for n, r in enumerate(rows[1:], start=2):
+        if not r.strip():
+            continue
+        cells = r.split(",")
+        try:
+            pts.append([float(cells[iy]), float(cells[ix])])
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: line {n}: expected numbers in axis-0, axis-1") from None
+    out = np.array(pts, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{path}: holds NaN or infinite coordinates")
+    return out

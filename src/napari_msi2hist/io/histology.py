@@ -250,7 +250,8 @@ def write_ome_tiff(
         pyramid = max(ny, nx) > 4096
     n_sub = 0
     if pyramid:
-        while max(ny, nx) >> (n_sub + 1) >= 512:
+        # stop before a level would lose a side (line scans: a few px by thousands)
+        while max(ny, nx) >> (n_sub + 1) >= 512 and min(ny, nx) >> (n_sub + 1) >= 1:
             n_sub += 1
     tmp = atomic_path(path)
     try:

@@ -127,12 +127,17 @@ class VGG16Features(nn.Module):
 def load_tensors(path: str | os.PathLike, what: str):
     """``torch.load`` with ``weights_only=True`` (no code runs); any failure but a missing file is a
     ValueError naming the file and what it should have been."""
+    from .checkpoint import check_torch_file
+
+    if os.path.isfile(path):
+        check_torch_file(path, what, ValueError)
     try:
         return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise ValueError(f"{path}: not a loadable {what} ({e})") from e
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a loadable {what} ({first})") from None
 
 
 def load_backbone(path: str | os.PathLike) -> nn.Module:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .._files import atomic_path
+from .._limits import ResourceLimitError
 from .contract import ChannelContract
 from .networks import build_generator
 
@@ -40,10 +41,17 @@ class Checkpoint:
     package_version: str = ""
 
     def build(self, device: str | torch.device = "cpu", eval_mode: bool = True) -> torch.nn.Module:
-        model = build_generator(self.arch)
-        model.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
-        )
+        check_arch(self.arch, self.path or "checkpoint")
+        try:
+            model = build_generator(self.arch)
+            model.load_state_dict(
+                {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
+            )
+        except (RuntimeError, TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"{self.path or 'checkpoint'}: its weights do not fit its architecture "
+                f"({' '.join(str(e).split())[:240]})"
+            ) from None
         model.to(device)
         if eval_mode:
             model.eval()
@@ -110,10 +118,127 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
     return Path(spec)
 
 
+# bounds on architecture fields a checkpoint declares (a 5 KB file must not ask for a 8 GiB network)
+ARCH_BOUNDS = {
+    "in_channels": (1, 4096),
+    "out_channels": (1, 16),
+    "ngf": (1, 256),
+    "depth": (2, 10),
+    "base": (1, 256),
+    "ndf": (1, 512),
+    "n_layers": (1, 8),
+    "n_dropout": (0, 10),
+}
+
+
+def _estimate_generator_bytes(arch: dict) -> float:
+    """fp32 bytes of a generator's weights (an upper estimate; the model is not built)."""
+    cin = int(arch.get("in_channels", 1))
+    if arch.get("name") == "baseline_unet":
+        base, depth = int(arch.get("base", 32)), int(arch.get("depth", 3))
+        ch = [base * 2**i for i in range(depth + 1)]
+        n = 9 * (cin * ch[0] + sum(4 * a * a for a in ch))
+    else:
+        ngf, depth = int(arch.get("ngf", 64)), int(arch.get("depth", 8))
+        ch = [min(ngf * 2**i, ngf * 8) for i in range(depth)]
+        n = 16 * (
+            cin * ch[0] + 3 * sum(a * b for a, b in zip(ch, ch[1:], strict=False)) + ch[0] * 6
+        )
+    return 4.0 * n
+
+
+def check_arch(arch, source) -> None:
+    """Refuse an architecture whose fields are not plain, bounded numbers, or whose weights would
+    exceed the memory budget, before anything is built.
+
+    Parameters
+    ----------
+    arch : dict
+        ``{"name": ..., **fields}`` as stored in a checkpoint.
+    source : path-like or str
+        Named in the message.
+
+    Raises
+    ------
+    CheckpointError
+        A field out of :data:`ARCH_BOUNDS` or not an integer.
+    ResourceLimitError
+        The network would not fit the memory budget.
+    """
+    from .._limits import check_allocation
+
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise CheckpointError(f"{source}: the architecture is not a mapping with a 'name'")
+    for k, (lo, hi) in ARCH_BOUNDS.items():
+        if k in arch:
+            v = arch[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise CheckpointError(
+                    f"{source}: architecture field {k}={v!r} is outside the supported {lo}..{hi}"
+                )
+    for k in ("dropout",):
+        if k in arch and not (isinstance(arch[k], int | float) and 0 <= arch[k] < 1):
+            raise CheckpointError(f"{source}: architecture field {k}={arch[k]!r} is not in [0, 1)")
+    check_allocation(3 * _estimate_generator_bytes(arch), "the checkpoint's network", source)
+
+
+def check_torch_file(path, what: str = "napari-msi2hist checkpoint", error=None) -> None:
+    """Check a file before ``torch.load``: a torch zip archive with stored (uncompressed) members
+    whose total size fits the memory budget, or a pickle (which ``weights_only`` loading vets).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    what : str
+        What it should be, for the message ("not a WHAT").
+    error : type, optional
+        Exception class to raise (default :class:`CheckpointError`).
+    """
+    import zipfile
+
+    from .._limits import check_allocation
+
+    error = error or CheckpointError
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not zipfile.is_zipfile(path):
+        if head[:1] == b"\x80":  # a pickle (or torch's legacy format): weights_only vets it
+            return
+        article = "" if error is CheckpointError else "loadable "
+        raise error(f"{path}: not a {article}{what} (not a PyTorch file)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise error(f"{path}: not a readable {what} ({e})") from None
+    if len(infos) > 100_000:
+        raise error(f"{path}: {len(infos)} archive members; not a {what}")
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise error(
+            f"{path}: compressed archive members ({packed[0]}); torch.save never writes them, "
+            f"so this is not a {what}"
+        )
+    check_allocation(float(sum(i.file_size for i in infos)), f"the {what}'s contents", path)
+
+
+def _check_weights(state_dict, path: Path) -> None:
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no weights)")
+    for k, v in state_dict.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: weight {k!r} is not a tensor")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: weight {k} holds NaN or infinite values; refused")
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = resolve_model_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    check_torch_file(path)
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -133,6 +258,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"({FORMAT_VERSION}); upgrade napari-msi2hist"
         )
     try:
+        check_arch(d["arch"], path)
+        _check_weights(d["state_dict"], path)
         contract = ChannelContract.from_dict(d["contract"])
         return Checkpoint(
             d["arch"],
@@ -143,5 +270,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             str(path),
             d.get("package_version", ""),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (CheckpointError, ResourceLimitError):
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: incomplete checkpoint ({type(e).__name__}: {e})") from None

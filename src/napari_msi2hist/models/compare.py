@@ -77,7 +77,8 @@ def iter_compare(
             run_dir = out / f"p{n}-{name}"
             final = run_dir / "model.pt"
             if not _finished(final, cfg, contract):
-                gen = iter_train(train, val, contract, cfg, run_dir, resume=True, cancel=cancel)
+                resume = (run_dir / "checkpoints" / "last.pt").is_file()
+                gen = iter_train(train, val, contract, cfg, run_dir, resume=resume, cancel=cancel)
                 try:
                     while True:
                         p = next(gen)

@@ -175,4 +175,13 @@ def prepare_input(ions: IonImages, contract: ChannelContract) -> np.ndarray:
     x = normalise_channels(ions.stack[idx], contract)
     x = np.where(ions.mask[None], x, np.float32(contract.pad_value))
     px = ions.pixel_size_um or (contract.working_pixel_um, contract.working_pixel_um)
+    from .._limits import check_allocation
+
+    ny, nx = output_grid(x.shape[-2:], px, contract.working_pixel_um)
+    check_allocation(
+        2.0 * x.shape[0] * ny * nx * 4,
+        f"the model input: {x.shape[0]} channels on a {ny} x {nx} working grid "
+        f"({px[0]:g} um MSI pixels at {contract.working_pixel_um:g} um)",
+        ions.source or None,
+    )
     return resample_to_working(x, px, contract.working_pixel_um)

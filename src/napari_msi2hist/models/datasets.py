@@ -110,42 +110,80 @@ def _align_function(align, base: Path):
         return Transform.load(base / align["transform"]).moving_to_fixed
     if "landmarks_msi" in align:
         from ..phantom import read_points_csv
+        from ..registration.landmarks import check_landmark_pairs
 
-        a, t = affine_from_landmarks(
-            read_points_csv(base / align["landmarks_msi"]),
-            read_points_csv(base / align["landmarks_he"]),
-        )
+        f_msi, f_he = base / align["landmarks_msi"], base / align["landmarks_he"]
+        p_msi, p_he = read_points_csv(f_msi), read_points_csv(f_he)
+        check_landmark_pairs(p_msi, p_he, (str(f_msi), str(f_he)))
+        a, t = affine_from_landmarks(p_msi, p_he)
         return lambda p: p @ a.T + t
     raise ValueError(
         f"unknown alignment {align!r} (use truth, landmarks_msi/landmarks_he, or aligned)"
     )
 
 
-def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
+def _load_yaml_no_aliases(path: Path):
+    """``yaml.safe_load`` of a small file that refuses anchors and aliases (a 1 KB file of nested
+    aliases expands to gigabytes) and names the file in every error."""
     import yaml
 
+    try:
+        if path.stat().st_size > 16 * 2**20:
+            raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a pairs file")
+        text = path.read_text(encoding="utf-8")
+        for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
+                raise ValueError(f"{path}: YAML anchors and aliases (&, *) are not accepted")
+        return yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) YAML file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
+    from .._files import validate_name
+
     path = Path(path)
-    d = yaml.safe_load(path.read_text())
+    d = _load_yaml_no_aliases(path)
     if not isinstance(d, dict) or not isinstance(d.get("samples"), list) or not d["samples"]:
         raise ValueError(f"{path}: a pairs file needs a non-empty 'samples' list")
     out = []
     for i, s in enumerate(d["samples"]):
+        if not isinstance(s, dict):
+            raise ValueError(f"{path}: sample {i} is not a mapping of imzml, he, ...")
         for k in ("imzml", "he"):
             if k not in s:
                 raise ValueError(f"{path}: sample {i} has no '{k}'")
+            if not isinstance(s[k], str) or not s[k]:
+                raise ValueError(f"{path}: sample {i}: '{k}' must be a file path")
+        if s.get("label") is not None and not isinstance(s["label"], str):
+            raise ValueError(f"{path}: sample {i}: 'label' must be a file path")
         if s.get("split", "train") not in ("train", "val", "test"):
             raise ValueError(f"{path}: sample {i} has split {s['split']!r}; use train, val or test")
+        align = s.get("align", "aligned")
+        if not (
+            align in (None, "aligned")
+            or (isinstance(align, dict) and all(isinstance(v, str) for v in align.values()))
+        ):
+            raise ValueError(f"{path}: sample {i} has alignment {align!r}")
+        name = validate_name(s.get("name", f"sample{i}"), path)
         out.append(
             {
-                "name": s.get("name", f"sample{i}"),
+                "name": name,
                 "imzml": str(path.parent / s["imzml"]),
                 "he": str(path.parent / s["he"]),
-                "align": s.get("align", "aligned"),
+                "align": align,
                 "split": s.get("split", "train"),
                 "base": str(path.parent),
                 **({"label": str(path.parent / s["label"])} if s.get("label") else {}),
             }
         )
+    dup = {e["name"] for e in out if [f["name"] for f in out].count(e["name"]) > 1}
+    if dup:
+        raise ValueError(f"{path}: sample names repeat ({', '.join(sorted(dup))})")
     return out
 
 

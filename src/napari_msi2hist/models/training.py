@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import write_text_atomic
 from ..progress import Cancelled, CancelToken, Progress
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .contract import ChannelContract
@@ -159,6 +160,52 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
+def _load_state(net: nn.Module, state: dict, source) -> None:
+    """``load_state_dict`` whose error names the checkpoint file in one line."""
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{source}: weights do not fit the network ({' '.join(str(e).split())[:240]})"
+        ) from None
+
+
+def _config_of_arch(cfg: TrainConfig, arch: dict) -> TrainConfig:
+    """``cfg`` with the generator fields of the architecture actually built (a base checkpoint's
+    or a resumed run's may differ from the command-line defaults)."""
+    from dataclasses import replace
+
+    if arch.get("name") == "unet_generator":
+        keys = ("ngf", "depth", "norm", "dropout")
+        return replace(cfg, **{k: arch[k] for k in keys if k in arch})
+    if arch.get("name") == "baseline_unet" and "base" in arch:
+        return replace(cfg, baseline_base=arch["base"])
+    return cfg
+
+
+def _clean_orphans(out: Path) -> None:
+    """Remove temporary checkpoint/config files left by a run that was killed while writing."""
+    for folder in (out, out / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                if p.is_file() and p.name.split(".")[1] in ("last", "model", "config", "metrics"):
+                    p.unlink(missing_ok=True)
+
+
+def _truncate_log(log_path: Path, start: int) -> None:
+    """Keep only the metrics of steps up to ``start`` (a resumed run logs the later ones again)."""
+    if not log_path.is_file():
+        return
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= start:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_text_atomic(log_path, "".join(k + "\n" for k in keep))
+
+
 def _unwrap(m):
     return m.module if hasattr(m, "module") else m
 
@@ -232,16 +279,27 @@ def iter_train(
     start = 0
     last = ck_dir / "last.pt"
     resume_state = None
-    if resume and last.is_file():
+    if rank == 0:
+        _clean_orphans(out)
+    if resume and not last.is_file():
+        raise ValueError(f"{last}: no checkpoint to resume from (start the run without resume)")
+    if resume:
         ck = load_checkpoint(last)
-        if ck.contract != contract or ck.arch != arch:
-            raise ValueError(
-                f"{last}: the run to resume used another channel contract or architecture"
-            )
-        g.load_state_dict(ck.state_dict)
+        if ck.contract != contract:
+            raise ValueError(f"{last}: the run to resume used another channel contract")
+        if ck.arch != arch:  # the run's own architecture (e.g. a fine-tuned base's), not cfg's
+            arch = dict(ck.arch)
+            g = build_generator(arch)
         resume_state = ck.extra_state
+        if d is not None and resume_state.get("d_arch") and resume_state["d_arch"] != d_arch:
+            from .checkpoint import check_arch
+
+            check_arch(resume_state["d_arch"], last)
+            d_arch = dict(resume_state["d_arch"])
+            d = build_discriminator(d_arch)
+        _load_state(g, ck.state_dict, last)
         if d is not None and resume_state.get("discriminator"):
-            d.load_state_dict(resume_state["discriminator"])
+            _load_state(d, resume_state["discriminator"], last)
         start = int(resume_state.get("step", 0))
     elif base is not None:
         ck = base if isinstance(base, Checkpoint) else load_checkpoint(base)
@@ -252,15 +310,18 @@ def iter_train(
         if ck.arch != arch:
             arch = dict(ck.arch)
             g = build_generator(arch)
-        g.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()}
+        _load_state(
+            g,
+            {k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()},
+            ck.path,
         )
         if (
             d is not None
             and ck.extra_state.get("discriminator")
             and ck.extra_state.get("d_arch") == d_arch
         ):
-            d.load_state_dict(ck.extra_state["discriminator"])
+            _load_state(d, ck.extra_state["discriminator"], ck.path)
+    cfg = _config_of_arch(cfg, arch)
     g.to(device).train()
     if d is not None:
         d.to(device).train()
@@ -295,7 +356,8 @@ def iter_train(
     }
     log_path = out / "metrics.jsonl"
     if rank == 0:
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
+        _truncate_log(log_path, start)
 
     def save(step: int, final: bool = False) -> Path:
         meta = {**training_meta, "steps": step, "losses": last_losses, "seed": cfg.seed}

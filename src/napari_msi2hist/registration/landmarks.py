@@ -34,8 +34,47 @@ def _procrustes(src, dst, scale: bool):
     return m
 
 
+MAX_COORD_UM = 1e9  # a kilometre: anything larger is not a coordinate on a slide
+
+
+def check_landmark_pairs(moving, fixed, names=("moving landmarks", "fixed landmarks")) -> None:
+    """Refuse landmark sets that cannot define a transform: unpaired, non-finite or absurdly large
+    coordinates, repeated points, or (three or more) points on one line.
+
+    Parameters
+    ----------
+    moving, fixed : array-like (N, 2)
+        Paired points, yx um.
+    names : tuple of str
+        How to name each set in the message (e.g. the CSV files they came from).
+    """
+    sets = [np.asarray(moving, dtype=float), np.asarray(fixed, dtype=float)]
+    for pts, name in zip(sets, names, strict=True):
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"{name}: landmarks must be (N, 2) points, got shape {pts.shape}")
+        if not np.isfinite(pts).all():
+            raise ValueError(f"{name}: landmarks hold NaN or infinite coordinates")
+        if np.abs(pts).max(initial=0) > MAX_COORD_UM:
+            raise ValueError(f"{name}: landmark coordinates beyond {MAX_COORD_UM:g} um")
+        d = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)) + np.diag(np.full(len(pts), np.inf))
+        if len(pts) > 1 and d.min() <= 1e-9 * max(1.0, float(np.abs(pts).max())):
+            i, j = np.unravel_index(np.argmin(d), d.shape)
+            raise ValueError(f"{name}: landmarks {min(i, j)} and {max(i, j)} are the same point")
+        if len(pts) >= 3:
+            sv = np.linalg.svd(pts - pts.mean(0), compute_uv=False)
+            if sv[-1] <= 1e-6 * sv[0]:
+                raise ValueError(
+                    f"{name}: the landmarks lie on one line; they cannot fix a 2-D transform"
+                )
+    if len(sets[0]) != len(sets[1]):
+        raise ValueError(
+            f"{names[0]}, {names[1]}: landmarks are not paired: {len(sets[0])} vs {len(sets[1])}"
+        )
+
+
 def fit_linear(moving, fixed, model: str = "affine") -> np.ndarray:
     """3x3 homogeneous yx matrix mapping moving to fixed."""
+    check_landmark_pairs(moving, fixed)
     src, dst = np.asarray(moving, float), np.asarray(fixed, float)
     if len(src) != len(dst):
         raise ValueError(f"landmarks are not paired: {len(src)} moving vs {len(dst)} fixed")

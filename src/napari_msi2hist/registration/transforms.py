@@ -301,26 +301,135 @@ class Transform:
 
     @classmethod
     def load(cls, path) -> Transform:
-        """From our JSON (which names its ITK file), an ITK .tfm/.h5, or a JSON with ``matrix_yx_um`` only."""
+        """From our JSON (which names its ITK file), an ITK .tfm/.h5, or a JSON with ``matrix_yx_um``
+        only. When the JSON has both, the ITK file is used (it is exact, and may be deformable) and
+        the two must agree; a disagreement is refused."""
         import json
         from pathlib import Path
 
-        import SimpleITK as sitk
-
         path = Path(path)
-        if path.suffix.lower() == ".json":
-            d = json.loads(path.read_text())
-            meta = {k: v for k, v in d.items() if k not in ("matrix_yx_um", "matrix_xy_um")}
-            if d.get("itk_file") and (path.parent / d["itk_file"]).is_file():
-                return cls(sitk.ReadTransform(str(path.parent / d["itk_file"])), meta)
-            if "matrix_yx_um" in d:
-                return cls.from_moving_to_fixed_matrix(np.asarray(d["matrix_yx_um"], float), meta)
-            raise ValueError(f"{path}: neither an ITK file nor matrix_yx_um")
-        return cls(sitk.ReadTransform(str(path)))
+        if path.suffix.lower() != ".json":
+            return cls(_read_itk_checked(path)).checked(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text (UTF-8) JSON file") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a transform (a JSON object is expected)")
+        meta = {k: v for k, v in d.items() if k not in ("matrix_yx_um", "matrix_xy_um")}
+        m = _matrix_from_json(d, path) if "matrix_yx_um" in d else None
+        itk_path = _itk_file_of(d, path)
+        if itk_path is not None and itk_path.is_file():
+            t = cls(_read_itk_checked(itk_path), meta).checked(itk_path)
+            if m is not None:
+                if not t.is_linear:
+                    raise ValueError(
+                        f"{path}: has matrix_yx_um but {itk_path.name} is deformable; remove one"
+                    )
+                mine = t.linear_moving_to_fixed_yx()
+                tol = 1e-6 * max(1.0, float(np.abs(m).max()))
+                if not np.allclose(mine, m, rtol=1e-6, atol=tol):
+                    raise ValueError(
+                        f"{path}: matrix_yx_um disagrees with {itk_path.name} (max difference "
+                        f"{float(np.abs(mine - m).max()):.3g}); remove or fix one of them"
+                    )
+            return t
+        if m is not None:
+            return cls.from_moving_to_fixed_matrix(m, meta)
+        if itk_path is not None:
+            raise ValueError(
+                f"{path}: its ITK file {itk_path} is missing and it has no matrix_yx_um"
+            )
+        raise ValueError(f"{path}: neither an ITK file nor matrix_yx_um")
+
+    def checked(self, source) -> Transform:
+        """This transform, if its linear part is finite and invertible; else a ValueError."""
+        if self.is_linear:
+            m = self._linear_matrix_fixed_to_moving_yx()
+            if m is None or not np.isfinite(m).all():
+                raise ValueError(f"{source}: the transform holds NaN or infinite parameters")
+            det = float(np.linalg.det(m[:2, :2]))
+            if (
+                not np.isfinite(det)
+                or abs(det) < 1e-12 * max(1.0, float(np.abs(m[:2, :2]).max())) ** 2
+            ):
+                raise ValueError(f"{source}: the transform is singular (not invertible)")
+        return self
 
     @classmethod
     def from_moving_to_fixed_matrix(cls, m_yx: np.ndarray, meta: dict | None = None) -> Transform:
         return cls(_affine_xy_from_yx(np.linalg.inv(np.asarray(m_yx, float))), meta)
+
+
+def _matrix_from_json(d: dict, path) -> np.ndarray:
+    try:
+        m = np.asarray(d["matrix_yx_um"], dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: matrix_yx_um is not a 3x3 list of numbers") from None
+    if m.shape != (3, 3):
+        raise ValueError(f"{path}: matrix_yx_um has shape {m.shape}, not 3x3")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{path}: matrix_yx_um holds NaN or infinite values")
+    if not np.allclose(m[2], [0, 0, 1]):
+        raise ValueError(f"{path}: matrix_yx_um's last row is not 0, 0, 1 (not an affine)")
+    det = float(np.linalg.det(m[:2, :2]))
+    if abs(det) < 1e-12 * max(1.0, float(np.abs(m[:2, :2]).max())) ** 2:
+        raise ValueError(f"{path}: matrix_yx_um is singular (not invertible)")
+    return m
+
+
+def _itk_file_of(d: dict, path):
+    """The ITK file a transform JSON names: a file name inside the JSON's folder, nothing else."""
+    from pathlib import Path
+
+    name = d.get("itk_file")
+    if not name:
+        return None
+    if not isinstance(name, str):
+        raise ValueError(f"{path}: itk_file is not a file name")
+    p = Path(name)
+    folder = path.parent.resolve()
+    if p.is_absolute() or ".." in p.parts or (folder / p).resolve().parent != folder:
+        raise ValueError(f"{path}: itk_file {name!r} points outside the JSON's folder; refused")
+    return path.parent / p
+
+
+_ITK_OK: dict = {}
+
+
+def _read_itk_checked(path):
+    """Read an ITK transform file after a child process has read it without crashing (a corrupted
+    HDF5 file can crash SimpleITK's reader, which must not take this process down)."""
+    import os
+    import subprocess
+    import sys
+
+    import SimpleITK as sitk
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _ITK_OK:
+        code = "import sys, SimpleITK as s; s.ReadTransform(sys.argv[1])"
+        try:
+            r = subprocess.run(
+                [sys.executable, "-c", code, str(path)], capture_output=True, timeout=120
+            )
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{path}: reading the ITK transform did not finish") from None
+        if r.returncode != 0:
+            why = "crashed the reader" if r.returncode < 0 else "unreadable"
+            raise ValueError(f"{path}: not a readable ITK transform file ({why})")
+        _ITK_OK[key] = True
+    try:
+        return sitk.ReadTransform(str(path))
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1][:160] if str(e).strip() else "unreadable"
+        raise ValueError(f"{path}: not a readable ITK transform file ({msg})") from None
 
 
 def lazy_resample_imzml(
