@@ -186,6 +186,8 @@ def _common(p, *, he=True, msi=True, overwrite=True) -> None:
 
 
 def add_parsers(sub) -> None:
+    from ._cli_policy import declare
+
     raw = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "export-spatialdata",
@@ -213,6 +215,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--landmarks-msi", help="napari points CSV on the MSI (world um), same order")
     p.add_argument("--annotations", help="QuPath GeoJSON drawn on the H&E")
     p.add_argument("--field-step", type=int, default=1, help="B-spline field samples per MSI pixel")
+    declare(
+        p,
+        ("he", "msi", "transform", "synthetic", "landmarks_he", "landmarks_msi", "annotations"),
+        "out",
+        "folder",
+    )
     p.set_defaults(func=cmd_export_spatialdata)
 
     p = sub.add_parser(
@@ -222,6 +230,7 @@ def add_parsers(sub) -> None:
     p.add_argument("store", help="a store written by export-spatialdata")
     p.add_argument("--out", required=True, help="output folder (created; all or nothing)")
     _common(p, he=False, msi=False)
+    declare(p, ("store",), "out", "folder")
     p.set_defaults(func=cmd_import_spatialdata)
 
     p = sub.add_parser(
@@ -238,6 +247,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--transform", required=True, help="transform.json (moving = MSI)")
     p.add_argument("--out", required=True, help="output folder (created; all or nothing)")
     _common(p)
+    declare(p, ("geojson", "transform", "he", "msi"), "out", "folder")
     p.set_defaults(func=cmd_annotations_to_msi)
 
     p = sub.add_parser(
@@ -251,6 +261,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="output .geojson")
     p.add_argument("--names", help="class names of labels: 1=tumour,2=stroma")
     _common(p)
+    declare(p, ("regions", "transform", "he", "msi"), "out", "file")
     p.set_defaults(func=cmd_regions_to_geojson)
 
     p = sub.add_parser(
@@ -263,6 +274,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--he-pixel-um", type=float, help="H&E pixel size when the file does not say it")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    declare(p, ("transform", "he"), "out", "folder")
     p.set_defaults(func=cmd_export_elastix)
 
     p = sub.add_parser(
@@ -286,4 +298,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--landmarks-he", help="napari points CSV on the H&E (world um)")
     p.add_argument("--landmarks-msi", help="napari points CSV on the MSI (world um), same order")
     _common(p)
+    declare(p, ("parameters", "landmarks_he", "landmarks_msi", "he", "msi"), "out", "file")
     p.set_defaults(func=cmd_import_elastix)
