@@ -20,7 +20,9 @@ def test_alignment_from_displayed_layers_and_landmarks(
     assert np.sqrt(((mapped - small_phantom.landmarks_he_um) ** 2).sum(1)).mean() < 2 * 1.5 * 20
 
 
-def test_train_from_open_layers_then_synthesise(make_napari_viewer, open_phantom, qtbot, tmp_path):
+def test_train_from_open_layers_then_synthesise(
+    make_napari_viewer, open_phantom, qtbot, tmp_path, click
+):
     viewer = make_napari_viewer()
     he, msi = open_phantom(viewer, aligned=True)
     synth = SynthesisWidget(viewer)
@@ -30,7 +32,7 @@ def test_train_from_open_layers_then_synthesise(make_napari_viewer, open_phantom
     w.lr.setText("2e-4")
     w.device.setCurrentText("cpu")
     w.out_dir.setText(str(tmp_path / "run"))
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
     assert w.last_checkpoint and w.last_checkpoint.endswith("model.pt"), w.status.text()
     assert len(w.history) == 6 and all(np.isfinite(list(h[1].values())).all() for h in w.history)
@@ -41,9 +43,9 @@ def test_train_from_open_layers_then_synthesise(make_napari_viewer, open_phantom
     # resume to a longer run, then cancel it: the state is saved for a later resume
     w.steps.setValue(400)
     w.resume.setChecked(True)
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: len(w.history) >= 2, timeout=120000)
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
     step = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").extra_state["step"]
     assert 6 < step < 400
@@ -51,7 +53,7 @@ def test_train_from_open_layers_then_synthesise(make_napari_viewer, open_phantom
     # a new run (no resume) in the same folder goes to a fresh folder instead of overwriting
     w.resume.setChecked(False)
     w.steps.setValue(2)
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
     assert w.out_dir.text() == str(tmp_path / "run") + "-2"
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt").extra_state["step"] == step
