@@ -23,11 +23,30 @@ class _Bar:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
         self.stage = None
+        self.val = ""
+
+    @staticmethod
+    def _postfix(info: dict | None) -> str:
+        """Training losses (and validation metrics) shown after the bar."""
+        if not info or "losses" not in info:
+            return ""
+        return " " + " ".join(f"{k}={v:.3g}" for k, v in info["losses"].items())
 
     def __call__(self, p: Progress):
         if self.quiet:
             return
         now = time.monotonic()
+        info = p.info or {}
+        if info.get("note"):
+            sys.stderr.write(f"{info['note']}\n")
+        if "val_mi" in info:  # a validation: its own line, kept in the terminal's history
+            self.val = (
+                f" | val MI {info['val_mi']:.3f} SSIM {info.get('val_ssim', float('nan')):.3f}"
+            )
+            sys.stderr.write(
+                ("\r" if self.tty else "") + f"step {p.done}/{p.total}:"
+                f"{self._postfix(info)}{self.val}" + "\n"
+            )
         if (
             p.stage != self.stage
             or now - self.last > (0.1 if self.tty else 5.0)
@@ -38,11 +57,19 @@ class _Bar:
             width = 30
             k = int(width * p.fraction)
             msg = f"{p.stage:<18} [{'#' * k}{'.' * (width - k)}] {100 * p.fraction:5.1f}%"
+            if "losses" in info:
+                msg += f" step {p.done}/{p.total}{self._postfix(info)}{self.val}"
             if self.tty:
                 sys.stderr.write("\r" + msg + ("\n" if p.done >= p.total else ""))
             else:
                 sys.stderr.write(msg + "\n")
             sys.stderr.flush()
+
+
+def _print_domain(res) -> None:
+    """Input-domain warnings of a synthesis (models/domain.py), one line each on stderr."""
+    for w in res.domain.warnings if res.domain else ():
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def _tolerance(args):
@@ -139,7 +166,10 @@ def cmd_synthesize(args) -> int:
         batch_size=args.batch_size,
         compile=args.compile,
     )
-    res = run_to_end(iter_synthesize_imzml(args.file, args.model, opts), _Bar(args.quiet))
+    res = run_to_end(
+        iter_synthesize_imzml(args.file, args.model, opts, strict=args.strict), _Bar(args.quiet)
+    )
+    _print_domain(res)
     write_ome_tiff(out, res.rgb, res.pixel_size_um)
     if not args.quiet:
         print(
@@ -218,7 +248,10 @@ def cmd_train(args) -> int:
             f"{out}: holds a training run already; use --resume to continue it or another --out"
         )
     base = None
-    if args.base or args.resume:
+    # --base with --n-peaks/--mz: a re-headed model (the base's body and decoder, a new input layer
+    # for these channels); --base alone: the base's own m/z channels
+    rehead = bool(args.base) and not args.resume and (args.n_peaks is not None or bool(args.mz))
+    if (args.base or args.resume) and not rehead:
         from .models.checkpoint import load_checkpoint
 
         src = (
@@ -233,12 +266,16 @@ def cmd_train(args) -> int:
         samples = load_samples(entries, contract)
     else:
         mz = [float(v) for v in args.mz.split(",")] if args.mz else None
+        kw = {"working_pixel_um": args.working_pixel_um, "padding": args.padding}
+        if rehead:
+            from .models.checkpoint import load_checkpoint
+
+            base = load_checkpoint(args.base)
+            bc = base.contract  # the decoder learnt this grid, padding and normalisation
+            kw = {"working_pixel_um": bc.working_pixel_um, "padding": bc.padding}
+            kw.update(norm=bc.spectrum_norm, tolerance=(bc.tolerance_value, bc.tolerance_unit))
         contract, stacks = contract_from_data(
-            entries,
-            n_peaks=args.n_peaks,
-            mz=mz,
-            working_pixel_um=args.working_pixel_um,
-            padding=args.padding,
+            entries, n_peaks=args.n_peaks if args.n_peaks is not None else 50, mz=mz, **kw
         )
         samples = load_samples(entries, contract, stacks)
     train, val = split_by_sample(samples)
@@ -248,6 +285,13 @@ def cmd_train(args) -> int:
         "train": [s.name for s in train],
         "val": [s.name for s in val],
     }
+    if not args.quiet:
+        print(
+            f"training {cfg.max_steps} steps on {len(train)} train / {len(val)} validation pair(s); "
+            f"checkpoints every {cfg.checkpoint_every} steps in {out / 'checkpoints' / 'last.pt'} "
+            f"(resume with --resume), losses and validation in {out / 'metrics.jsonl'}",
+            file=sys.stderr,
+        )
     final = run_to_end(
         iter_train(
             train,
@@ -258,6 +302,7 @@ def cmd_train(args) -> int:
             resume=args.resume,
             base=None if args.resume else base,
             data_info=info,
+            rehead=rehead,
         ),
         bar,
     )
@@ -360,6 +405,7 @@ def cmd_register(args) -> int:
                 res = run_to_end(
                     iter_synthesize(ions, ckpt, InferenceOptions(device=args.device)), bar
                 )
+                _print_domain(res)
                 synth, moving_px = res.rgb, res.pixel_size_um
                 stack, mask, mz = ions.stack, ions.mask, ions.mz
             else:
@@ -607,6 +653,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-amp", action="store_true", help="full fp32 on GPU (default: bf16 autocast)"
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 1) when the MSI is outside the model's input domain (m/z coverage, "
+        "intensity statistics; see docs/own_data.md) instead of warning",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synthesize)
 
@@ -619,17 +671,26 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="run folder: checkpoints/, model.pt, metrics.jsonl, config.yaml",
     )
-    p.add_argument("--base", help="checkpoint to fine-tune from (its m/z channels are used)")
+    p.add_argument(
+        "--base",
+        help="checkpoint to fine-tune from ('demo': the bundled model). Alone: its m/z channels "
+        "are used. With --n-peaks or --mz: re-headed, i.e. its trained body and decoder are kept "
+        "and a new input layer is built for your m/z (see docs/own_data.md)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--model", choices=["pix2pix", "unet"], default="pix2pix")
     _add_training_args(p)
     p.add_argument(
         "--n-peaks",
         type=int,
-        default=50,
-        help="top-N peaks for the channel contract (seed 000: 50)",
+        default=None,
+        help="top-N peaks for the channel contract (default 50, as seed 000; with --base: "
+        "re-head the base to these peaks)",
     )
-    p.add_argument("--mz", help="explicit comma-separated m/z list instead of top-N")
+    p.add_argument(
+        "--mz",
+        help="explicit comma-separated m/z list instead of top-N (with --base: re-head to them)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
