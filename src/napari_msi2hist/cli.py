@@ -567,9 +567,10 @@ def _add_training_args(p) -> None:
     p.add_argument(
         "--patch", type=int, default=128, help="training crop in working pixels (0: whole images)"
     )
-    p.add_argument("--ngf", type=int, default=64, help="generator width (pix2pix)")
-    p.add_argument("--depth", type=int, default=7, help="generator U-Net depth (pix2pix)")
-    p.add_argument("--ndf", type=int, default=64, help="PatchGAN discriminator width")
+    # defaults shared with the Train widget: TrainConfig's (the bundled demo model's architecture)
+    p.add_argument("--ngf", type=int, default=16, help="generator width (pix2pix; default 16)")
+    p.add_argument("--depth", type=int, default=6, help="generator U-Net depth (default 6)")
+    p.add_argument("--ndf", type=int, default=32, help="PatchGAN discriminator width (default 32)")
     p.add_argument("--working-pixel-um", type=float, default=10.0, help="model grid pixel (um)")
     p.add_argument("--padding", choices=["white", "black"], default="white")
     p.add_argument("--checkpoint-every", type=int, default=100)

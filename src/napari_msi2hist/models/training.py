@@ -48,11 +48,14 @@ class TrainConfig:
     decay_start: int | None = None
     batch_size: int = 4
     patch: int = 128  # 0: whole images
-    ngf: int = 64
-    depth: int = 7
+    # one default architecture for CLI and widget: the bundled demo model's (ngf 16, depth 6, ndf 32),
+    # so a model from scratch has the shape of the re-headed/fine-tuned demo and trains on a CPU at
+    # ~0.45 s/step; wider models (--ngf 64 --depth 7) are for GPUs and many pairs (docs/own_data.md)
+    ngf: int = 16
+    depth: int = 6
     norm: str = "batch"
     dropout: float = 0.5
-    ndf: int = 64
+    ndf: int = 32
     d_layers: int = 3
     gp_weight: float = 10.0
     baseline_base: int = 32
