@@ -313,14 +313,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _evaluable_rgb(path, a):
+    """An image as ``(Y, X, 3)`` uint8 for evaluate: RGB as read, or a ``(3, Y, X)`` / ``(1, Y, X)``
+    stack such as ``register``'s registered.ome.tif (NaN outside the moved image becomes white)."""
+    import numpy as np
+
+    from .io.histology import to_uint8_rgb
+
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
+        a = np.repeat(a.reshape(a.shape[:2] + (1,)), 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise CLIError(
+            f"{path}: a {a.shape} image: evaluate compares RGB images (or 3-channel stacks)"
+        )
+    a = a[..., :3]
+    if a.dtype.kind == "f":
+        a = np.where(np.isfinite(a), a, 255.0 if np.nanmax(a) > 1.0 else 1.0)
+    return to_uint8_rgb(a)
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
-    from .io.histology import read_histology, to_uint8_rgb
+    from .io.histology import read_histology
     from .metrics import all_metrics
 
-    pred = to_uint8_rgb(np.asarray(read_histology(args.pred).levels[0]))
-    truth = to_uint8_rgb(np.asarray(read_histology(args.truth).levels[0]))
+    pred = _evaluable_rgb(args.pred, np.asarray(read_histology(args.pred).levels[0]))
+    truth = _evaluable_rgb(args.truth, np.asarray(read_histology(args.truth).levels[0]))
     if pred.shape[:2] != truth.shape[:2]:
         raise CLIError(
             f"{args.pred}: shape {pred.shape[:2]} differs from {args.truth}: {truth.shape[:2]}"
@@ -612,8 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--norm",
         choices=["none", "tic", "rms", "median"],
-        default="none",
-        help="per-spectrum normalisation before summing (default none)",
+        default="tic",
+        help="per-spectrum normalisation before summing (default tic, as the bundled model)",
     )
     p.add_argument(
         "--out", required=True, help="output .ome.tif ((C, Y, X) float32 with pixel size)"

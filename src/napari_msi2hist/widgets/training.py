@@ -166,6 +166,7 @@ class TrainWidget(QWidget):
         self.worker = None
         self.history: list[tuple[int, dict]] = []
         self.last_checkpoint: str | None = None
+        self.note = ""
 
         self.source = QComboBox()
         self.source.addItems(["open layers", "pairs file"])
@@ -221,8 +222,9 @@ class TrainWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(180)
         self.ax_loss = self.figure.add_subplot(121)
         self.ax_prev = self.figure.add_subplot(122)
         self.ax_prev.set_axis_off()
@@ -356,6 +358,7 @@ class TrainWidget(QWidget):
             self.out_dir.setText(params.out_dir)
         os.makedirs(params.out_dir, exist_ok=True)
         self.history = []
+        self.note = ""
         self.run_btn.setText("Cancel")
         self.worker = start_job(
             lambda tok: training_job(params, tok),
@@ -369,6 +372,9 @@ class TrainWidget(QWidget):
         self.progress.setMaximum(max(1, p.total))
         self.progress.setValue(p.done)
         info = p.info or {}
+        if info.get("note"):  # e.g. "re-headed demo: kept its trained body and decoder, ..."
+            self.note = info["note"]
+            self.status.setText(self.note)
         if "losses" in info:
             self.history.append((p.done, info["losses"]))
             msg = ", ".join(f"{k} {v:.3f}" for k, v in info["losses"].items())
@@ -404,7 +410,8 @@ class TrainWidget(QWidget):
                 w.refresh_checkpoints(select=str(path))
             except RuntimeError:  # its Qt object was deleted (the dock was closed)
                 synth_widget.LIVE_WIDGETS.discard(w)
-        self.status.setText(f"done: {path} (now selectable in Synthesise H&E)")
+        note = f"\n{self.note}" if self.note else ""
+        self.status.setText(f"done: {path} (now selectable in Synthesise H&E){note}")
 
     def _finished(self):
         if self.worker is not None and self.worker.cancel_token.cancelled:
