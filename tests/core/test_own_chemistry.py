@@ -97,3 +97,26 @@ def test_rehead_refuses_anything_but_the_input_layer():
         load_reheaded(build_generator({**arch, "in_channels": 9, "ngf": 8}), base)
     with pytest.raises(ValueError, match="another architecture|has"):
         load_reheaded(build_generator({**arch, "depth": 5}), base)
+
+
+def test_evaluate_reads_registers_registered_ome_tif(small_phantom, tmp_path, capsys):
+    """register writes (C, Y, X) float32 (NaN outside the moved image); evaluate must read it."""
+    import json
+
+    from napari_msi2hist.io.histology import read_histology, to_uint8_rgb, write_ome_tiff
+
+    he = to_uint8_rgb(np.asarray(read_histology(small_phantom.paths["he"]).levels[0]))
+    stack = np.moveaxis(he, -1, 0).astype(np.float32)
+    stack[:, :5, :] = np.nan  # outside the moved image
+    reg = tmp_path / "registered.ome.tif"
+    write_ome_tiff(reg, stack, (4.0, 4.0), channel_names=["R", "G", "B"])
+    capsys.readouterr()
+    assert (
+        main(["evaluate", "--pred", str(reg), "--truth", small_phantom.paths["he"], "--json"]) == 0
+    )
+    d = json.loads(capsys.readouterr().out)
+    assert 0.9 < d["ssim"] <= 1.0
+    # a many-channel ion-image stack is refused in one line, not with a traceback
+    write_ome_tiff(tmp_path / "ions.ome.tif", np.zeros((5, 20, 20), np.float32), (4.0, 4.0))
+    assert main(["evaluate", "--pred", str(tmp_path / "ions.ome.tif"), "--truth", str(reg)]) == 1
+    assert "RGB images" in capsys.readouterr().err
