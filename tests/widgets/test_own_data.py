@@ -108,6 +108,7 @@ def test_own_data_journey_in_a_real_window(
     _wait(qtbot, synth)
     assert synth.banner.isVisibleTo(synth) and "INPUT DOMAIN" in synth.banner.text()
     _shot(viewer, qtbot, shots, "own_02_demo_out_of_domain.png")
+    viewer.layers["msi synthetic H&E"].visible = False  # near-white: it hides the H&E
 
     # 4. landmarks on the pair, through the Register widget's buttons
     docks[3].raise_()
@@ -120,6 +121,7 @@ def test_own_data_journey_in_a_real_window(
     msi = viewer.layers["msi TIC"]
     mapped = np.array([msi.data_to_world(p / 20.0) for p in a.landmarks_msi_um])
     assert np.median(np.linalg.norm(mapped - a.landmarks_he_um, axis=1)) < 2 * 20.0
+    viewer.reset_view()
     _shot(viewer, qtbot, shots, "own_03_landmarks.png")
 
     # 5. a model for my chemistry: the demo re-headed to my 20 peaks, aligned by the landmarks
@@ -156,6 +158,10 @@ def test_own_data_journey_in_a_real_window(
     click(reg.run_btn)
     _wait(qtbot, reg)
     assert reg.result is not None, reg.status.text()
+    for ly in viewer.layers:
+        ly.visible = ly.name in ("he", "msi synthetic H&E", "landmarks H&E")
+    viewer.layers["msi synthetic H&E"].opacity = 0.6
+    viewer.reset_view()
     _shot(viewer, qtbot, shots, "own_05_registered.png")
 
     # 7. export: the synthetic H&E and the landmarks through napari's own writers
