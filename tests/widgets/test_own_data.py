@@ -183,3 +183,30 @@ def test_own_data_journey_in_a_real_window(
         ly.visible = ly.name in ("he", "msi synthetic H&E")
     viewer.reset_view()
     _shot(viewer, qtbot, shots, "own_06_final.png")
+
+
+def test_gui_opens_large_fitted_with_the_he_visible(qtbot, monkeypatch, tmp_path):
+    """``msi2hist gui``: maximised, fits 1920x1080, H&E visible under a translucent MSI, '&' shown in
+    the tab titles, and no "Tight layout not applied" warning (napari shows those as toasts)."""
+    import warnings
+
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_msi2hist.widgets.launch import open_gui
+
+    monkeypatch.setenv("MSI2HIST_RUNS", str(tmp_path / "runs"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viewer = open_gui(run=False)
+        qtbot.wait(300)
+    try:
+        assert not [w for w in caught if "layout" in str(w.message).lower()]
+        win = viewer.window._qt_window
+        assert win.isMaximized() and win.minimumSizeHint().height() <= 1080
+        he = [ly for ly in viewer.layers if getattr(ly, "rgb", False)]
+        msi = [ly for ly in viewer.layers if ly.metadata.get("msi2hist", {}).get("kind") == "msi"]
+        assert he and msi and he[0].visible and all(ly.opacity < 1 for ly in msi)
+        titles = {d.windowTitle() for d in win.findChildren(QDockWidget)}
+        assert "Synthesise H&&E" in titles and "Synthesise H&E" not in titles
+    finally:
+        viewer.close()
