@@ -120,3 +120,32 @@ def test_evaluate_reads_registers_registered_ome_tif(small_phantom, tmp_path, ca
     write_ome_tiff(tmp_path / "ions.ome.tif", np.zeros((5, 20, 20), np.float32), (4.0, 4.0))
     assert main(["evaluate", "--pred", str(tmp_path / "ions.ome.tif"), "--truth", str(reg)]) == 1
     assert "RGB images" in capsys.readouterr().err
+
+
+def test_domain_statistics_against_an_independent_count():
+    """check_input_domain on a synthetic stack: coverage, empty channels and intensity ratio match
+    numbers computed here by hand; a 100x brighter copy is flagged, subsampling keeps the verdict."""
+    from napari_msi2hist.models import domain
+    from napari_msi2hist.models.contract import ChannelContract
+    from napari_msi2hist.models.domain import check_input_domain
+
+    rng = np.random.default_rng(0)
+    stack = rng.gamma(2.0, 50.0, size=(4, 60, 70)).astype(np.float32)
+    stack[3] = 0  # one empty channel of four: 25 % > 10 %
+    mask = np.ones((60, 70), bool)
+    mz = [500.0, 600.0, 700.0, 1200.0]
+    c = ChannelContract(mz=tuple(mz)).with_stats([stack[:3].repeat(1, 0)[[0, 1, 2, 2]]], [mask])
+    rep = check_input_domain(stack, mask, mz, c, mz_range=(400.0, 1000.0))
+    assert rep.n_in_range == 3 and rep.n_empty == 1 and rep.intensity_ratio == pytest.approx(1.0)
+    # the m/z outside the range, the empty channel, and that channel's zeros far below training
+    assert len(rep.warnings) == 3 and rep.outside_fraction == pytest.approx(0.25, abs=0.02)
+    bright = check_input_domain(stack * 100, mask, mz, c)
+    assert bright.intensity_ratio == pytest.approx(100.0, rel=1e-3)
+    assert any("x100" in w for w in bright.warnings)
+    small = domain.MAX_PIXELS
+    try:
+        domain.MAX_PIXELS = 500
+        sub = check_input_domain(stack * 100, mask, mz, c)
+    finally:
+        domain.MAX_PIXELS = small
+    assert sub.intensity_ratio == pytest.approx(100.0, rel=0.1) and not sub.ok

@@ -29,6 +29,7 @@ from .contract import ChannelContract, ContractMismatchError, match_channels, no
 MAX_EMPTY_FRACTION = 0.10
 MAX_INTENSITY_RATIO = 10.0
 MAX_OUTSIDE_FRACTION = 0.08
+MAX_PIXELS = 200_000  # measured pixels the statistics are computed on (evenly subsampled beyond)
 
 
 class InputDomainError(ContractMismatchError):
@@ -92,7 +93,11 @@ def check_input_domain(
         The measurements and a warning per violated threshold.
     """
     idx = match_channels(contract, available_mz, source)
-    x = np.asarray(stack)[idx][:, np.asarray(mask, bool)].astype(np.float64)
+    pix = np.flatnonzero(np.asarray(mask, bool).ravel())
+    if pix.size > MAX_PIXELS:  # statistics on an even subsample: bounded memory on large MSI
+        pix = pix[np.linspace(0, pix.size - 1, MAX_PIXELS).astype(np.int64)]
+    st = np.asarray(stack)
+    x = st.reshape(st.shape[0], -1)[np.ix_(idx, pix)].astype(np.float64)
     n = contract.n_channels
     where = f"{source}: " if source else ""
     warns = []
