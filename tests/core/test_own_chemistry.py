@@ -72,6 +72,9 @@ def test_base_with_n_peaks_is_reheaded_not_silently_overridden(tmp_path, phantom
     assert main([*tune, "--out", str(tmp_path / "re"), "--n-peaks", "8"]) == 0
     err = capsys.readouterr().err
     assert "re-headed" in err and "8 m/z channels" in err and "had 5" in err
+    # the terminal shows losses, the validation MI/SSIM and where the checkpoints are
+    assert "l1=" in err and "val MI" in err and "SSIM" in err
+    assert str(tmp_path / "re" / "checkpoints" / "last.pt") in err
     re, base = load_checkpoint(tmp_path / "re" / "model.pt"), load_checkpoint(base_pt)
     assert re.contract.n_channels == 8 and re.training["data"]["reheaded_from"] == str(base_pt)
     assert re.contract.working_pixel_um == base.contract.working_pixel_um
