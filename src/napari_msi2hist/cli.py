@@ -269,11 +269,10 @@ def cmd_train(args) -> int:
         kw = {"working_pixel_um": args.working_pixel_um, "padding": args.padding}
         if rehead:
             from .models.checkpoint import load_checkpoint
+            from .models.rehead import reheaded_contract_kwargs
 
             base = load_checkpoint(args.base)
-            bc = base.contract  # the decoder learnt this grid, padding and normalisation
-            kw = {"working_pixel_um": bc.working_pixel_um, "padding": bc.padding}
-            kw.update(norm=bc.spectrum_norm, tolerance=(bc.tolerance_value, bc.tolerance_unit))
+            kw = reheaded_contract_kwargs(base.contract)
         contract, stacks = contract_from_data(
             entries, n_peaks=args.n_peaks if args.n_peaks is not None else 50, mz=mz, **kw
         )

@@ -69,3 +69,16 @@ def rehead_message(base_path: str, old_n: int, new_n: int, skipped: list[str]) -
         f"re-headed {base_path}: kept its trained body and decoder, new input layer "
         f"({', '.join(skipped) or 'none'}) for {new_n} m/z channels (the base had {old_n})"
     )
+
+
+def reheaded_contract_kwargs(base_contract) -> dict:
+    """``contract_from_data`` keywords for a re-head of a model with ``base_contract``: the new m/z
+    come from the data, but the grid, padding, tolerance and normalisation stay the base's (its decoder
+    was trained for them)."""
+    c = base_contract
+    return {
+        "working_pixel_um": c.working_pixel_um,
+        "padding": c.padding,
+        "norm": c.spectrum_norm,
+        "tolerance": (c.tolerance_value, c.tolerance_unit),
+    }

@@ -97,19 +97,13 @@ def training_job(p: TrainParams, cancel=None):
         split_by_sample,
     )
     from ..models.pairing import check_pair_overlap
+    from ..models.rehead import reheaded_contract_kwargs
     from ..models.training import iter_train
     from ..msi.ion_images import ion_images
 
     base = load_checkpoint(p.base) if p.base else None
-    own = {}  # a re-head keeps the base's grid, padding, tolerance and normalisation
-    if base is not None and p.rehead:
-        bc = base.contract
-        own = {
-            "working_pixel_um": bc.working_pixel_um,
-            "padding": bc.padding,
-            "norm": bc.spectrum_norm,
-            "tolerance": (bc.tolerance_value, bc.tolerance_unit),
-        }
+    # a re-head keeps the base's grid, padding, tolerance and normalisation
+    own = reheaded_contract_kwargs(base.contract) if base is not None and p.rehead else {}
     if p.source == "file":
         entries = read_pairs_yaml(p.pairs_file)
         if base is not None and not p.rehead:
