@@ -24,11 +24,30 @@ class _Bar:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
         self.stage = None
+        self.val = ""
+
+    @staticmethod
+    def _postfix(info: dict | None) -> str:
+        """Training losses (and validation metrics) shown after the bar."""
+        if not info or "losses" not in info:
+            return ""
+        return " " + " ".join(f"{k}={v:.3g}" for k, v in info["losses"].items())
 
     def __call__(self, p: Progress):
         if self.quiet:
             return
         now = time.monotonic()
+        info = p.info or {}
+        if info.get("note"):
+            sys.stderr.write(f"{info['note']}\n")
+        if "val_mi" in info:  # a validation: its own line, kept in the terminal's history
+            self.val = (
+                f" | val MI {info['val_mi']:.3f} SSIM {info.get('val_ssim', float('nan')):.3f}"
+            )
+            sys.stderr.write(
+                ("\r" if self.tty else "") + f"step {p.done}/{p.total}:"
+                f"{self._postfix(info)}{self.val}" + "\n"
+            )
         if (
             p.stage != self.stage
             or now - self.last > (0.1 if self.tty else 5.0)
@@ -39,11 +58,19 @@ class _Bar:
             width = 30
             k = int(width * p.fraction)
             msg = f"{p.stage:<18} [{'#' * k}{'.' * (width - k)}] {100 * p.fraction:5.1f}%"
+            if "losses" in info:
+                msg += f" step {p.done}/{p.total}{self._postfix(info)}{self.val}"
             if self.tty:
                 sys.stderr.write("\r" + msg + ("\n" if p.done >= p.total else ""))
             else:
                 sys.stderr.write(msg + "\n")
             sys.stderr.flush()
+
+
+def _print_domain(res) -> None:
+    """Input-domain warnings of a synthesis (models/domain.py), one line each on stderr."""
+    for w in res.domain.warnings if res.domain else ():
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def _tolerance(args):
@@ -135,7 +162,10 @@ def cmd_synthesize(args) -> int:
         batch_size=args.batch_size,
         compile=args.compile,
     )
-    res = run_to_end(iter_synthesize_imzml(args.file, args.model, opts), _Bar(args.quiet))
+    res = run_to_end(
+        iter_synthesize_imzml(args.file, args.model, opts, strict=args.strict), _Bar(args.quiet)
+    )
+    _print_domain(res)
     with get_plan(args).file(out) as tmp:
         write_ome_tiff(tmp, res.rgb, res.pixel_size_um)
     if not args.quiet:
@@ -242,7 +272,10 @@ def cmd_train(args) -> int:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     base = None
-    if args.base or args.resume:
+    # --base with --n-peaks/--mz: a re-headed model (the base's body and decoder, a new input layer
+    # for these channels); --base alone: the base's own m/z channels
+    rehead = bool(args.base) and not args.resume and (args.n_peaks is not None or bool(args.mz))
+    if (args.base or args.resume) and not rehead:
         from .models.checkpoint import load_checkpoint
 
         base = load_checkpoint(last if args.resume else args.base)
@@ -250,12 +283,15 @@ def cmd_train(args) -> int:
         samples = load_samples(entries, contract)
     else:
         mz = [float(v) for v in args.mz.split(",")] if args.mz else None
+        kw = {"working_pixel_um": args.working_pixel_um, "padding": args.padding}
+        if rehead:
+            from .models.checkpoint import load_checkpoint
+            from .models.rehead import reheaded_contract_kwargs
+
+            base = load_checkpoint(args.base)
+            kw = reheaded_contract_kwargs(base.contract)
         contract, stacks = contract_from_data(
-            entries,
-            n_peaks=args.n_peaks,
-            mz=mz,
-            working_pixel_um=args.working_pixel_um,
-            padding=args.padding,
+            entries, n_peaks=args.n_peaks if args.n_peaks is not None else 50, mz=mz, **kw
         )
         samples = load_samples(entries, contract, stacks)
     train, val = split_by_sample(samples)
@@ -265,6 +301,13 @@ def cmd_train(args) -> int:
         "train": [s.name for s in train],
         "val": [s.name for s in val],
     }
+    if not args.quiet:
+        print(
+            f"training {cfg.max_steps} steps on {len(train)} train / {len(val)} validation pair(s); "
+            f"checkpoints every {cfg.checkpoint_every} steps in {out / 'checkpoints' / 'last.pt'} "
+            f"(resume with --resume), losses and validation in {out / 'metrics.jsonl'}",
+            file=sys.stderr,
+        )
     token = CancelToken()
     try:
         with signals_to_cancel(token):  # Ctrl-C / SIGTERM: save a checkpoint, then stop
@@ -279,6 +322,7 @@ def cmd_train(args) -> int:
                     base=None if args.resume else base,
                     data_info=info,
                     cancel=token,
+                    rehead=rehead,
                 ),
                 bar,
             )
@@ -299,14 +343,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _evaluable_rgb(path, a):
+    """An image as ``(Y, X, 3)`` uint8 for evaluate: RGB as read, or a ``(3, Y, X)`` / ``(1, Y, X)``
+    stack such as ``register``'s registered.ome.tif (NaN outside the moved image becomes white)."""
+    import numpy as np
+
+    from .io.histology import to_uint8_rgb
+
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
+        a = np.repeat(a.reshape(a.shape[:2] + (1,)), 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise CLIError(
+            f"{path}: a {a.shape} image: evaluate compares RGB images (or 3-channel stacks)"
+        )
+    a = a[..., :3]
+    if a.dtype.kind == "f":
+        a = np.where(np.isfinite(a), a, 255.0 if np.nanmax(a) > 1.0 else 1.0)
+    return to_uint8_rgb(a)
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
-    from .io.histology import read_histology, to_uint8_rgb
+    from .io.histology import read_histology
     from .metrics import all_metrics
 
-    pred = to_uint8_rgb(np.asarray(read_histology(args.pred).levels[0]))
-    truth = to_uint8_rgb(np.asarray(read_histology(args.truth).levels[0]))
+    pred = _evaluable_rgb(args.pred, np.asarray(read_histology(args.pred).levels[0]))
+    truth = _evaluable_rgb(args.truth, np.asarray(read_histology(args.truth).levels[0]))
     if pred.shape[:2] != truth.shape[:2]:
         raise CLIError(
             f"{args.pred}: shape {pred.shape[:2]} differs from {args.truth}: {truth.shape[:2]}"
@@ -388,6 +453,7 @@ def cmd_register(args) -> int:
                 res = run_to_end(
                     iter_synthesize(ions, ckpt, InferenceOptions(device=args.device)), bar
                 )
+                _print_domain(res)
                 synth, moving_px = res.rgb, res.pixel_size_um
                 stack, mask, mz = ions.stack, ions.mask, ions.mz
             else:
@@ -577,9 +643,10 @@ def _add_training_args(p) -> None:
     p.add_argument(
         "--patch", type=int, default=128, help="training crop in working pixels (0: whole images)"
     )
-    p.add_argument("--ngf", type=int, default=64, help="generator width (pix2pix)")
-    p.add_argument("--depth", type=int, default=7, help="generator U-Net depth (pix2pix)")
-    p.add_argument("--ndf", type=int, default=64, help="PatchGAN discriminator width")
+    # defaults shared with the Train widget: TrainConfig's (the bundled demo model's architecture)
+    p.add_argument("--ngf", type=int, default=16, help="generator width (pix2pix; default 16)")
+    p.add_argument("--depth", type=int, default=6, help="generator U-Net depth (default 6)")
+    p.add_argument("--ndf", type=int, default=32, help="PatchGAN discriminator width (default 32)")
     p.add_argument("--working-pixel-um", type=float, default=10.0, help="model grid pixel (um)")
     p.add_argument("--padding", choices=["white", "black"], default="white")
     p.add_argument("--checkpoint-every", type=int, default=100)
@@ -628,8 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--norm",
         choices=["none", "tic", "rms", "median"],
-        default="none",
-        help="per-spectrum normalisation before summing (default none)",
+        default="tic",
+        help="per-spectrum normalisation before summing (default tic, as the bundled model)",
     )
     p.add_argument(
         "--out", required=True, help="output .ome.tif ((C, Y, X) float32 with pixel size)"
@@ -672,6 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-amp", action="store_true", help="full fp32 on GPU (default: bf16 autocast)"
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 1) when the MSI is outside the model's input domain (m/z coverage, "
+        "intensity statistics; see docs/own_data.md) instead of warning",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synthesize)
     declare(p, ("file", "model"), "out", "file")
@@ -685,17 +758,26 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="run folder: checkpoints/, model.pt, metrics.jsonl, config.yaml",
     )
-    p.add_argument("--base", help="checkpoint to fine-tune from (its m/z channels are used)")
+    p.add_argument(
+        "--base",
+        help="checkpoint to fine-tune from ('demo': the bundled model). Alone: its m/z channels "
+        "are used. With --n-peaks or --mz: re-headed, i.e. its trained body and decoder are kept "
+        "and a new input layer is built for your m/z (see docs/own_data.md)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--model", choices=["pix2pix", "unet"], default="pix2pix")
     _add_training_args(p)
     p.add_argument(
         "--n-peaks",
         type=int,
-        default=50,
-        help="top-N peaks for the channel contract (seed 000: 50)",
+        default=None,
+        help="top-N peaks for the channel contract (default 50, as seed 000; with --base: "
+        "re-head the base to these peaks)",
     )
-    p.add_argument("--mz", help="explicit comma-separated m/z list instead of top-N")
+    p.add_argument(
+        "--mz",
+        help="explicit comma-separated m/z list instead of top-N (with --base: re-head to them)",
+    )
     p.set_defaults(func=cmd_train)
     declare(p, ("pairs", "base"), "out", "run")
 

@@ -35,6 +35,8 @@ def test_peaks_with_mz_list_matches_manual_sum(shared_data, tmp_path):
                 "151.9,328.9",
                 "--tol-da",
                 "0.3",
+                "--norm",
+                "none",  # the default is tic (the bundled model's); the raw sum is compared here
                 "--out",
                 str(out),
                 "--quiet",
@@ -164,6 +166,16 @@ def test_demo(tmp_path):
     assert 0 < rep["synthesis_vs_truth"]["ssim"] <= 1
     reg = read_histology(d / "registered_msi.ome.tif")
     assert reg.data.shape[0] == 50 and reg.pixel_size_um == (4.0, 4.0)
+    # the report explains its numbers, says what the model knows and lists every file it names
+    html = (d / "report.html").read_text()
+    for term in ("mutual information", "structural similarity", "target registration error"):
+        assert term in html, term
+    assert "50 m/z from" in rep["model"]["knows"] and rep["model"]["domain_warnings"] == []
+    for name in rep["outputs"]:
+        for f in name.replace(",", " ").split():
+            f = f.split("/.")[0].rstrip("/")  # "transform_direct.json/.h5" -> the .json
+            assert (d / f).exists(), f
+            assert f"<code>{name}</code>" in html
 
 
 def test_bundled_demo_checkpoint():

@@ -38,3 +38,16 @@ def open_phantom(phantom_dir, truth_affine):
         return he, msi
 
     return _open
+
+
+@pytest.fixture
+def click(qtbot):
+    """Press a button as a user does: a left mouse click through Qt (``qtbot.mouseClick``), so the
+    slot receives what Qt sends (``clicked(bool)``), never a direct call of the slot."""
+    from qtpy.QtCore import Qt
+
+    def _click(button):
+        assert button.isEnabled(), f"{button.text()!r} is disabled"
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton, pos=button.rect().center())
+
+    return _click

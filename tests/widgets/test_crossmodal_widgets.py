@@ -8,7 +8,7 @@ from napari_msi2hist.widgets.crossmodal import PredictWidget, SuperResWidget, la
 
 
 def test_predict_from_he_held_out_and_in_sample(
-    make_napari_viewer, open_phantom, qtbot, small_phantom, tmp_path
+    make_napari_viewer, open_phantom, qtbot, small_phantom, tmp_path, click
 ):
     from napari_msi2hist.phantom import make_phantom
 
@@ -40,7 +40,7 @@ def test_predict_from_he_held_out_and_in_sample(
     w.pairs.setText(str(pairs))
     w.n_peaks.setValue(20)
     w.n_comp.setValue(3)
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert w.result is not None and w.result["cv"], w.status.text()
     pred = viewer.layers["msi predicted PCA modes"]
@@ -56,25 +56,27 @@ def test_predict_from_he_held_out_and_in_sample(
     # in-sample, with the label layer: a probability map, clearly marked as not validated
     w.pairs.setText("")
     w.label_box.setCurrentText("tumour")
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert not w.result["cv"] and "IN-SAMPLE" in w.result_label.text()
     prob = viewer.layers["msi label probability"].data
     assert prob.shape == tuple(small_phantom.msi_shape_yx) and w.result["auc"] > 0.85
     # errors are plain messages, the viewer survives
     w.msi_box.clear()
-    w.run_btn.click()
+    click(w.run_btn)
     assert "open an MSI" in w.status.text()
 
 
-def test_super_resolve_the_displayed_msi(make_napari_viewer, open_phantom, qtbot, small_phantom):
+def test_super_resolve_the_displayed_msi(
+    make_napari_viewer, open_phantom, qtbot, small_phantom, click
+):
     viewer = make_napari_viewer()
     he, msi = open_phantom(viewer, aligned=True)
     w = SuperResWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.stack_box.currentText() == "msi TIC"
     w.method.setCurrentText("learned")
-    w.run_btn.click()
+    click(w.run_btn)
     assert w.run_btn.text() == "Cancel"
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert w.result is not None, w.status.text()
@@ -91,7 +93,9 @@ def test_super_resolve_the_displayed_msi(make_napari_viewer, open_phantom, qtbot
     )
 
 
-def test_super_resolve_cancel_leaves_the_viewer_usable(make_napari_viewer, open_phantom, qtbot):
+def test_super_resolve_cancel_leaves_the_viewer_usable(
+    make_napari_viewer, open_phantom, qtbot, click
+):
     from napari_msi2hist.widgets.crossmodal import placed_like
 
     viewer = make_napari_viewer()
@@ -105,9 +109,9 @@ def test_super_resolve_cancel_leaves_the_viewer_usable(make_napari_viewer, open_
     )
     w = SuperResWidget(viewer)
     w.stack_box.setCurrentText("many ions")
-    w.run_btn.click()
+    click(w.run_btn)
     qtbot.waitUntil(lambda: w.progress.value() >= 1, timeout=60_000)
-    w.run_btn.click()  # Cancel
+    click(w.run_btn)  # Cancel
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert w.result is None and w.run_btn.text() == "Super-resolve"
     assert not any("super-resolved" in ly.name for ly in viewer.layers)

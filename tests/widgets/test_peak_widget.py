@@ -23,7 +23,7 @@ def _wait(qtbot, w):
     qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
 
 
-def test_pick_preview_and_add(make_napari_viewer, open_phantom, qtbot, small_phantom):
+def test_pick_preview_and_add(make_napari_viewer, open_phantom, qtbot, small_phantom, click):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     w = PeakSelectionWidget(viewer)
@@ -31,7 +31,7 @@ def test_pick_preview_and_add(make_napari_viewer, open_phantom, qtbot, small_pha
     assert w.layer_box.count() == 1  # only the MSI layer, found by metadata
     w.n_peaks.setValue(10)
     w.norm_box.setCurrentText("tic")
-    w.pick_btn.click()
+    click(w.pick_btn)
     _wait(qtbot, w)
     assert w.peaks is not None and len(w.peaks) == 10
     planted = np.array(sorted(m for v in small_phantom.peaks.values() for m in v))
@@ -47,7 +47,7 @@ def test_pick_preview_and_add(make_napari_viewer, open_phantom, qtbot, small_pha
     assert prev.data.shape == tuple(small_phantom.msi_shape_yx)
     assert prev.metadata["msi2hist"]["mz"] == [pytest.approx(w.peaks[3])]
 
-    w.add_btn.click()
+    click(w.add_btn)
     _wait(qtbot, w)
     stack = [
         ly for ly in viewer.layers if ly.metadata.get("msi2hist", {}).get("kind") == "ion_stack"
@@ -58,32 +58,32 @@ def test_pick_preview_and_add(make_napari_viewer, open_phantom, qtbot, small_pha
     np.testing.assert_allclose(stack.data[3], prev.data, rtol=1e-6)
 
 
-def test_cancel_keeps_viewer_usable(make_napari_viewer, open_phantom, qtbot):
+def test_cancel_keeps_viewer_usable(make_napari_viewer, open_phantom, qtbot, click):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     w = PeakSelectionWidget(viewer)
     w.mz_edit.setText(", ".join(str(300 + 3 * i) for i in range(200)))
-    w.pick_btn.click()
+    click(w.pick_btn)
     _wait(qtbot, w)
-    w.add_btn.click()
+    click(w.add_btn)
     assert w.add_btn.text() == "Cancel"
-    w.add_btn.click()  # cancel
+    click(w.add_btn)  # cancel
     _wait(qtbot, w)
     assert w.add_btn.text() == "Add ion images" and w.worker is None
     # the viewer still works: a new layer can be added and the widget can run again
     viewer.add_points(np.zeros((1, 2)))
     w.mz_edit.setText("500")
-    w.pick_btn.click()
+    click(w.pick_btn)
     _wait(qtbot, w)
     assert len(w.peaks) == 1
 
 
-def test_bad_mz_text_gives_message_not_traceback(make_napari_viewer, open_phantom):
+def test_bad_mz_text_gives_message_not_traceback(make_napari_viewer, open_phantom, click):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     w = PeakSelectionWidget(viewer)
     w.mz_edit.setText("abc")
-    w.pick_btn.click()
+    click(w.pick_btn)
     assert "not a list of m/z" in w.status.text() and w.worker is None
 
 

@@ -8,20 +8,20 @@ from napari_msi2hist.widgets.synthesis import SynthesisWidget
 
 
 def test_register_synthetic_he_to_he(
-    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, small_phantom
+    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, small_phantom, click
 ):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     s = SynthesisWidget(viewer)
     s.ckpt_box.setCurrentText(str(trained_checkpoint))
     s.tile.setValue(64)
-    s.run_btn.click()
+    click(s.run_btn)
     qtbot.waitUntil(lambda: s.worker is None, timeout=120000)
     w = RegisterWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.fixed_box.currentText() == "he"
     w.moving_box.setCurrentText("msi synthetic H&E")
-    w.run_btn.click()
+    click(w.run_btn)
     assert w.run_btn.text() == "Cancel"
     qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
     assert w.result is not None and w.result.route == "synthesis", w.status.text()
@@ -36,20 +36,26 @@ def test_register_synthetic_he_to_he(
         pts_um = np.array([[100.0, 200.0], [400.0, 50.0]])
         world = np.array([ly.data_to_world(p / np.asarray(ly.scale[-2:])) for p in pts_um])
         np.testing.assert_allclose(world, tr.moving_to_fixed(pts_um), atol=1e-6)
-    w.checker_btn.setChecked(True)
+    click(w.checker_btn)
     assert viewer.layers["checkerboard"].visible
-    w.checker_btn.setChecked(False)
+    click(w.checker_btn)
     assert not viewer.layers["checkerboard"].visible
 
 
-def test_landmark_editing_updates_errors_with_undo(make_napari_viewer, open_phantom, small_phantom):
+def test_landmark_editing_updates_errors_with_undo(
+    make_napari_viewer, open_phantom, small_phantom, click
+):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     w = RegisterWidget(viewer)
     w.moving_box.setCurrentText("msi TIC")
-    fixed, moving = w.add_landmark_layers(
-        small_phantom.landmarks_he_um.copy(), small_phantom.landmarks_msi_um.copy()
-    )
+    # the button, clicked through Qt (clicked(bool) must not reach the slot as the points)
+    click(w.lm_btn)
+    fixed, moving = w.landmark_layers()
+    assert fixed is not None and moving is not None and len(fixed.data) == 0
+    # the user places the pairs: H&E points, then the MSI points
+    fixed.data = small_phantom.landmarks_he_um.copy()
+    moving.data = small_phantom.landmarks_msi_um.copy()
     before = w.current_report()
     assert before is not None and not before.outlier.any()
     assert "leave-one-out TRE" in w.lm_table.text()
@@ -61,13 +67,13 @@ def test_landmark_editing_updates_errors_with_undo(make_napari_viewer, open_phan
     after = w.current_report()
     assert after.tre_um[3] > 5 * before.tre_um[3] and after.outlier[3]
     assert "OUTLIER" in w.lm_table.text()
-    w.undo()
+    click(w.undo_btn)
     np.testing.assert_allclose(w.current_report().tre_um, before.tre_um)
-    w.redo()
+    click(w.redo_btn)
     np.testing.assert_allclose(w.current_report().tre_um, after.tre_um)
     # fit from landmarks: the MSI layer now overlays the H&E up to the phantom's smooth deformation
-    w.undo()
-    w.fit_from_landmarks()
+    click(w.undo_btn)
+    click(w.fit_btn)
     msi = viewer.layers["msi TIC"]
     mapped = np.array([msi.data_to_world(p / 20.0) for p in small_phantom.landmarks_msi_um])
     assert np.median(np.linalg.norm(mapped - small_phantom.landmarks_he_um, axis=1)) < 2 * 20.0

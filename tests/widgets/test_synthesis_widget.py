@@ -14,7 +14,7 @@ def _wait(qtbot, w, timeout=120000):
 
 
 def test_synthesis_from_msi_layer_overlays_and_stays_responsive(
-    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, small_phantom
+    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, small_phantom, click
 ):
     viewer = make_napari_viewer()
     open_phantom(viewer)
@@ -36,7 +36,7 @@ def test_synthesis_from_msi_layer_overlays_and_stays_responsive(
     timer = QTimer()
     timer.timeout.connect(tick)
     timer.start(10)
-    w.run_btn.click()
+    click(w.run_btn)
     assert w.run_btn.text() == "Cancel"
     _wait(qtbot, w)
     timer.stop()
@@ -54,41 +54,41 @@ def test_synthesis_from_msi_layer_overlays_and_stays_responsive(
 
 
 def test_mismatched_stack_gives_notification_not_traceback(
-    make_napari_viewer, open_phantom, qtbot, trained_checkpoint
+    make_napari_viewer, open_phantom, qtbot, trained_checkpoint, click
 ):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     p = PeakSelectionWidget(viewer)
     p.mz_edit.setText("333.3, 444.4")
-    p.pick_btn.click()
+    click(p.pick_btn)
     qtbot.waitUntil(lambda: p.worker is None, timeout=60000)
-    p.add_btn.click()
+    click(p.add_btn)
     qtbot.waitUntil(lambda: p.worker is None, timeout=60000)
     w = SynthesisWidget(viewer)
     w.layer_box.setCurrentText("msi ion images")
     w.ckpt_box.setCurrentText(str(trained_checkpoint))
     w.reextract.setChecked(False)
-    w.run_btn.click()
+    click(w.run_btn)
     _wait(qtbot, w)
     assert "m/z channel(s) that the MSI layer does not have" in w.status.text()
     assert "synthetic" not in " ".join(ly.name for ly in viewer.layers)
     # with re-extraction allowed (the default), the same layer works: the imzML is at hand
     w.reextract.setChecked(True)
     w.tile.setValue(64)
-    w.run_btn.click()
+    click(w.run_btn)
     _wait(qtbot, w)
     assert "msi ion images synthetic H&E" in viewer.layers
 
 
-def test_cancel_synthesis(make_napari_viewer, open_phantom, qtbot, trained_checkpoint):
+def test_cancel_synthesis(make_napari_viewer, open_phantom, qtbot, trained_checkpoint, click):
     viewer = make_napari_viewer()
     open_phantom(viewer)
     w = SynthesisWidget(viewer)
     w.ckpt_box.setCurrentText(str(trained_checkpoint))
     w.tile.setValue(32)
     w.overlap.setValue(16)
-    w.run_btn.click()
-    w.run_btn.click()
+    click(w.run_btn)
+    click(w.run_btn)
     _wait(qtbot, w)
     assert w.run_btn.text() == "Synthesise H&&E"
     assert not any("synthetic" in ly.name for ly in viewer.layers)

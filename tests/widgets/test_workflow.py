@@ -55,7 +55,9 @@ def _wait(qtbot, w, timeout=300_000):
     qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)
 
 
-def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir, small_phantom):
+def test_whole_workflow_in_a_real_window(
+    make_napari_viewer, qtbot, phantom_dir, small_phantom, click
+):
     from napari.settings import get_settings
 
     from napari_msi2hist.models.checkpoint import load_checkpoint
@@ -94,11 +96,11 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     peaks = PeakSelectionWidget(viewer)
     dw = viewer.window.add_dock_widget(peaks, name="Peak selection", area="right")
     peaks.n_peaks.setValue(20)
-    peaks.pick_btn.click()
+    click(peaks.pick_btn)
     _wait(qtbot, peaks)
     planted = np.array(sorted(m for v in small_phantom.peaks.values() for m in v))
     assert len(peaks.peaks) == 20 and all(np.min(np.abs(planted - m)) < 1.0 for m in peaks.peaks)
-    peaks.add_btn.click()
+    click(peaks.add_btn)
     _wait(qtbot, peaks)
     stack = viewer.layers[-1]
     viewer.dims.set_point(0, 3)
@@ -111,7 +113,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     synth = SynthesisWidget(viewer)
     dw = viewer.window.add_dock_widget(synth, name="Synthesise H&E", area="right")
     assert synth.ckpt_box.currentText() == "demo"
-    synth.run_btn.click()
+    click(synth.run_btn)
     _wait(qtbot, synth)
     syn = viewer.layers["msi synthetic H&E"]
     # on the model's 10 um working grid, covering the MSI's field of view (20 um pixels)
@@ -127,14 +129,17 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     reg = RegisterWidget(viewer)
     dw = viewer.window.add_dock_widget(reg, name="Register", area="right")
     reg.moving_box.setCurrentText("msi synthetic H&E")
-    reg.run_btn.click()
+    click(reg.run_btn)
     _wait(qtbot, reg)
     assert reg.result is not None and reg.result.route == "synthesis", reg.status.text()
     truth_he = small_phantom.landmarks_he_um
     moved = reg.result.transform.moving_to_fixed(small_phantom.landmarks_msi_um)
     px = 20.0  # MSI pixel (um)
     assert np.median(np.linalg.norm(moved - truth_he, axis=1)) < px  # under one MSI pixel
-    fixed, _moving = reg.add_landmark_layers(truth_he.copy(), small_phantom.landmarks_msi_um.copy())
+    click(reg.lm_btn)
+    fixed, moving = reg.landmark_layers()
+    fixed.data = truth_he.copy()
+    moving.data = small_phantom.landmarks_msi_um.copy()
     viewer.reset_view()
     before = reg.current_report().tre_um.copy()
     table_before = reg.lm_table.text()
@@ -145,11 +150,11 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     assert after[2] > before[2] + 200 and reg.lm_table.text() != table_before
     assert "OUTLIER" in reg.lm_table.text()
     _shot(viewer, qtbot, shots, "04_register_landmarks.png")
-    reg.undo()
+    click(reg.undo_btn)
     np.testing.assert_allclose(reg.current_report().tre_um, before)
-    reg.checker_btn.setChecked(True)
+    click(reg.checker_btn)
     _shot(viewer, qtbot, shots, "05_checkerboard.png")
-    reg.checker_btn.setChecked(False)
+    click(reg.checker_btn)
     viewer.window.remove_dock_widget(dw)
 
     # 5. fine-tune the bundled model for a few steps on the open, now registered, layers
@@ -163,7 +168,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     train.lr.setText("2e-4")
     train.device.setCurrentText("cpu")
     train.out_dir.setText(str(phantom_dir.parent / "finetune"))
-    train.run_btn.click()
+    click(train.run_btn)
     _wait(qtbot, train)
     assert train.last_checkpoint, train.status.text()
     ck = load_checkpoint(train.last_checkpoint)
@@ -178,7 +183,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     pred = PredictWidget(viewer)
     dw = viewer.window.add_dock_widget(pred, name="Predict from H&E", area="right")
     pred.n_comp.setValue(3)
-    pred.run_btn.click()
+    click(pred.run_btn)
     _wait(qtbot, pred)
     assert pred.result is not None and "IN-SAMPLE" in pred.result_label.text(), pred.status.text()
     for ly in viewer.layers:
@@ -190,7 +195,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     sr = SuperResWidget(viewer)
     dw = viewer.window.add_dock_widget(sr, name="Super-resolve MSI", area="right")
     sr.stack_box.setCurrentText(stack.name)
-    sr.run_btn.click()
+    click(sr.run_btn)
     _wait(qtbot, sr)
     assert sr.result is not None, sr.status.text()
     hr_layer = viewer.layers[f"{stack.name} super-resolved (learned)"]
@@ -208,7 +213,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     # 7. a long job, cancelled: the viewer stays usable and responsive
     train.steps.setValue(2000)
     train.resume.setChecked(True)
-    train.run_btn.click()
+    click(train.run_btn)
     assert train.run_btn.text() == "Cancel"
     qtbot.waitUntil(lambda: len(train.history) >= 1, timeout=120_000)
     t0 = time.monotonic()
@@ -220,7 +225,7 @@ def test_whole_workflow_in_a_real_window(make_napari_viewer, qtbot, phantom_dir,
     timer.start(50)
     qtbot.wait(1000)  # the event loop keeps running while the job trains
     assert len(ticks) >= 5, f"event loop starved: {len(ticks)} ticks in 1 s"
-    train.run_btn.click()
+    click(train.run_btn)
     _wait(qtbot, train, timeout=120_000)
     timer.stop()
     assert "cancelled at step" in train.status.text()

@@ -18,6 +18,7 @@ from ..msi.ion_images import IonImages, iter_ion_images
 from ..progress import CancelToken, Progress, run_to_end
 from .checkpoint import Checkpoint, load_checkpoint
 from .contract import prepare_input
+from .domain import DomainReport, InputDomainError, check_input_domain
 from .inference import InferenceOptions, iter_infer, pick_device, to_rgb_uint8
 
 
@@ -27,6 +28,7 @@ class SynthResult:
     pixel_size_um: tuple[float, float]
     checkpoint: str
     source: str
+    domain: DomainReport | None = None  # the input-domain check made before synthesis
 
     def metadata(self) -> dict:
         return {
@@ -34,17 +36,29 @@ class SynthResult:
             "checkpoint": self.checkpoint,
             "source": self.source,
             "pixel_size_um": list(self.pixel_size_um),
+            "domain_warnings": list(self.domain.warnings) if self.domain else [],
         }
 
 
 def extract_for_contract(imz: ImzMLFile, ckpt: Checkpoint, cancel: CancelToken | None = None):
     """Ion images exactly as the checkpoint's contract wants them (m/z, tolerance, normalisation)."""
     c = ckpt.contract
-    return (
-        yield from iter_ion_images(
-            imz, np.asarray(c.mz), tolerance=c.tolerance, norm=c.spectrum_norm, cancel=cancel
-        )
+    ions = yield from iter_ion_images(
+        imz, np.asarray(c.mz), tolerance=c.tolerance, norm=c.spectrum_norm, cancel=cancel
     )
+    ions.meta.setdefault("mz_range", tuple(float(v) for v in imz.mz_range))
+    return ions
+
+
+def domain_of(ions: IonImages, ckpt: Checkpoint, strict: bool = False) -> DomainReport:
+    """The input-domain check of ``ions`` against ``ckpt`` (see :mod:`.domain`); raises
+    :class:`InputDomainError` with every warning when ``strict`` and the data look out of domain."""
+    rep = check_input_domain(
+        ions.stack, ions.mask, ions.mz, ckpt.contract, ions.meta.get("mz_range"), ions.source
+    )
+    if strict and not rep.ok:
+        raise InputDomainError("; ".join(rep.warnings) + " (refused: strict)")
+    return rep
 
 
 def iter_synthesize(
@@ -52,12 +66,16 @@ def iter_synthesize(
     ckpt: Checkpoint,
     opts: InferenceOptions = InferenceOptions(),
     cancel: CancelToken | None = None,
+    strict: bool = False,
 ) -> Generator[Progress, None, SynthResult]:
+    """Synthesise H&E from ion images; the input-domain check runs first (its report is in the
+    result; under ``strict`` an out-of-domain input raises :class:`InputDomainError`)."""
     x = prepare_input(ions, ckpt.contract)
+    domain = domain_of(ions, ckpt, strict)
     model = ckpt.build(pick_device(opts.device))
     out = yield from iter_infer(model, x, opts, pad_value=ckpt.contract.pad_value, cancel=cancel)
     wpx = float(ckpt.contract.working_pixel_um)
-    return SynthResult(to_rgb_uint8(out), (wpx, wpx), ckpt.path, ions.source)
+    return SynthResult(to_rgb_uint8(out), (wpx, wpx), ckpt.path, ions.source, domain)
 
 
 def iter_synthesize_imzml(
@@ -65,11 +83,12 @@ def iter_synthesize_imzml(
     model: str | os.PathLike | Checkpoint,
     opts: InferenceOptions = InferenceOptions(),
     cancel: CancelToken | None = None,
+    strict: bool = False,
 ) -> Generator[Progress, None, SynthResult]:
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     with ImzMLFile(path) as imz:
         ions = yield from extract_for_contract(imz, ckpt, cancel)
-    return (yield from iter_synthesize(ions, ckpt, opts, cancel))
+    return (yield from iter_synthesize(ions, ckpt, opts, cancel, strict))
 
 
 def synthesize_imzml(path, model, opts: InferenceOptions = InferenceOptions()) -> SynthResult:

@@ -49,11 +49,14 @@ class TrainConfig:
     decay_start: int | None = None
     batch_size: int = 4
     patch: int = 128  # 0: whole images
-    ngf: int = 64
-    depth: int = 7
+    # one default architecture for CLI and widget: the bundled demo model's (ngf 16, depth 6, ndf 32),
+    # so a model from scratch has the shape of the re-headed/fine-tuned demo and trains on a CPU at
+    # ~0.45 s/step; wider models (--ngf 64 --depth 7) are for GPUs and many pairs (docs/own_data.md)
+    ngf: int = 16
+    depth: int = 6
     norm: str = "batch"
     dropout: float = 0.5
-    ndf: int = 64
+    ndf: int = 32
     d_layers: int = 3
     gp_weight: float = 10.0
     baseline_base: int = 32
@@ -255,10 +258,15 @@ def iter_train(
     cancel: CancelToken | None = None,
     data_info: dict | None = None,
     keep: dict | None = None,
+    rehead: bool = False,
 ) -> Generator[Progress, None, Path]:
     """Train; yields ``Progress(step, max_steps, "train", info={...losses, val metrics, preview})`` and
     returns the path of the final checkpoint (``OUT_DIR/model.pt``). ``keep``, if given, receives the
-    trained networks (``keep["generator"]``), e.g. for comparing DDP ranks."""
+    trained networks (``keep["generator"]``), e.g. for comparing DDP ranks.
+
+    With ``base`` the contract's m/z must be the base's, unless ``rehead``: then the base's body and
+    decoder are kept and a new input layer is built for ``contract``'s channels (models/rehead.py);
+    the first Progress then carries ``info["note"]`` saying so, and the checkpoint records it."""
     rank, world = _dist_info()
     out = Path(out_dir)
     ck_dir = out / "checkpoints"
@@ -303,24 +311,41 @@ def iter_train(
         start = int(resume_state.get("step", 0))
     elif base is not None:
         ck = base if isinstance(base, Checkpoint) else load_checkpoint(base)
-        if ck.contract.mz != contract.mz:
+        new_head = ck.contract.mz != contract.mz
+        if new_head and not rehead:
             raise ValueError(
-                f"{ck.path}: base checkpoint has another m/z channel list than the data"
+                f"{ck.path}: base checkpoint has another m/z channel list than the data "
+                f"({ck.contract.n_channels} vs {contract.n_channels} channels); re-head it "
+                "(train --base with --n-peaks/--mz) to fine-tune it to new channels"
             )
-        if ck.arch != arch:
-            arch = dict(ck.arch)
+        if ck.arch != arch:  # the base's architecture wins (ngf, depth, norm), with our channels
+            arch = {**ck.arch, "in_channels": in_ch}
+            torch.manual_seed(cfg.seed)
             g = build_generator(arch)
-        _load_state(
-            g,
-            {k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()},
-            ck.path,
-        )
-        if (
-            d is not None
-            and ck.extra_state.get("discriminator")
-            and ck.extra_state.get("d_arch") == d_arch
-        ):
-            _load_state(d, ck.extra_state["discriminator"], ck.path)
+            init_weights(g)
+        if new_head:
+            from .rehead import load_reheaded, rehead_message
+
+            skipped = load_reheaded(g, ck.state_dict, "generator")
+            note = rehead_message(str(ck.path), ck.contract.n_channels, in_ch, skipped)
+            data_info = {
+                **(data_info or {"train": [s.name for s in train], "val": [s.name for s in val]}),
+                "reheaded_from": str(ck.path),
+                "rehead": note,
+            }
+        else:
+            _load_state(
+                g,
+                {k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()},
+                ck.path,
+            )
+        base_d = ck.extra_state.get("discriminator") if d is not None else None
+        if base_d and ck.extra_state.get("d_arch") == d_arch:
+            _load_state(d, base_d, ck.path)
+        elif base_d and new_head:
+            old_d_arch = ck.extra_state.get("d_arch") or {}
+            if {**old_d_arch, "in_channels": d_arch["in_channels"]} == d_arch:
+                load_reheaded(d, base_d, "discriminator")
     cfg = _config_of_arch(cfg, arch)
     g.to(device).train()
     if d is not None:
@@ -372,7 +397,10 @@ def iter_train(
     last_losses: dict = {}
     t0 = time.monotonic()
     step = start
-    yield Progress(step, cfg.max_steps, "train", {"resumed_from": start} if start else None)
+    first = {"resumed_from": start} if start else {}
+    if data_info and data_info.get("rehead") and not start:
+        first["note"] = data_info["rehead"]
+    yield Progress(step, cfg.max_steps, "train", first or None)
     try:
         while step < cfg.max_steps:
             if cancel is not None:

@@ -66,8 +66,10 @@ class PeakSelectionWidget(QWidget):
         self.layer_box.setToolTip("MSI layer (opened from an .imzML) whose spectra are used")
         self.norm_box = QComboBox()
         self.norm_box.addItems(list(NORMALISATIONS))
+        self.norm_box.setCurrentText("tic")  # the bundled model's; a model re-extracts with its own
         self.norm_box.setToolTip(
-            "Per-spectrum normalisation: TIC = sum, RMS = root mean square, median"
+            "Per-spectrum normalisation: TIC = sum, RMS = root mean square, median. "
+            "Synthesis always uses the model's own normalisation (it re-extracts if needed)"
         )
         self.n_peaks = QSpinBox()
         self.n_peaks.setRange(1, 1000)
@@ -99,8 +101,10 @@ class PeakSelectionWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        # constrained layout: no "Tight layout not applied" warning on a small canvas
+        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(200)  # the spectrum stays clickable when docked
         self.ax = self.figure.add_subplot(111)
         self.ax.set_xlabel("m/z")
         self.canvas.mpl_connect("pick_event", self._on_pick)
@@ -247,4 +251,8 @@ class PeakSelectionWidget(QWidget):
         if preview:
             self.status.setText(f"preview m/z {res.mz[0]:.4f} ({res.tolerance})")
         else:
+            from .layout import show_stack_mz
+
+            self.viewer.layers.selection.active = self.viewer.layers[name]
+            show_stack_mz(self.viewer)  # the text overlay names the m/z under the channel slider
             self.status.setText(f"added {len(res.mz)} ion images ({res.tolerance}, {res.norm})")

@@ -118,10 +118,11 @@ class RegisterWidget(QWidget):
 
         self.run_btn.clicked.connect(self._run_or_cancel)
         self.checker_btn.toggled.connect(self._toggle_checker)
-        self.lm_btn.clicked.connect(self.add_landmark_layers)
-        self.fit_btn.clicked.connect(self.fit_from_landmarks)
-        self.undo_btn.clicked.connect(self.undo)
-        self.redo_btn.clicked.connect(self.redo)
+        # clicked(bool) would arrive as the first argument: call the slots without it
+        self.lm_btn.clicked.connect(lambda *_: self.add_landmark_layers())
+        self.fit_btn.clicked.connect(lambda *_: self.fit_from_landmarks())
+        self.undo_btn.clicked.connect(lambda *_: self.undo())
+        self.redo_btn.clicked.connect(lambda *_: self.redo())
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()

@@ -93,6 +93,13 @@ class SynthesisWidget(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # input-domain warnings of the last synthesis (models/domain.py): hidden when in domain
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(
+            "QLabel { background: #8a4b00; color: white; padding: 4px; border-radius: 3px; }"
+        )
+        self.banner.setVisible(False)
 
         form = QFormLayout()
         form.addRow("MSI layer", self.layer_box)
@@ -105,6 +112,7 @@ class SynthesisWidget(QWidget):
         lay.addWidget(self.reextract)
         lay.addWidget(self.run_btn)
         lay.addWidget(self.progress)
+        lay.addWidget(self.banner)
         lay.addWidget(self.status)
         lay.addStretch(1)
 
@@ -178,6 +186,7 @@ class SynthesisWidget(QWidget):
             show_user_error(self.status, e)
             return
         self.run_btn.setText("Cancel")
+        self.banner.setVisible(False)
         self.worker = start_job(
             lambda tok: self._job(params, stack, tok),
             self._on_progress,
@@ -219,3 +228,11 @@ class SynthesisWidget(QWidget):
         self.status.setText(
             f"synthetic H&E {res.rgb.shape[0]}x{res.rgb.shape[1]} px at {res.pixel_size_um[0]} um"
         )
+        warns = res.domain.warnings if res.domain else ()
+        if warns:
+            self.banner.setText(
+                "OUTSIDE THE MODEL'S INPUT DOMAIN: "
+                + " ".join(warns)
+                + " Train or re-head a model on your own data (Train / fine-tune)."
+            )
+        self.banner.setVisible(bool(warns))

@@ -10,7 +10,6 @@ Synthesise H&E widget.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +35,16 @@ from . import synthesis as synth_widget
 from ._common import cancel_if_running, layer_names, msi2hist_kind, refill_combo, show_user_error
 from ._workers import start_job
 
+KEEP_CHANNELS = "the base model's m/z"
+REHEAD_CHANNELS = "re-head to my data's top peaks"
+
+
+def default_run_dir() -> Path:
+    """A new run folder under ``~/msi2hist-runs`` (``MSI2HIST_RUNS`` overrides): never in a temporary
+    folder, where a trained model can be cleaned away."""
+    root = Path(os.environ.get("MSI2HIST_RUNS") or Path.home() / "msi2hist-runs")
+    return root / time.strftime("%Y%m%d-%H%M%S")
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -51,6 +60,7 @@ class TrainParams:
     resume: bool
     cfg: TrainConfig
     n_peaks: int
+    rehead: bool = False  # new input layer for the data's top n_peaks m/z (models/rehead.py)
 
 
 def _layer_matrix(layer) -> np.ndarray:
@@ -86,22 +96,26 @@ def training_job(p: TrainParams, cancel=None):
         read_pairs_yaml,
         split_by_sample,
     )
+    from ..models.pairing import check_pair_overlap
+    from ..models.rehead import reheaded_contract_kwargs
     from ..models.training import iter_train
     from ..msi.ion_images import ion_images
 
     base = load_checkpoint(p.base) if p.base else None
+    # a re-head keeps the base's grid, padding, tolerance and normalisation
+    own = reheaded_contract_kwargs(base.contract) if base is not None and p.rehead else {}
     if p.source == "file":
         entries = read_pairs_yaml(p.pairs_file)
-        if base is not None:
+        if base is not None and not p.rehead:
             contract = base.contract
             samples = load_samples(entries, contract)
         else:
-            contract, stacks = contract_from_data(entries, n_peaks=p.n_peaks)
+            contract, stacks = contract_from_data(entries, n_peaks=p.n_peaks, **own)
             samples = load_samples(entries, contract, stacks)
         train, val = split_by_sample(samples)
     else:
         entry = {"name": Path(p.imzml).stem, "imzml": p.imzml, "he": "", "split": "train"}
-        if base is not None:
+        if base is not None and not p.rehead:
             contract = base.contract
             with open_imzml(p.imzml) as imz:
                 ions = ion_images(
@@ -111,7 +125,7 @@ def training_job(p: TrainParams, cancel=None):
                     norm=contract.spectrum_norm,
                 )
         else:
-            contract, stacks = contract_from_data([entry], n_peaks=p.n_peaks)
+            contract, stacks = contract_from_data([entry], n_peaks=p.n_peaks, **own)
             ions = stacks[0]
         m = p.msi_to_he_matrix
 
@@ -119,10 +133,22 @@ def training_job(p: TrainParams, cancel=None):
             return pts @ m[:2, :2].T + m[:2, 2]
 
         s = make_sample(entry["name"], ions, p.he_rgb, p.he_pixel_um, msi_to_he, contract)
+        px = ions.pixel_size_um or (contract.working_pixel_um,) * 2
+        check_pair_overlap(
+            s, ions.mask, px, contract, p.he_rgb, p.he_pixel_um
+        )  # refuses unrelated or misaligned pairs
         train, val = [s], [replace(s, split="val")]  # one pair: its validation is the pair itself
     return (
         yield from iter_train(
-            train, val, contract, p.cfg, p.out_dir, resume=p.resume, base=base, cancel=cancel
+            train,
+            val,
+            contract,
+            p.cfg,
+            p.out_dir,
+            resume=p.resume,
+            base=base,
+            cancel=cancel,
+            rehead=p.rehead and base is not None,
         )
     )
 
@@ -134,6 +160,7 @@ class TrainWidget(QWidget):
         self.worker = None
         self.history: list[tuple[int, dict]] = []
         self.last_checkpoint: str | None = None
+        self.note = ""
 
         self.source = QComboBox()
         self.source.addItems(["open layers", "pairs file"])
@@ -151,7 +178,20 @@ class TrainWidget(QWidget):
         self.pairs_file.setPlaceholderText("pairs.yaml (see docs/training.md)")
         self.base = QComboBox()
         self.base.setEditable(True)
-        self.base.setToolTip("Checkpoint to fine-tune from (empty: train from scratch)")
+        self.base.setToolTip(
+            "Checkpoint to fine-tune from: 'demo' is the bundled model (default); empty: train "
+            "from scratch"
+        )
+        self.channels = QComboBox()
+        self.channels.addItems([KEEP_CHANNELS, REHEAD_CHANNELS])
+        self.channels.setToolTip(
+            "Keep the base's m/z: your data must contain them. Re-head: keep the base's trained "
+            "body and decoder, build a new input layer for your data's top peaks"
+        )
+        self.n_peaks = QSpinBox()
+        self.n_peaks.setRange(1, 1000)
+        self.n_peaks.setValue(50)
+        self.n_peaks.setToolTip("Top-N peaks of your data (re-head, or training from scratch)")
         self.steps = QSpinBox()
         self.steps.setRange(1, 10_000_000)
         self.steps.setValue(200)
@@ -165,14 +205,7 @@ class TrainWidget(QWidget):
         self.gan.addItems(["vanilla", "lsgan", "wgangp"])
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        self.out_dir = QLineEdit(
-            str(
-                Path(tempfile.gettempdir())
-                / "napari-msi2hist"
-                / "runs"
-                / time.strftime("%Y%m%d-%H%M%S")
-            )
-        )
+        self.out_dir = QLineEdit(str(default_run_dir()))
         self.out_dir.setToolTip("Run folder: checkpoints, metrics.jsonl, config.yaml, model.pt")
         self.resume = QCheckBox("resume the run in this folder")
         self.run_btn = QPushButton("Train")
@@ -183,8 +216,9 @@ class TrainWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(180)
         self.ax_loss = self.figure.add_subplot(121)
         self.ax_prev = self.figure.add_subplot(122)
         self.ax_prev.set_axis_off()
@@ -199,6 +233,8 @@ class TrainWidget(QWidget):
             ("Fixed points", self.fixed_pts),
             ("Pairs file", self.pairs_file),
             ("Base", self.base),
+            ("Channels", self.channels),
+            ("Peaks", self.n_peaks),
             ("Steps", self.steps),
             ("Lambda L1", self.lam),
             ("Learning rate", self.lr),
@@ -219,7 +255,7 @@ class TrainWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
-        self.base.addItems(["", "demo"] + list(reversed(synth_widget.RECENT_CHECKPOINTS)))
+        self.base.addItems(["demo", ""] + list(reversed(synth_widget.RECENT_CHECKPOINTS)))
 
     def _refresh(self, *_):
         v = self.viewer
@@ -228,23 +264,27 @@ class TrainWidget(QWidget):
         points = layer_names(v, lambda ly: type(ly).__name__ == "Points")
         refill_combo(self.moving_pts, points)
         refill_combo(self.fixed_pts, points)
+        # the Register widget's landmark layers, by role, are the natural default
+        for box, role in (
+            (self.moving_pts, "landmarks_moving"),
+            (self.fixed_pts, "landmarks_fixed"),
+        ):
+            for ly in v.layers:
+                if ly.name in points and ly.metadata.get("msi2hist", {}).get("role") == role:
+                    box.setCurrentText(ly.name)
 
     def _params(self) -> TrainParams:
-        cfg = TrainConfig(
+        cfg = TrainConfig(  # architecture: TrainConfig's defaults, shared with the CLI
             max_steps=self.steps.value(),
             lambda_l1=self.lam.value(),
             lr=float(self.lr.text()),
             gan_mode=self.gan.currentText(),
             device=self.device.currentText(),
-            ngf=16,
-            depth=6,
-            ndf=32,
-            patch=128,
-            batch_size=4,
             checkpoint_every=max(10, self.steps.value() // 10),
             val_every=max(5, self.steps.value() // 20),
         )
         base = self.base.currentText().strip()
+        rehead = bool(base) and self.channels.currentText() == REHEAD_CHANNELS
         if self.source.currentText() == "pairs file":
             return TrainParams(
                 "file",
@@ -258,7 +298,8 @@ class TrainWidget(QWidget):
                 self.out_dir.text(),
                 self.resume.isChecked(),
                 cfg,
-                50,
+                self.n_peaks.value(),
+                rehead,
             )
         msi, he = self.msi_box.currentText(), self.he_box.currentText()
         if not msi or not he:
@@ -290,7 +331,8 @@ class TrainWidget(QWidget):
             self.out_dir.text(),
             self.resume.isChecked(),
             cfg,
-            50,
+            self.n_peaks.value(),
+            rehead,
         )
 
     def _run_or_cancel(self):
@@ -310,6 +352,7 @@ class TrainWidget(QWidget):
             self.out_dir.setText(params.out_dir)
         os.makedirs(params.out_dir, exist_ok=True)
         self.history = []
+        self.note = ""
         self.run_btn.setText("Cancel")
         self.worker = start_job(
             lambda tok: training_job(params, tok),
@@ -323,6 +366,9 @@ class TrainWidget(QWidget):
         self.progress.setMaximum(max(1, p.total))
         self.progress.setValue(p.done)
         info = p.info or {}
+        if info.get("note"):  # e.g. "re-headed demo: kept its trained body and decoder, ..."
+            self.note = info["note"]
+            self.status.setText(self.note)
         if "losses" in info:
             self.history.append((p.done, info["losses"]))
             msg = ", ".join(f"{k} {v:.3f}" for k, v in info["losses"].items())
@@ -358,7 +404,8 @@ class TrainWidget(QWidget):
                 w.refresh_checkpoints(select=str(path))
             except RuntimeError:  # its Qt object was deleted (the dock was closed)
                 synth_widget.LIVE_WIDGETS.discard(w)
-        self.status.setText(f"done: {path} (now selectable in Synthesise H&E)")
+        note = f"\n{self.note}" if self.note else ""
+        self.status.setText(f"done: {path} (now selectable in Synthesise H&E){note}")
 
     def _finished(self):
         if self.worker is not None and self.worker.cancel_token.cancelled:

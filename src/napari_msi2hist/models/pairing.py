@@ -1,0 +1,92 @@
+"""Does a training pair overlap? The MSI footprint must land on the H&E's tissue.
+
+A pair whose alignment puts the MSI outside the H&E (unrelated files, a wrong pixel size, layers not
+yet registered) trains a model to paint glass. Before training, the MSI's measured pixels are mapped
+onto the H&E with the pair's alignment (the H&E resampled on the model's working grid, as training
+sees it) and the area where it lies on stained tissue (:func:`napari_msi2hist.metrics.tissue_mask`)
+is compared with the smaller of the MSI footprint and the H&E's tissue area (an MSI often covers more
+than the H&E section, or the reverse). Below ``MIN_OVERLAP`` the pair is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..metrics import tissue_mask
+from .contract import ChannelContract, resample_to_working
+from .datasets import PairedSample
+
+MIN_OVERLAP = 0.25  # of the smaller of (MSI footprint, H&E tissue area)
+
+
+class PairOverlapError(ValueError):
+    """The MSI footprint does not land on the H&E tissue."""
+
+
+def tissue_area_um2(he_rgb: np.ndarray, he_pixel_um) -> float:
+    """Area of stained tissue in an H&E (um^2), measured on at most about a million pixels."""
+    h, w = he_rgb.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / 1e6))))
+    frac = float(tissue_mask(np.asarray(he_rgb)[::step, ::step, :3]).mean())
+    return frac * h * w * float(he_pixel_um[0]) * float(he_pixel_um[1])
+
+
+def footprint_overlap(
+    sample: PairedSample,
+    msi_mask: np.ndarray,
+    msi_pixel_um,
+    contract: ChannelContract,
+    he_tissue_um2: float,
+) -> float:
+    """Area where the MSI's measured footprint lands on H&E tissue, as a fraction of the smaller of
+    the MSI footprint and the H&E's tissue area (1: one lies wholly on the other; 0: no overlap).
+
+    Parameters
+    ----------
+    sample
+        The pair as training sees it (``y`` is the H&E on the working grid, ``valid`` where it came
+        from the image).
+    msi_mask
+        The MSI's measured-pixel mask on its own grid.
+    msi_pixel_um
+        The MSI pixel size ``(y, x)`` in um.
+    contract
+        The model's channel contract (its working pixel).
+    he_tissue_um2
+        The H&E's tissue area (:func:`tissue_area_um2`).
+
+    Returns
+    -------
+    float
+    """
+    m = resample_to_working(
+        np.asarray(msi_mask, np.float32)[None], msi_pixel_um, contract.working_pixel_um, order=0
+    )[0]
+    m = m > 0.5
+    if m.shape != sample.valid.shape or not m.any() or he_tissue_um2 <= 0:
+        return 0.0
+    rgb = np.clip((np.moveaxis(sample.y, 0, -1) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    on = tissue_mask(rgb) & sample.valid & m
+    a = contract.working_pixel_um**2
+    return min(1.0, float(on.sum() * a / min(m.sum() * a, he_tissue_um2)))
+
+
+def check_pair_overlap(
+    sample: PairedSample,
+    msi_mask: np.ndarray,
+    msi_pixel_um,
+    contract: ChannelContract,
+    he_rgb: np.ndarray,
+    he_pixel_um,
+) -> float:
+    """:func:`footprint_overlap`, raising :class:`PairOverlapError` below ``MIN_OVERLAP``."""
+    f = footprint_overlap(
+        sample, msi_mask, msi_pixel_um, contract, tissue_area_um2(he_rgb, he_pixel_um)
+    )
+    if f < MIN_OVERLAP:
+        raise PairOverlapError(
+            f"{sample.name}: the alignment puts the MSI outside the H&E tissue (overlap "
+            f"{100 * f:.0f} % of the smaller of the MSI footprint and the tissue area; need "
+            f"{100 * MIN_OVERLAP:.0f} %). Register the pair, or use landmarks, and check both pixel sizes"
+        )
+    return f
