@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._limits import check_allocation
 from ..io.imzml import ImzMLFile, ImzMLNonFiniteError
 from ..progress import CancelToken, Progress, run_to_end
 from ._chunks import (
     DEFAULT_CHUNK_BYTES,
     RawChunk,
+    _gather,
     iter_dense_chunks,
     iter_flat_chunks,
     iter_raw_chunks,
@@ -185,6 +187,57 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return sums.reshape(n, c)
 
 
+def _sorted_copy(raw: RawChunk, sel: np.ndarray) -> RawChunk:
+    """The spectra ``sel`` of ``raw`` with each m/z array sorted (intensities follow), packed
+    into a new buffer: m/z values first, then intensities. NaN m/z sort last and match no window."""
+    ln = raw.lengths[sel]
+    mz = _gather(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype)
+    it = _gather(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype)
+    seg = np.repeat(np.arange(len(sel)), ln)
+    order = np.lexsort((mz, seg))
+    mzb = mz[order].tobytes()
+    buf = np.frombuffer(mzb + it[order].tobytes(), dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64)
+    return RawChunk(
+        raw.index[sel],
+        buf,
+        0,
+        ln,
+        starts * raw.mz_dtype.itemsize,
+        len(mzb) + starts * raw.int_dtype.itemsize,
+        raw.mz_dtype,
+        raw.int_dtype,
+    )
+
+
+def _subset(raw: RawChunk, sel: np.ndarray) -> RawChunk:
+    return RawChunk(
+        raw.index[sel],
+        raw.buf,
+        raw.base,
+        raw.lengths[sel],
+        raw.mz_off[sel],
+        raw.int_off[sel],
+        raw.mz_dtype,
+        raw.int_dtype,
+    )
+
+
+def processed_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Window sums of a processed chunk: spectra whose m/z array is not ascending (or holds NaN)
+    are detected (one vectorised comparison pass over the chunk) and sorted before the search."""
+    uns = raw.typed("mz").unsorted(raw.lengths)
+    if not uns.any():
+        return _bisect_sums(raw, lo, hi)
+    out = np.zeros((len(raw.index), len(lo)))
+    ok = np.flatnonzero(~uns)
+    if len(ok):
+        out[ok] = _bisect_sums(_subset(raw, ok), lo, hi)
+    bad = np.flatnonzero(uns)
+    out[bad] = _bisect_sums(_sorted_copy(raw, bad), lo, hi)
+    return out
+
+
 def _raw_factors(raw: RawChunk, norm: str) -> np.ndarray | None:
     if norm == "none":
         return None
@@ -206,7 +259,7 @@ def _extract_rows(imz: ImzMLFile, subset: np.ndarray | None, lo, hi, norm: str, 
             yield ch.index, vals, f
     else:
         for raw in iter_raw_chunks(imz, subset, chunk_bytes):
-            yield raw.index, _bisect_sums(raw, lo, hi), _raw_factors(raw, norm)
+            yield raw.index, processed_sums(raw, lo, hi), _raw_factors(raw, norm)
 
 
 def _normalise(vals: np.ndarray, f: np.ndarray | None) -> np.ndarray:
@@ -217,6 +270,8 @@ def _normalise(vals: np.ndarray, f: np.ndarray | None) -> np.ndarray:
 
 
 def _check_finite(imz: ImzMLFile, stack: np.ndarray):
+    if np.isfinite(stack).all():
+        return
     bad = ~np.isfinite(stack)
     if bad.any():
         c, r, q = (int(v[0]) for v in np.nonzero(bad))
@@ -241,6 +296,10 @@ def iter_ion_images(
         raise ValueError("no m/z values given")
     lo, hi = tolerance.windows(mz)
     ny, nx = imz.shape_yx
+    # the stack (4 bytes per value), the finiteness check (1) and the mask (1 per pixel)
+    check_allocation(
+        (5.0 * len(mz) + 1) * ny * nx, f"{len(mz)} ion images of {ny} x {nx} pixels", imz.path
+    )
     stack = np.zeros((len(mz), ny, nx), dtype=np.float32)
     done = 0
     n = imz.n_spectra
@@ -262,6 +321,8 @@ def ion_images(imz: ImzMLFile, mz, **kw) -> IonImages:
 
 def total_ion_image(imz: ImzMLFile, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
     """TIC image (float32, 0 where unmeasured)."""
+    ny, nx = imz.shape_yx
+    check_allocation(4.0 * ny * nx, f"a TIC image of {ny} x {nx} pixels", imz.path)
     img = np.zeros(imz.shape_yx, dtype=np.float32)
     if imz.shared_mz_axis:
         for ch in iter_dense_chunks(imz, chunk_bytes=chunk_bytes):
@@ -292,6 +353,8 @@ def lazy_ion_images(
     if rows_per_block is None:
         rows_per_block = max(1, min(ny, (16 * 2**20) // max(1, 4 * len(mz) * nx)))
     order = np.argsort(imz.rows, kind="stable")
+    if imz.n_duplicates:
+        order = order[~imz.duplicate_mask[order]]
     row_sorted = imz.rows[order]
     blocks = []
     for r0 in range(0, ny, rows_per_block):

@@ -1,0 +1,512 @@
+"""The imzML XML: a strict expat parse, and a fast scan of the spectrum list that must agree with it.
+
+The strict parse (:func:`parse_imzml_xml`) is the definition of what a file means. Any DTD entity
+declaration is refused, so neither "billion laughs" expansion nor external entities can happen.
+
+The fast path (:func:`scan_spectra`) finds the per-spectrum values with regular expressions in C and
+assigns them to spectra and arrays by position. It is used only where it provably gives the same
+answer as the strict parse; it returns False (and the caller runs the strict parse) otherwise:
+
+* the whole file must be well-formed XML: checked first by expat with no per-element Python
+  callbacks (C speed), which also reports comments, processing instructions and CDATA sections in
+  the spectrum list; any of those sends the file to the strict parse;
+* with no comment/PI/CDATA, no ``'`` and no ``>`` outside tag ends, every ``<`` starts a tag and
+  every double-quoted ``accession="..."``/``value="..."`` found is a real attribute;
+* namespace prefixes, whitespace around ``=``, a cvParam without an accession, a param group,
+  file content or scan settings inside the spectrum list, self-closing or nested spectra/arrays,
+  a value that is not a canonical decimal integer, a repeated or conflicting parameter: all fall
+  back to the strict parse.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.parsers.expat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._imzml_errors import ImzMLFormatError
+
+# cv accessions of binary data types; names are used only where a cvParam has no accession
+DTYPES_BY_ACC = {
+    "MS:1000521": np.dtype("<f4"),
+    "MS:1000523": np.dtype("<f8"),
+    "MS:1000520": np.dtype("<f2"),
+    "MS:1000519": np.dtype("<i4"),
+    "MS:1000522": np.dtype("<i8"),
+    "IMS:1000141": np.dtype("<i4"),
+    "IMS:1000142": np.dtype("<i8"),
+}
+DTYPES_BY_NAME = {
+    "32-bit float": np.dtype("<f4"),
+    "64-bit float": np.dtype("<f8"),
+    "16-bit float": np.dtype("<f2"),
+    "32-bit integer": np.dtype("<i4"),
+    "64-bit integer": np.dtype("<i8"),
+}
+COMPRESSED = {
+    "MS:1000574": "zlib",
+    "MS:1002312": "MS-Numpress linear",
+    "MS:1002313": "MS-Numpress pic",
+    "MS:1002314": "MS-Numpress slof",
+}
+_INT64 = 2**63
+_FAST_ENCODINGS = {None, "utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"}
+
+
+class _Forbidden(Exception):
+    pass
+
+
+class _StopAtSpectra(Exception):
+    pass
+
+
+@dataclass
+class ArrayDecl:
+    kind: str | None = None  # "mz" | "int"
+    dtype: np.dtype | None = None
+    offset: int | None = None
+    length: int | None = None
+    compression: str | None = None
+
+
+@dataclass
+class ParseState:
+    groups: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    file_content: dict[str, str] = field(default_factory=dict)
+    scan_settings: dict[str, str] = field(default_factory=dict)
+    xs: list[int] = field(default_factory=list)
+    ys: list[int] = field(default_factory=list)
+    zs: list[int] = field(default_factory=list)
+    mz_off: list[int] = field(default_factory=list)
+    mz_len: list[int] = field(default_factory=list)
+    int_off: list[int] = field(default_factory=list)
+    int_len: list[int] = field(default_factory=list)
+    spectrum_types: set = field(default_factory=set)
+    mz_dtypes: set = field(default_factory=set)
+    int_dtypes: set = field(default_factory=set)
+    compressions: set = field(default_factory=set)
+    saw_mzml: bool = False
+    spectra_at: int | None = None
+    encoding: str | None = None
+    first_byte: bytes = b""
+
+
+def _int(value: str, what: str, path: Path, n: int) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise ImzMLFormatError(
+            f"{path}: spectrum {n}: {what} {value[:40]!r} is not an integer"
+        ) from None
+    if not -_INT64 <= v < _INT64:
+        raise ImzMLFormatError(f"{path}: spectrum {n}: {what} {value[:40]} is out of range")
+    return v
+
+
+def apply_array_param(arr: ArrayDecl, acc: str, name: str, value: str, path: Path, n: int):
+    """One cvParam inside a binaryDataArray (or a param group it references)."""
+    by_name = name if not acc else ""
+    if acc == "MS:1000514" or by_name == "m/z array":
+        arr.kind = "mz"
+    elif acc == "MS:1000515" or by_name == "intensity array":
+        arr.kind = "int"
+    elif acc in DTYPES_BY_ACC:
+        arr.dtype = DTYPES_BY_ACC[acc]
+    elif by_name in DTYPES_BY_NAME:
+        arr.dtype = DTYPES_BY_NAME[by_name]
+    elif acc == "IMS:1000102":
+        arr.offset = _int(value, "external offset", path, n)
+    elif acc == "IMS:1000103":
+        arr.length = _int(value, "external array length", path, n)
+    elif acc in COMPRESSED:
+        arr.compression = COMPRESSED[acc]
+
+
+def _spectrum_param(spec: dict, acc: str, value: str, path: Path, n: int):
+    if acc == "IMS:1000050":
+        spec["x"] = _int(value, "position x", path, n)
+    elif acc == "IMS:1000051":
+        spec["y"] = _int(value, "position y", path, n)
+    elif acc == "IMS:1000052":
+        spec["z"] = _int(value, "position z", path, n)
+    elif acc == "MS:1000127":
+        spec["type"] = "centroid"
+    elif acc == "MS:1000128":
+        spec["type"] = "profile"
+
+
+def _finish_spectrum(st: ParseState, spec: dict, path: Path):
+    n = len(st.xs)
+    if spec["x"] is None or spec["y"] is None:
+        raise ImzMLFormatError(f"{path}: spectrum {n} has no position x/y (IMS:1000050/51)")
+    mz, it = spec["mz"], spec["int"]
+    if mz is None or it is None:
+        raise ImzMLFormatError(f"{path}: spectrum {n} lacks an m/z or intensity binaryDataArray")
+    for arr, what in ((mz, "m/z"), (it, "intensity")):
+        if arr.offset is None or arr.length is None:
+            raise ImzMLFormatError(
+                f"{path}: spectrum {n} {what} array has no external offset/length (IMS:1000102/103)"
+            )
+        if arr.dtype is None:
+            raise ImzMLFormatError(f"{path}: spectrum {n} {what} array declares no data type")
+        if arr.compression:
+            st.compressions.add(arr.compression)
+    st.xs.append(spec["x"])
+    st.ys.append(spec["y"])
+    st.zs.append(spec["z"])
+    st.mz_off.append(mz.offset)
+    st.mz_len.append(mz.length)
+    st.int_off.append(it.offset)
+    st.int_len.append(it.length)
+    st.mz_dtypes.add(mz.dtype)
+    st.int_dtypes.add(it.dtype)
+    if spec["type"]:
+        st.spectrum_types.add(spec["type"])
+
+
+def _new_parser() -> xml.parsers.expat.XMLParserType:
+    def forbid(*_args):
+        raise _Forbidden("entity declarations are not allowed in imzML")
+
+    p = xml.parsers.expat.ParserCreate()
+    p.EntityDeclHandler = forbid
+    p.UnparsedEntityDeclHandler = forbid
+    p.ExternalEntityRefHandler = forbid
+    p.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    return p
+
+
+def _not_xml_message(path: Path, e: Exception, first: bytes) -> str:
+    if not first.lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n").startswith(b"<"):
+        return f"{path}: not an imzML file (the content is not XML)"
+    return f"{path}: not well-formed XML ({e})"
+
+
+def _run(p, path: Path, first: bytes):
+    try:
+        with open(path, "rb") as fh:
+            p.ParseFile(fh)
+    except _StopAtSpectra:
+        pass
+    except _Forbidden as e:
+        raise ImzMLFormatError(f"{path}: {e}") from None
+    except xml.parsers.expat.ExpatError as e:
+        raise ImzMLFormatError(_not_xml_message(path, e, first)) from None
+    except RecursionError:  # pragma: no cover - expat does not recurse; kept for safety
+        raise ImzMLFormatError(f"{path}: XML nested too deeply") from None
+
+
+def parse_imzml_xml(path: Path, header_only: bool = False) -> ParseState:
+    """Strict parse with expat. ``header_only`` stops at ``<spectrumList>`` and records its byte
+    offset in ``st.spectra_at`` (the spectra are then read by :func:`scan_spectra`)."""
+    st = ParseState()
+    with open(path, "rb") as fh:
+        st.first_byte = fh.read(64)
+    stack: list[str] = []
+    cur_group: dict | None = None
+    cur_spec: dict | None = None
+    cur_array: ArrayDecl | None = None
+
+    def n_spec() -> int:
+        return len(st.xs)
+
+    def start(name: str, attrs: dict[str, str]):
+        nonlocal cur_group, cur_spec, cur_array
+        name = name.rsplit(":", 1)[-1]
+        stack.append(name)
+        if name == "mzML" and len(stack) == 1:
+            st.saw_mzml = True
+        elif name == "referenceableParamGroup":
+            cur_group = {}
+            st.groups[attrs.get("id", "")] = cur_group
+        elif name == "spectrumList" and header_only:
+            st.spectra_at = p.CurrentByteIndex
+            raise _StopAtSpectra
+        elif name == "spectrum":
+            cur_spec = {"x": None, "y": None, "z": 1, "mz": None, "int": None, "type": None}
+        elif name == "binaryDataArray" and cur_spec is not None:
+            cur_array = ArrayDecl()
+        elif name == "referenceableParamGroupRef":
+            params = st.groups.get(attrs.get("ref", ""), {})
+            for acc, (pname, value) in params.items():
+                if cur_array is not None:
+                    apply_array_param(cur_array, acc, pname, value, path, n_spec())
+                elif cur_spec is not None:
+                    _spectrum_param(cur_spec, acc, value, path, n_spec())
+        elif name == "cvParam":
+            acc = attrs.get("accession", "")
+            pname = attrs.get("name", "")
+            value = attrs.get("value", "")
+            if cur_group is not None and "referenceableParamGroup" in stack:
+                cur_group[acc] = (pname, value)
+            elif cur_array is not None:
+                apply_array_param(cur_array, acc, pname, value, path, n_spec())
+            elif cur_spec is not None:
+                _spectrum_param(cur_spec, acc, value, path, n_spec())
+            elif "fileContent" in stack:
+                st.file_content[acc] = value if value else pname
+            elif "scanSettings" in stack:
+                st.scan_settings[acc] = value
+
+    def end(name: str):
+        nonlocal cur_group, cur_spec, cur_array
+        name = name.rsplit(":", 1)[-1]
+        stack.pop()
+        if name == "referenceableParamGroup":
+            cur_group = None
+        elif name == "binaryDataArray" and cur_spec is not None and cur_array is not None:
+            if cur_array.kind in ("mz", "int"):
+                cur_spec[cur_array.kind] = cur_array
+            cur_array = None
+        elif name == "spectrum" and cur_spec is not None:
+            _finish_spectrum(st, cur_spec, path)
+            cur_spec = None
+
+    def decl(_version, encoding, _standalone):
+        st.encoding = encoding.lower() if encoding else None
+
+    p = _new_parser()
+    p.StartElementHandler = start
+    p.EndElementHandler = end
+    p.XmlDeclHandler = decl
+    p.buffer_text = False
+    _run(p, path, st.first_byte)
+    return st
+
+
+def _check_well_formed(path: Path, spectra_at: int, first: bytes) -> bool:
+    """Parse the whole file with expat at C speed (no element callbacks). Raises nothing: returns
+    False when the file is not well-formed or holds comments, PIs or CDATA in the spectrum list."""
+    seen = []
+    p = _new_parser()
+
+    def flag(*_a):
+        if p.CurrentByteIndex >= spectra_at:
+            seen.append(True)
+
+    p.CommentHandler = flag
+    p.ProcessingInstructionHandler = flag
+    p.StartCdataSectionHandler = flag
+    try:
+        _run(p, path, first)
+    except ImzMLFormatError:
+        return False
+    return not seen
+
+
+# element boundaries: 0 spectrum start, 1 spectrum end, 2 array start, 3 array end, 4 group ref
+_RE_TAG = re.compile(
+    rb"<(?:(s)pectrum[\s/>]|(/)spectrum>|(b)inaryDataArray[\s/>]|(/b)inaryDataArray>"
+    rb'|referenceableParamGroupRef\s(?:[^>]*?\s)?ref="([^"]*)")'
+)
+_VALUE_ACCS = (b"0050", b"0051", b"0052", b"0102", b"0103")
+_RE_ACC = re.compile(
+    rb'<cvParam\s(?:[^>]*?\s)?accession="(?:IMS:100(0050|0051|0052|0102|0103)"'
+    rb'(?:[^>]*?\svalue="([^"]*)")?'
+    rb"|(MS:100051[45]|MS:100012[78]|MS:10005(?:19|20|21|22|23)|IMS:100014[12]"
+    rb'|MS:1000574|MS:100231[234])")'
+)
+# any of these inside the spectrum list: leave it to the strict parse
+_RE_UNUSUAL = re.compile(
+    rb"</?[A-Za-z_][\w.-]*:|\s=|=\s|<cvParam(?![^>]*\saccession=\")"
+    rb"|<(?:referenceableParamGroup|fileContent|scanSettings|mzML)[\s/>]"
+)
+_COMPRESSION_CODES = list(COMPRESSED.values())
+DTYPE_CODES = [np.dtype("<f4"), np.dtype("<f8"), np.dtype("<f2"), np.dtype("<i4"), np.dtype("<i8")]
+
+
+def _flag_codes(acc: str) -> tuple[int, int, int, int]:
+    """(kind 1=mz 2=int, dtype code+1, spectrum type 1=centroid 2=profile, compression code+1)."""
+    probe = ArrayDecl()
+    apply_array_param(probe, acc, "", "", Path(), 0)
+    kind = {"mz": 1, "int": 2}.get(probe.kind, 0)
+    dt = DTYPE_CODES.index(probe.dtype) + 1 if probe.dtype is not None else 0
+    stype = 1 if acc == "MS:1000127" else 2 if acc == "MS:1000128" else 0
+    comp = _COMPRESSION_CODES.index(probe.compression) + 1 if probe.compression else 0
+    return kind, dt, stype, comp
+
+
+def _positions(regex, body) -> tuple[np.ndarray, list]:
+    pos, groups = [], []
+    for m in regex.finditer(body):
+        pos.append(m.start())
+        groups.append(m.groups())
+    return np.asarray(pos, dtype=np.int64), groups
+
+
+def _alternate(starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Starts and ends interleave strictly: s0 < e0 < s1 < e1 < ..."""
+    if len(starts) != len(ends):
+        return False
+    if len(starts) == 0:
+        return True
+    seq = np.empty(2 * len(starts), np.int64)
+    seq[0::2], seq[1::2] = starts, ends
+    return bool((np.diff(seq) > 0).all())
+
+
+def _scan_block(body: bytes, st: ParseState) -> bool:
+    """Vectorised scan of a block of whole ``<spectrum>`` elements (see the module docstring).
+    Returns False where the result might differ from the strict parse."""
+    if b"'" in body or body.count(b"<") != body.count(b">") or _RE_UNUSUAL.search(body) is not None:
+        return False
+    tag_pos, tags = _positions(_RE_TAG, body)
+    kind = np.array(
+        [next(i for i, t in enumerate(g) if t is not None) for g in tags], dtype=np.int8
+    ).reshape(-1)
+    spec_s, spec_e = tag_pos[kind == 0], tag_pos[kind == 1]
+    bda_s, bda_e = tag_pos[kind == 2], tag_pos[kind == 3]
+    if not _alternate(spec_s, spec_e) or not _alternate(bda_s, bda_e):
+        return False
+    n, nb = len(spec_s), len(bda_s)
+    if n == 0:
+        return nb == 0 and not (kind == 4).any()
+    bda_spec = np.searchsorted(spec_s, bda_s, side="right") - 1
+    if (bda_spec < 0).any() or (bda_e[bda_spec >= 0] > spec_e[np.maximum(bda_spec, 0)]).any():
+        return False  # an array outside every spectrum, or crossing a spectrum's end
+
+    def owners(pos):
+        si = np.searchsorted(spec_s, pos, side="right") - 1
+        si = np.where((si >= 0) & (pos < spec_e[np.maximum(si, 0)]), si, -1)
+        bi = np.searchsorted(bda_s, pos, side="right") - 1
+        in_b = (bi >= 0) & (pos < bda_e[np.maximum(bi, 0)])
+        return si, np.where(in_b, bi, -1)
+
+    # flags from group refs and cvParams: (owner spectrum, owner array, codes[4])
+    rows_s, rows_b, rows_c = [], [], []
+    ref_sel = kind == 4
+    if ref_sel.any():
+        table = {}
+        refs = [g[4] for g in tags if g[4] is not None]
+        for g in set(refs):
+            codes = np.zeros(4, np.int64)
+            for acc in st.groups.get(g.decode("latin-1"), {}):
+                if acc.startswith("IMS:1000") and acc[-4:].encode() in _VALUE_ACCS:
+                    return False
+                c = np.array(_flag_codes(acc))
+                if ((codes > 0) & (c > 0)).any():
+                    return False
+                codes = np.maximum(codes, c)
+            table[g] = codes
+        si, bi = owners(tag_pos[ref_sel])
+        rows_s.append(si)
+        rows_b.append(bi)
+        rows_c.append(np.array([table[r] for r in refs], np.int64).reshape(-1, 4))
+    acc_pos, accs = _positions(_RE_ACC, body)
+    is_val = np.array([a[0] is not None for a in accs], dtype=bool)
+    flags = [a[2] for a in accs if a[0] is None]
+    if flags:
+        table = {f: np.array(_flag_codes(f.decode())) for f in set(flags)}
+        si, bi = owners(acc_pos[~is_val])
+        rows_s.append(si)
+        rows_b.append(bi)
+        rows_c.append(np.array([table[f] for f in flags], np.int64).reshape(-1, 4))
+    bda_codes = np.zeros((nb, 4), np.int64)
+    spec_type = np.zeros(n, np.int64)
+    if rows_s:
+        si, bi, codes = np.concatenate(rows_s), np.concatenate(rows_b), np.concatenate(rows_c)
+        inb = bi >= 0
+        for col in (0, 1, 3):
+            sel = inb & (codes[:, col] > 0)
+            if (np.bincount(bi[sel], minlength=nb) > 1).any():
+                return False  # set twice: order matters, leave it to the strict parse
+            bda_codes[bi[sel], col] = codes[sel, col]
+        sel = ~inb & (si >= 0) & (codes[:, 2] > 0)
+        if (np.bincount(si[sel], minlength=n) > 1).any():
+            return False
+        spec_type[si[sel]] = codes[sel, 2]
+    # values
+    vals = [a for a in accs if a[0] is not None]
+    if not vals or any(v[1] is None for v in vals):
+        return False
+    code = np.array([v[0] for v in vals])
+    raw = np.array([v[1] for v in vals])
+    try:
+        value = raw.astype(np.int64)
+    except (ValueError, OverflowError):
+        return False
+    if not (value.astype(raw.dtype) == raw).all():
+        return False  # not a canonical decimal integer ("+5", " 5", "05"): strict parse decides
+    si, bi = owners(acc_pos[is_val])
+    xyz = np.zeros((n, 3), dtype=np.int64)
+    xyz[:, 2] = 1
+    for c, col in ((b"0050", 0), (b"0051", 1), (b"0052", 2)):
+        sel = (code == c) & (si >= 0) & (bi < 0)
+        cnt = np.bincount(si[sel], minlength=n)
+        if (cnt > 1).any() or (col < 2 and (cnt == 0).any()):
+            return False
+        xyz[si[sel], col] = value[sel]
+    bda_off = np.zeros(nb, np.int64)
+    bda_len = np.zeros(nb, np.int64)
+    for c, target in ((b"0102", bda_off), (b"0103", bda_len)):
+        sel = (code == c) & (bi >= 0)
+        cnt = np.bincount(bi[sel], minlength=nb)
+        if (cnt > 1).any():
+            return False
+        has = cnt == 1
+        target[bi[sel]] = value[sel]
+        # arrays that end up as m/z or intensity must carry both values
+        if (~has & (bda_codes[:, 0] > 0)).any():
+            return False
+    mz_b, int_b = bda_codes[:, 0] == 1, bda_codes[:, 0] == 2
+    if not (
+        (np.bincount(bda_spec[mz_b], minlength=n) == 1).all()
+        and (np.bincount(bda_spec[int_b], minlength=n) == 1).all()
+        and (bda_codes[mz_b | int_b, 1] > 0).all()
+    ):
+        return False
+    order_mz = np.argsort(bda_spec[mz_b], kind="stable")
+    order_int = np.argsort(bda_spec[int_b], kind="stable")
+    st.xs.extend(xyz[:, 0].tolist())
+    st.ys.extend(xyz[:, 1].tolist())
+    st.zs.extend(xyz[:, 2].tolist())
+    st.mz_off.extend(bda_off[mz_b][order_mz].tolist())
+    st.mz_len.extend(bda_len[mz_b][order_mz].tolist())
+    st.int_off.extend(bda_off[int_b][order_int].tolist())
+    st.int_len.extend(bda_len[int_b][order_int].tolist())
+    st.mz_dtypes.update(DTYPE_CODES[c - 1] for c in np.unique(bda_codes[mz_b, 1]).tolist())
+    st.int_dtypes.update(DTYPE_CODES[c - 1] for c in np.unique(bda_codes[int_b, 1]).tolist())
+    comps = np.unique(bda_codes[mz_b | int_b, 3])
+    st.compressions.update(_COMPRESSION_CODES[c - 1] for c in comps.tolist() if c)
+    st.spectrum_types.update(
+        {1: "centroid", 2: "profile"}[t] for t in np.unique(spec_type).tolist() if t
+    )
+    return True
+
+
+def scan_spectra(path: Path, st: ParseState, block_size: int = 32 * 2**20) -> bool:
+    """Scan the spectrum section without per-element Python callbacks.
+
+    ``st`` comes from ``parse_imzml_xml(path, header_only=True)``. Returns False when the result
+    could differ from the strict parse (see the module docstring); the caller then runs it."""
+    if st.spectra_at is None or st.encoding not in _FAST_ENCODINGS:
+        return False
+    if st.first_byte[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return False
+    if not _check_well_formed(path, st.spectra_at, st.first_byte):
+        return False
+    n_header = len(st.xs)
+    tail = b""
+    with open(path, "rb") as fh:
+        fh.seek(st.spectra_at)
+        while True:
+            chunk = fh.read(block_size)
+            data = tail + chunk
+            if chunk:
+                cut = data.rfind(b"</spectrum>")
+                if cut < 0:
+                    tail = data
+                    continue
+                cut += len(b"</spectrum>")
+                body, tail = data[:cut], data[cut:]
+            else:
+                body, tail = data, b""
+            if not _scan_block(body, st):
+                return False
+            if not chunk:
+                break
+    return len(st.xs) > n_header
