@@ -89,10 +89,28 @@ class ParseState:
     mz_dtypes: set = field(default_factory=set)
     int_dtypes: set = field(default_factory=set)
     compressions: set = field(default_factory=set)
+    blocks: list = field(default_factory=list)  # fast scan: (x, y, z, mz off/len, int off/len)
     saw_mzml: bool = False
     spectra_at: int | None = None
     encoding: str | None = None
     first_byte: bytes = b""
+
+
+_COLUMNS = ("xs", "ys", "zs", "mz_off", "mz_len", "int_off", "int_len")
+
+
+def columns(st: ParseState) -> list[np.ndarray]:
+    """The seven per-spectrum int64 columns (x, y, z, m/z offset, length, intensity offset,
+    length): spectra parsed by expat first, then the fast scan's blocks, in document order."""
+    out = []
+    for k, name in enumerate(_COLUMNS):
+        parts = [np.asarray(getattr(st, name), np.int64)] + [b[k] for b in st.blocks]
+        out.append(np.concatenate(parts) if len(parts) > 1 else parts[0])
+    return out
+
+
+def n_spectra(st: ParseState) -> int:
+    return len(st.xs) + sum(len(b[0]) for b in st.blocks)
 
 
 def _int(value: str, what: str, path: Path, n: int) -> int:
@@ -311,10 +329,24 @@ _RE_ACC = re.compile(
     rb'|MS:1000574|MS:100231[234])")'
 )
 # any of these inside the spectrum list: leave it to the strict parse
+# (one literal-prefixed regex, so the engine skips between '<'; whitespace around '=' by find)
 _RE_UNUSUAL = re.compile(
-    rb"</?[A-Za-z_][\w.-]*:|\s=|=\s|<cvParam(?![^>]*\saccession=\")"
-    rb"|<(?:referenceableParamGroup|fileContent|scanSettings|mzML)[\s/>]"
+    rb"<(?:/?[A-Za-z_][\w.-]*:|cvParam(?![^>]*\saccession=\")"
+    rb"|(?:referenceableParamGroup|fileContent|scanSettings|mzML)[\s/>])"
 )
+_WS = np.array([32, 9, 10, 13], np.uint8)
+
+
+def _spaced_eq(body: bytes) -> bool:
+    """Whitespace before or after any '=' (legal XML that the value regexes do not expect)."""
+    arr = np.frombuffer(body, np.uint8)
+    eq = np.flatnonzero(arr == 61)
+    if len(eq) == 0:
+        return False
+    near = np.concatenate([arr[eq[eq > 0] - 1], arr[eq[eq < len(arr) - 1] + 1]])
+    return bool(np.isin(near, _WS).any())
+
+
 _COMPRESSION_CODES = list(COMPRESSED.values())
 DTYPE_CODES = [np.dtype("<f4"), np.dtype("<f8"), np.dtype("<f2"), np.dtype("<i4"), np.dtype("<i8")]
 
@@ -352,7 +384,12 @@ def _alternate(starts: np.ndarray, ends: np.ndarray) -> bool:
 def _scan_block(body: bytes, st: ParseState) -> bool:
     """Vectorised scan of a block of whole ``<spectrum>`` elements (see the module docstring).
     Returns False where the result might differ from the strict parse."""
-    if b"'" in body or body.count(b"<") != body.count(b">") or _RE_UNUSUAL.search(body) is not None:
+    if (
+        b"'" in body
+        or body.count(b"<") != body.count(b">")
+        or _spaced_eq(body)
+        or _RE_UNUSUAL.search(body) is not None
+    ):
         return False
     tag_pos, tags = _positions(_RE_TAG, body)
     kind = np.array(
@@ -461,13 +498,17 @@ def _scan_block(body: bytes, st: ParseState) -> bool:
         return False
     order_mz = np.argsort(bda_spec[mz_b], kind="stable")
     order_int = np.argsort(bda_spec[int_b], kind="stable")
-    st.xs.extend(xyz[:, 0].tolist())
-    st.ys.extend(xyz[:, 1].tolist())
-    st.zs.extend(xyz[:, 2].tolist())
-    st.mz_off.extend(bda_off[mz_b][order_mz].tolist())
-    st.mz_len.extend(bda_len[mz_b][order_mz].tolist())
-    st.int_off.extend(bda_off[int_b][order_int].tolist())
-    st.int_len.extend(bda_len[int_b][order_int].tolist())
+    st.blocks.append(
+        (
+            xyz[:, 0].copy(),
+            xyz[:, 1].copy(),
+            xyz[:, 2].copy(),
+            bda_off[mz_b][order_mz],
+            bda_len[mz_b][order_mz],
+            bda_off[int_b][order_int],
+            bda_len[int_b][order_int],
+        )
+    )
     st.mz_dtypes.update(DTYPE_CODES[c - 1] for c in np.unique(bda_codes[mz_b, 1]).tolist())
     st.int_dtypes.update(DTYPE_CODES[c - 1] for c in np.unique(bda_codes[int_b, 1]).tolist())
     comps = np.unique(bda_codes[mz_b | int_b, 3])
@@ -489,7 +530,7 @@ def scan_spectra(path: Path, st: ParseState, block_size: int = 32 * 2**20) -> bo
         return False
     if not _check_well_formed(path, st.spectra_at, st.first_byte):
         return False
-    n_header = len(st.xs)
+    n_header = n_spectra(st)
     tail = b""
     with open(path, "rb") as fh:
         fh.seek(st.spectra_at)
@@ -509,4 +550,4 @@ def scan_spectra(path: Path, st: ParseState, block_size: int = 32 * 2**20) -> bo
                 return False
             if not chunk:
                 break
-    return len(st.xs) > n_header
+    return n_spectra(st) > n_header

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .._limits import check_allocation
+from . import _imzml_index as _index
 from ._imzml_errors import (
     ImzMLError,
     ImzMLFormatError,
@@ -34,7 +35,7 @@ from ._imzml_errors import (
     ImzMLUUIDMismatchError,
     ImzMLWarning,
 )
-from ._imzml_xml import ParseState, parse_imzml_xml, scan_spectra
+from ._imzml_xml import ParseState, columns, n_spectra, parse_imzml_xml, scan_spectra
 
 __all__ = [
     "ImzMLError",
@@ -112,6 +113,22 @@ class ImzMLFile:
     n_duplicates : int
     offsets_repaired : bool, True when 32-bit wrapped offsets were repaired
     used_fast_scan : bool, whether the spectrum list was read by the fast scan
+    index_source : "cache" | "fast" | "strict", where the per-spectrum index came from
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.imzML`` file.
+    ibd_path : path-like, optional
+        The ``.ibd`` (default: next to the imzML, same name).
+    check_uuid : bool
+        Refuse an ``.ibd`` whose UUID differs from the imzML's.
+    fast_parse : bool
+        Use the fast spectrum-list scan (and the index cache) where it agrees with the strict
+        parse; False always runs the strict expat parse and neither reads nor writes a cache.
+    index_cache : bool or None
+        Read/write the sidecar index cache (:mod:`._imzml_index`): None (default) writes it for
+        files of at least 5,000 spectra and reads it whenever present, True always, False never.
     """
 
     def __init__(
@@ -120,6 +137,7 @@ class ImzMLFile:
         ibd_path: str | os.PathLike | None = None,
         check_uuid: bool = True,
         fast_parse: bool = True,
+        index_cache: bool | None = None,
     ):
         self.path = Path(path)
         if not self.path.is_file():
@@ -128,11 +146,27 @@ class ImzMLFile:
         if not st.saw_mzml:
             raise ImzMLFormatError(f"{self.path}: not an imzML file (no <mzML> root element)")
         self.ibd_path = Path(ibd_path) if ibd_path is not None else self._find_ibd(self.path)
-        self.used_fast_scan = bool(fast_parse and scan_spectra(self.path, st))
-        if not self.used_fast_scan:
-            st = parse_imzml_xml(self.path)
+        use_cache = fast_parse and index_cache is not False and _index.enabled()
+        key = cached = None
+        if use_cache and st.spectra_at is not None:
+            key = _index.make_key(self.path, self.ibd_path, st)
+            cached = _index.load(self.path, key)
+        if cached is not None:
+            st, self.index_source = cached, "cache"
+        elif fast_parse and scan_spectra(self.path, st):
+            self.index_source = "fast"
+        else:
+            st, self.index_source = parse_imzml_xml(self.path), "strict"
+        self.used_fast_scan = self.index_source == "fast"
         self._from_state(st)
         self._check_ibd(check_uuid)
+        self.index_cache_path = None
+        if (
+            key is not None
+            and cached is None
+            and (index_cache or self.n_spectra >= _index.MIN_SPECTRA)
+        ):
+            self.index_cache_path = _index.save(self.path, key, st)
         self._fd = os.open(self.ibd_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._local = threading.local()
         self._mz_range: tuple[float, float] | None = None
@@ -140,7 +174,7 @@ class ImzMLFile:
 
     # ------------------------------------------------------------------ setup
     def _from_state(self, st: ParseState) -> None:
-        if not st.xs:
+        if not n_spectra(st):
             raise ImzMLFormatError(f"{self.path}: no spectra with coordinates found (not imzML?)")
         if st.compressions:
             raise ImzMLUnsupportedError(
@@ -152,10 +186,9 @@ class ImzMLFile:
         self.mz_dtype = next(iter(st.mz_dtypes))
         self.int_dtype = next(iter(st.int_dtypes))
         fc = st.file_content
-        self.mz_offsets = np.asarray(st.mz_off, np.int64)
-        self.mz_lengths = np.asarray(st.mz_len, np.int64)
-        self.int_offsets = np.asarray(st.int_off, np.int64)
-        self.int_lengths = np.asarray(st.int_len, np.int64)
+        xs, ys, zs, self.mz_offsets, self.mz_lengths, self.int_offsets, self.int_lengths = columns(
+            st
+        )
         if "IMS:1000030" in fc:
             self.mode = "continuous"
         elif "IMS:1000031" in fc:
@@ -173,9 +206,7 @@ class ImzMLFile:
         else:
             self.spectrum_type = None
         self.uuid = _parse_uuid(fc.get("IMS:1000080"))
-        self.coords_xyz = np.column_stack(
-            [np.asarray(st.xs, np.int64), np.asarray(st.ys, np.int64), np.asarray(st.zs, np.int64)]
-        )
+        self.coords_xyz = np.column_stack([xs, ys, zs])
         if (self.coords_xyz[:, :2] < 1).any():
             i = int(np.flatnonzero((self.coords_xyz[:, :2] < 1).any(axis=1))[0])
             raise ImzMLFormatError(

@@ -141,8 +141,10 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         ln = right
         f = mzv.take(r_act, np.zeros_like(ln)).astype(np.float64)
         e = mzv.take(r_act, ln - 1).astype(np.float64)
-        frac = np.clip((t_act - f) / np.where(e > f, e - f, 1.0), 0.0, 1.0)
-        g = np.minimum((frac * (ln - 1)).astype(np.int64), ln - 1)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            frac = np.clip((t_act - f) / np.where(e > f, e - f, 1.0), 0.0, 1.0)
+            frac = np.where(np.isfinite(frac), frac, 0.0)  # NaN/inf ends: any start is safe
+            g = np.clip((frac * (ln - 1)).astype(np.int64), 0, ln - 1)
         step = np.maximum(ln >> 6, 4)
         below = mzv.take(r_act, g) < t_act
         left = np.where(below, g + 1, left)
