@@ -411,3 +411,53 @@ def test_fast_scan_ignores_fake_values_in_cdata_pi_and_userparam(shared_data, tm
     for k in ("coords_xyz", "mz_offsets", "int_offsets", "int_lengths"):
         assert np.array_equal(getattr(a, k), getattr(ref, k)), k
         assert np.array_equal(getattr(b, k), getattr(ref, k)), k
+
+
+def _outcome(path, fast):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = ImzMLFile(path, fast_parse=fast, index_cache=False)
+    except Exception as e:  # noqa: BLE001 - compared below, type and message
+        return type(e).__name__, str(e)
+    return tuple(getattr(f, k).tobytes() for k in ("coords_xyz", "mz_offsets", "int_offsets")) + (
+        f.mz_dtype,
+        f.int_dtype,
+        f.spectrum_type,
+    )
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        # a dtype given by name only (no accession) overrides the group's: strict honours it
+        (
+            b'<referenceableParamGroupRef ref="mzArray"/>',
+            b'<referenceableParamGroupRef ref="mzArray"/><cvParam name="32-bit float"/>',
+        ),
+        (b"</spectrum>", b"</spectrum >"),
+        (b'value="1"/>', b'value="01"/>'),
+        (
+            b'<cvParam cvRef="IMS" accession="IMS:1000050"',
+            b'<cvParam cvRef="IMS" accession="IMS:1000050" ',
+        ),
+        (b"<binary/>", b'<ns:binary xmlns:ns="urn:x"/>'),
+        (
+            b'accession="IMS:1000051" name="position y"',
+            b'accession="IMS:1000051" name = "position y"',
+        ),
+        (
+            b'<referenceableParamGroupRef ref="spectrum1"/>',
+            b'<referenceableParamGroupRef ref="spectrum1"/><cvParam accession="MS:1000127"/>',
+        ),
+        (b"<binary/>", b"<binary>text</binary>"),
+    ],
+)
+def test_fast_scan_and_strict_parse_agree_on_unusual_but_valid_xml(tmp_path, old, new):
+    p = _proc_file(
+        tmp_path, [(i % 3 + 1, i // 3 + 1, [100.0 + i, 101.0], [1, 2]) for i in range(6)]
+    )
+    txt = p.read_bytes()
+    assert old in txt
+    p.write_bytes(txt.replace(old, new, 1))
+    assert _outcome(p, True) == _outcome(p, False)

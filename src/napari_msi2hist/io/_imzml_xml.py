@@ -316,24 +316,27 @@ def _check_well_formed(path: Path, spectra_at: int, first: bytes) -> bool:
     return not seen
 
 
-# element boundaries: 0 spectrum start, 1 spectrum end, 2 array start, 3 array end, 4 group ref
-_RE_TAG = re.compile(
-    rb"<(?:(s)pectrum[\s/>]|(/)spectrum>|(b)inaryDataArray[\s/>]|(/b)inaryDataArray>"
-    rb'|referenceableParamGroupRef\s(?:[^>]*?\s)?ref="([^"]*)")'
+# one pass, tokens in document order (their index stands in for their position). Groups: element
+# name (spectrum/array start or end), "r" + name of a group ref, accession + value of a cvParam
+_RE_TOK = re.compile(
+    rb"<(?:(spectrum|/spectrum|binaryDataArray|/binaryDataArray)[\s/>]"
+    rb'|(r)eferenceableParamGroupRef\s(?:[^>]*?\s)?ref="([^"]*)"'
+    rb'|cvParam\s(?:[^>]*?\s)?accession="(IMS:100(?:0050|0051|0052|0102|0103)'
+    rb"|MS:100051[45]|MS:100012[78]|MS:10005(?:19|20|21|22|23)|IMS:100014[12]"
+    rb'|MS:1000574|MS:100231[234])"(?:[^>]*?\svalue="([^"]*)")?)'
 )
+_TAG_KINDS = {b"spectrum": 0, b"/spectrum": 1, b"binaryDataArray": 2, b"/binaryDataArray": 3}
 _VALUE_ACCS = (b"0050", b"0051", b"0052", b"0102", b"0103")
-_RE_ACC = re.compile(
-    rb'<cvParam\s(?:[^>]*?\s)?accession="(?:IMS:100(0050|0051|0052|0102|0103)"'
-    rb'(?:[^>]*?\svalue="([^"]*)")?'
-    rb"|(MS:100051[45]|MS:100012[78]|MS:10005(?:19|20|21|22|23)|IMS:100014[12]"
-    rb'|MS:1000574|MS:100231[234])")'
-)
 # any of these inside the spectrum list: leave it to the strict parse
 # (one literal-prefixed regex, so the engine skips between '<'; whitespace around '=' by find)
 _RE_UNUSUAL = re.compile(
-    rb"<(?:/?[A-Za-z_][\w.-]*:|cvParam(?![^>]*\saccession=\")"
-    rb"|(?:referenceableParamGroup|fileContent|scanSettings|mzML)[\s/>])"
+    rb"<(?:/?[A-Za-z_][\w.-]*:|(?:referenceableParamGroup|fileContent|scanSettings|mzML)[\s/>])"
 )
+# a cvParam without accession counts by its name (strict parse): only these names matter
+_RE_SPECIAL_NAME = re.compile(
+    rb'name="(?:m/z array|intensity array|(?:16|32|64)-bit float|(?:32|64)-bit integer)"'
+)
+_RE_NO_ACCESSION = re.compile(rb'<cvParam(?![^>]*\saccession=")')
 _WS = np.array([32, 9, 10, 13], np.uint8)
 
 
@@ -362,14 +365,6 @@ def _flag_codes(acc: str) -> tuple[int, int, int, int]:
     return kind, dt, stype, comp
 
 
-def _positions(regex, body) -> tuple[np.ndarray, list]:
-    pos, groups = [], []
-    for m in regex.finditer(body):
-        pos.append(m.start())
-        groups.append(m.groups())
-    return np.asarray(pos, dtype=np.int64), groups
-
-
 def _alternate(starts: np.ndarray, ends: np.ndarray) -> bool:
     """Starts and ends interleave strictly: s0 < e0 < s1 < e1 < ..."""
     if len(starts) != len(ends):
@@ -389,12 +384,26 @@ def _scan_block(body: bytes, st: ParseState) -> bool:
         or body.count(b"<") != body.count(b">")
         or _spaced_eq(body)
         or _RE_UNUSUAL.search(body) is not None
+        or (_RE_SPECIAL_NAME.search(body) and _RE_NO_ACCESSION.search(body))
     ):
         return False
-    tag_pos, tags = _positions(_RE_TAG, body)
-    kind = np.array(
-        [next(i for i, t in enumerate(g) if t is not None) for g in tags], dtype=np.int8
-    ).reshape(-1)
+    toks = _RE_TOK.findall(body)
+    if not toks:
+        return True
+    cols = np.array(toks).reshape(len(toks), 5)  # bytes, one column per group
+    kind = np.full(len(toks), -1, np.int8)
+    for name, k in _TAG_KINDS.items():
+        kind[cols[:, 0] == name] = k
+    kind[cols[:, 1] == b"r"] = 4
+    accs = cols[:, 3]
+    has_acc = accs != b""
+    acc_codes = np.zeros(len(toks), "S4")
+    if has_acc.any():
+        uniq, inv = np.unique(accs[has_acc], return_inverse=True)
+        is_value = np.array([u.startswith(b"IMS:100") and u[-4:] in _VALUE_ACCS for u in uniq])
+        kind[np.flatnonzero(has_acc)] = np.where(is_value[inv.reshape(-1)], 5, 6)
+        acc_codes[has_acc] = np.array([u[-4:] for u in uniq], "S4")[inv.reshape(-1)]
+    tag_pos = np.arange(len(toks), dtype=np.int64)
     spec_s, spec_e = tag_pos[kind == 0], tag_pos[kind == 1]
     bda_s, bda_e = tag_pos[kind == 2], tag_pos[kind == 3]
     if not _alternate(spec_s, spec_e) or not _alternate(bda_s, bda_e):
@@ -418,7 +427,7 @@ def _scan_block(body: bytes, st: ParseState) -> bool:
     ref_sel = kind == 4
     if ref_sel.any():
         table = {}
-        refs = [g[4] for g in tags if g[4] is not None]
+        refs = cols[ref_sel, 2].tolist()
         for g in set(refs):
             codes = np.zeros(4, np.int64)
             for acc in st.groups.get(g.decode("latin-1"), {}):
@@ -433,15 +442,15 @@ def _scan_block(body: bytes, st: ParseState) -> bool:
         rows_s.append(si)
         rows_b.append(bi)
         rows_c.append(np.array([table[r] for r in refs], np.int64).reshape(-1, 4))
-    acc_pos, accs = _positions(_RE_ACC, body)
-    is_val = np.array([a[0] is not None for a in accs], dtype=bool)
-    flags = [a[2] for a in accs if a[0] is None]
-    if flags:
-        table = {f: np.array(_flag_codes(f.decode())) for f in set(flags)}
-        si, bi = owners(acc_pos[~is_val])
+    flag_sel = kind == 6
+    flags = accs[flag_sel]
+    if len(flags):
+        uniq, inv = np.unique(flags, return_inverse=True)
+        table = np.array([_flag_codes(f.decode()) for f in uniq.tolist()], np.int64)
+        si, bi = owners(tag_pos[flag_sel])
         rows_s.append(si)
         rows_b.append(bi)
-        rows_c.append(np.array([table[f] for f in flags], np.int64).reshape(-1, 4))
+        rows_c.append(table[inv.reshape(-1)].reshape(-1, 4))
     bda_codes = np.zeros((nb, 4), np.int64)
     spec_type = np.zeros(n, np.int64)
     if rows_s:
@@ -457,18 +466,18 @@ def _scan_block(body: bytes, st: ParseState) -> bool:
             return False
         spec_type[si[sel]] = codes[sel, 2]
     # values
-    vals = [a for a in accs if a[0] is not None]
-    if not vals or any(v[1] is None for v in vals):
+    val_sel = kind == 5
+    if not val_sel.any():
         return False
-    code = np.array([v[0] for v in vals])
-    raw = np.array([v[1] for v in vals])
+    code = acc_codes[val_sel]
+    raw = cols[val_sel, 4]  # b"" where value is missing: not an integer, falls back
     try:
         value = raw.astype(np.int64)
     except (ValueError, OverflowError):
         return False
     if not (value.astype(raw.dtype) == raw).all():
         return False  # not a canonical decimal integer ("+5", " 5", "05"): strict parse decides
-    si, bi = owners(acc_pos[is_val])
+    si, bi = owners(tag_pos[val_sel])
     xyz = np.zeros((n, 3), dtype=np.int64)
     xyz[:, 2] = 1
     for c, col in ((b"0050", 0), (b"0051", 1), (b"0052", 2)):
