@@ -63,9 +63,11 @@ def make_processed(
         for i in range(n_spec):
             n = int(rng.integers(mean_len // 2, mean_len * 3 // 2))
             mz = np.sort(rng.uniform(200.0, 1200.0, n))
-            if shuffle:
-                mz = mz[rng.permutation(n)]
-            w.add_spectrum(i % nx + 1, i // nx + 1, rng.random(n, dtype=np.float32), mz=mz)
+            it = rng.random(n, dtype=np.float32)
+            if shuffle:  # same peaks, stored in random order (own generator: same data)
+                perm = np.random.default_rng(i).permutation(n)
+                mz, it = mz[perm], it[perm]
+            w.add_spectrum(i % nx + 1, i // nx + 1, it, mz=mz)
 
 
 def read_whole_file(path: Path) -> float:
@@ -95,11 +97,21 @@ def time_pyimzml(
     return t_open, (time.perf_counter() - t) * (len(mzs) / n_ref)
 
 
+REOPEN: dict = {}
+
+
 def time_ours(path: Path, mzs: np.ndarray, tol: Tolerance, repeat: int = 2):
-    """(seconds to open, best seconds to extract all m/z from the opened file, stack)."""
+    """(seconds to open, best seconds to extract all m/z from the opened file, stack).
+    The time of a second open (index from the sidecar cache) goes to ``REOPEN[path]``."""
+    for c in path.parent.glob(f".{path.name}.msi2hist-index.npz"):
+        c.unlink()
     t = time.perf_counter()
     imz = ImzMLFile(path)
     t_open = time.perf_counter() - t
+    imz.close()
+    t = time.perf_counter()
+    imz = ImzMLFile(path)
+    REOPEN[path] = (time.perf_counter() - t, imz.index_source)
     best, res = np.inf, None
     for _ in range(repeat):
         t = time.perf_counter()
@@ -175,6 +187,9 @@ def main() -> int:
             "pyimzml_open_s": o_py,
             "n_spectra": int(stack.shape[1] * stack.shape[2]),
             "vs_plain_read_incl_open": t_read / (t_ours + o_ours),
+            "ours_reopen_s": REOPEN[cont][0],
+            "reopen_index_source": REOPEN[cont][1],
+            "vs_plain_read_incl_cached_open": t_read / (t_ours + REOPEN[cont][0]),
             "vs_pyimzml": t_py / t_ours,
             "vs_plain_read": t_read / t_ours,
             "ours_gb_per_s": size / 1e9 / t_ours,
@@ -190,6 +205,10 @@ def main() -> int:
         print(
             f"  opening (XML index): ours {o_ours:.2f} s, pyimzml {o_py:.2f} s; ratio vs plain read "
             f"counting our open too: {c['vs_plain_read_incl_open']:.2f}x"
+        )
+        print(
+            f"  re-open ({c['reopen_index_source']} index): {c['ours_reopen_s']:.3f} s; ratio vs "
+            f"plain read counting it: {c['vs_plain_read_incl_cached_open']:.2f}x (target >= 0.5x)"
         )
 
         r = subprocess.run(

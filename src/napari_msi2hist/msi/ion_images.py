@@ -189,27 +189,23 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return sums.reshape(n, c)
 
 
-def _sorted_copy(raw: RawChunk, sel: np.ndarray) -> RawChunk:
-    """The spectra ``sel`` of ``raw`` with each m/z array sorted (intensities follow), packed
-    into a new buffer: m/z values first, then intensities. NaN m/z sort last and match no window."""
+def _unsorted_sums(raw: RawChunk, sel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Window sums of the spectra ``sel`` whose m/z arrays are not ascending: all their values are
+    sorted together once, each window is a range of that order, and its values are summed per
+    spectrum. Same bounds as the search (``lo <= m/z <= hi``); NaN m/z sort last and match nothing."""
     ln = raw.lengths[sel]
-    mz = _gather(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype)
-    it = _gather(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype)
+    mz = _gather(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype).astype(np.float64)
+    it = _gather(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype).astype(np.float64)
     seg = np.repeat(np.arange(len(sel)), ln)
-    order = np.lexsort((mz, seg))
-    mzb = mz[order].tobytes()
-    buf = np.frombuffer(mzb + it[order].tobytes(), dtype=np.uint8)
-    starts = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64)
-    return RawChunk(
-        raw.index[sel],
-        buf,
-        0,
-        ln,
-        starts * raw.mz_dtype.itemsize,
-        len(mzb) + starts * raw.int_dtype.itemsize,
-        raw.mz_dtype,
-        raw.int_dtype,
-    )
+    order = np.argsort(mz)
+    ms = mz[order]
+    a = np.searchsorted(ms, lo, side="left")
+    b = np.searchsorted(ms, hi, side="right")
+    out = np.zeros((len(sel), len(lo)))
+    for c in np.flatnonzero(b > a).tolist():
+        idx = order[a[c] : b[c]]
+        out[:, c] = np.bincount(seg[idx], weights=it[idx], minlength=len(sel))
+    return out
 
 
 def _subset(raw: RawChunk, sel: np.ndarray) -> RawChunk:
@@ -227,7 +223,8 @@ def _subset(raw: RawChunk, sel: np.ndarray) -> RawChunk:
 
 def processed_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Window sums of a processed chunk: spectra whose m/z array is not ascending (or holds NaN)
-    are detected (one vectorised comparison pass over the chunk) and sorted before the search."""
+    are detected (one vectorised comparison pass over the chunk) and summed by
+    :func:`_unsorted_sums` instead of the search, which needs ascending arrays."""
     uns = raw.typed("mz").unsorted(raw.lengths)
     if not uns.any():
         return _bisect_sums(raw, lo, hi)
@@ -236,7 +233,7 @@ def processed_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     if len(ok):
         out[ok] = _bisect_sums(_subset(raw, ok), lo, hi)
     bad = np.flatnonzero(uns)
-    out[bad] = _bisect_sums(_sorted_copy(raw, bad), lo, hi)
+    out[bad] = _unsorted_sums(raw, bad, lo, hi)
     return out
 
 
