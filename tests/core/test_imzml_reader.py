@@ -299,6 +299,9 @@ def test_duplicate_coordinates_keep_the_first_and_are_counted(tmp_path, capsys):
         res = ion_images(imz, [100.0], tolerance=Tolerance(0.1, "da"))
         assert res.stack[0, 0, 0] == 5 and res.stack[0, 0, 1] == 7
         assert imz.pixel_index_image()[0, 0] == 0
+        from napari_msi2hist.msi.spectra import mean_spectrum
+
+        assert mean_spectrum(imz).n_spectra == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["info", str(p), "--json"]) == 0

@@ -301,7 +301,7 @@ def iter_ion_images(
     )
     stack = np.zeros((len(mz), ny, nx), dtype=np.float32)
     done = 0
-    n = imz.n_spectra
+    n = imz.n_spectra - imz.n_duplicates
     for idx, vals, f in _extract_rows(imz, None, lo, hi, norm, chunk_bytes):
         if cancel is not None:
             cancel.check()

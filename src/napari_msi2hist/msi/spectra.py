@@ -153,7 +153,7 @@ def iter_mean_spectrum(
     the data's own sampling for profile spectra, linear in Da or in ppm, whichever is more constant, so that bins are never finer than the data and
     no comb of empty bins appears; 5 ppm for centroid spectra)."""
     norm = check_norm(norm)
-    n = imz.n_spectra
+    n = imz.n_spectra - imz.n_duplicates  # the first spectrum at each pixel
     done = 0
     if imz.shared_mz_axis:
         axis = imz.mz_axis().astype(np.float64)
@@ -175,7 +175,7 @@ def iter_mean_spectrum(
             kind, step = native_axis_step(imz)
         else:
             kind, step = "ppm", resolution_ppm
-        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo > 0):
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo > 0):
             raise ImzMLFormatError(
                 f"{imz.path}: m/z range {lo:g}..{hi:g} is not a positive interval; "
                 "no mean spectrum can be built"
@@ -192,7 +192,9 @@ def iter_mean_spectrum(
             f"a mean spectrum over m/z {lo:g}..{hi:g}",
             imz.path,
         )
-        if kind == "da":
+        if hi == lo:
+            axis = np.array([lo])
+        elif kind == "da":
             axis = lo + step * np.arange(int(np.ceil((hi - lo) / step)) + 1)
         else:
             axis = common_mz_axis(lo, hi, step)
