@@ -528,7 +528,7 @@ def _scan_block(body: bytes, st: ParseState) -> bool:
     return True
 
 
-def scan_spectra(path: Path, st: ParseState, block_size: int = 32 * 2**20) -> bool:
+def scan_spectra(path: Path, st: ParseState, block_size: int = 16 * 2**20) -> bool:
     """Scan the spectrum section without per-element Python callbacks.
 
     ``st`` comes from ``parse_imzml_xml(path, header_only=True)``. Returns False when the result

@@ -222,9 +222,13 @@ class TypedArrays:
 
 
 def iter_raw_chunks(
-    imz: ImzMLFile, subset: np.ndarray | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    imz: ImzMLFile,
+    subset: np.ndarray | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_spectra: int | None = None,
 ) -> Iterator[RawChunk]:
-    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed)."""
+    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed);
+    at most ``max_spectra`` spectra per chunk when given (bounds per-spectrum work arrays)."""
     idx_all = _default_subset(imz, subset)
     if len(idx_all) == 0:
         return
@@ -241,6 +245,8 @@ def iter_raw_chunks(
         start_bytes = csum[a - 1] if a else 0
         b = int(np.searchsorted(csum, start_bytes + chunk_bytes, side="right"))
         b = min(n, max(b, a + 1))
+        if max_spectra is not None:
+            b = min(b, a + max(1, int(max_spectra)))
         sel = order[a:b]
         ilen = imz.int_lengths[sel]
         ioff = imz.int_offsets[sel]

@@ -32,6 +32,11 @@ from ._chunks import (
 from .spectra import check_norm, dense_factors, flat_factors
 
 
+MAX_QUERIES_PER_CHUNK = (
+    1_000_000  # (spectrum, window) pairs searched at once: ~120 MB of work arrays
+)
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """m/z tolerance: ``value`` in ``unit`` ("ppm" or "da")."""
@@ -257,7 +262,9 @@ def _extract_rows(imz: ImzMLFile, subset: np.ndarray | None, lo, hi, norm: str, 
             f = dense_factors(ch.block, norm)
             yield ch.index, vals, f
     else:
-        for raw in iter_raw_chunks(imz, subset, chunk_bytes):
+        # the window search keeps ~15 int64/float64 values per (spectrum, window) query
+        max_spectra = max(1, MAX_QUERIES_PER_CHUNK // max(1, len(lo)))
+        for raw in iter_raw_chunks(imz, subset, chunk_bytes, max_spectra):
             yield raw.index, processed_sums(raw, lo, hi), _raw_factors(raw, norm)
 
 
