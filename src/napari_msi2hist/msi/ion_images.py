@@ -31,7 +31,6 @@ from ._chunks import (
 )
 from .spectra import check_norm, dense_factors, flat_factors
 
-
 MAX_QUERIES_PER_CHUNK = (
     1_000_000  # (spectrum, window) pairs searched at once: ~120 MB of work arrays
 )
