@@ -318,12 +318,22 @@ def _check_well_formed(path: Path, spectra_at: int, first: bytes) -> bool:
 
 # one pass, tokens in document order (their index stands in for their position). Groups: element
 # name (spectrum/array start or end), "r" + name of a group ref, accession + value of a cvParam
+_CODES = (
+    rb"IMS:100(?:0050|0051|0052|0102|0103)|MS:100051[45]|MS:100012[78]|MS:10005(?:19|20|21|22|23)"
+    rb"|IMS:100014[12]|MS:1000574|MS:100231[234]"
+)
+
+
+def _attrs_except(name: bytes) -> bytes:
+    """Whole attributes other than ``name``, skipped possessively (no backtracking per char)."""
+    return rb"(?:\s+(?!" + name + rb'=)[^\s=>]+="[^"]*")*+'
+
+
 _RE_TOK = re.compile(
     rb"<(?:(spectrum|/spectrum|binaryDataArray|/binaryDataArray)[\s/>]"
-    rb'|(r)eferenceableParamGroupRef\s(?:[^>]*?\s)?ref="([^"]*)"'
-    rb'|cvParam\s(?:[^>]*?\s)?accession="(IMS:100(?:0050|0051|0052|0102|0103)'
-    rb"|MS:100051[45]|MS:100012[78]|MS:10005(?:19|20|21|22|23)|IMS:100014[12]"
-    rb'|MS:1000574|MS:100231[234])"(?:[^>]*?\svalue="([^"]*)")?)'
+    rb"|(r)eferenceableParamGroupRef" + _attrs_except(rb"ref") + rb'\s+ref="([^"]*)"'
+    rb"|cvParam" + _attrs_except(rb"accession") + rb'\s+accession="(' + _CODES + rb')"'
+    rb"(?:" + _attrs_except(rb"value") + rb'\s+value="([^"]*)")?)'
 )
 _TAG_KINDS = {b"spectrum": 0, b"/spectrum": 1, b"binaryDataArray": 2, b"/binaryDataArray": 3}
 _VALUE_ACCS = (b"0050", b"0051", b"0052", b"0102", b"0103")
