@@ -35,7 +35,8 @@ from ._imzml_errors import (
     ImzMLUUIDMismatchError,
     ImzMLWarning,
 )
-from ._imzml_xml import ParseState, columns, n_spectra, parse_imzml_xml, scan_spectra
+from ._imzml_scan import scan_spectra
+from ._imzml_xml import ParseState, columns, n_spectra, parse_imzml_xml
 
 __all__ = [
     "ImzMLError",
