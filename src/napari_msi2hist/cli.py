@@ -91,7 +91,15 @@ def cmd_info(args) -> int:
             json.dumps(
                 {
                     k: info[k]
-                    for k in ("mode", "n_spectra", "shape_yx", "pixel_size_um", "mz_range", "uuid")
+                    for k in (
+                        "mode",
+                        "n_spectra",
+                        "shape_yx",
+                        "pixel_size_um",
+                        "mz_range",
+                        "uuid",
+                        "duplicate_pixels",
+                    )
                 }
             )
         )
@@ -677,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object: mode, n_spectra, shape_yx, pixel_size_um, mz_range, uuid",
+        help="one JSON object: mode, n_spectra, shape_yx, pixel_size_um, mz_range, uuid, "
+        "duplicate_pixels",
     )
     p.set_defaults(func=cmd_info)
     declare(p, ("file",))

@@ -16,7 +16,15 @@ from napari_msi2hist.io.imzml import ImzMLFile
 def test_info_json(shared_data, capsys):
     assert main(["info", str(shared_data / "imzml" / "Example_Processed.imzML"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert set(d) == {"mode", "n_spectra", "shape_yx", "pixel_size_um", "mz_range", "uuid"}
+    assert set(d) == {
+        "mode",
+        "n_spectra",
+        "shape_yx",
+        "pixel_size_um",
+        "mz_range",
+        "uuid",
+        "duplicate_pixels",
+    }
     assert d["mode"] == "processed" and d["n_spectra"] == 9 and d["shape_yx"] == [3, 3]
     assert d["pixel_size_um"] == [100.0, 100.0] and d["mz_range"][0] == pytest.approx(
         100.0833, abs=1e-3

@@ -217,3 +217,250 @@ def test_writer_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         ImzMLWriter(tmp_path / "a.imzML", mz_axis=np.arange(3.0))
     assert (tmp_path / "a.imzML").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- hostile inputs, by hand
+
+
+def _proc_file(tmp_path, spectra, name="p", **kw):
+    """Processed file from [(x, y, mz, intensity)], m/z written as given (not sorted)."""
+    p = tmp_path / f"{name}.imzML"
+    with ImzMLWriter(p, mode="processed", mz_dtype=np.float64, **kw) as w:
+        for x, y, mz, it in spectra:
+            w.add_spectrum(x, y, np.asarray(it, np.float32), mz=np.asarray(mz, np.float64))
+    return p
+
+
+def _mask_sum(mz, it, lo, hi):
+    mz, it = np.asarray(mz, float), np.asarray(it, float)
+    return it[(mz >= lo) & (mz <= hi)].sum()
+
+
+def test_unsorted_mz_arrays_give_correct_ion_images(tmp_path):
+    from napari_msi2hist.msi.ion_images import Tolerance, ion_images
+
+    rng = np.random.default_rng(4)
+    spectra = []
+    for i in range(12):
+        mz = rng.uniform(100, 110, 40)
+        if i % 3:  # two thirds unsorted, one with a NaN m/z
+            mz = np.sort(mz)
+        if i == 5:
+            mz[7] = np.nan
+        spectra.append((i % 4 + 1, i // 4 + 1, mz, rng.integers(1, 100, 40)))
+    p = _proc_file(tmp_path, spectra)
+    targets = np.array([101.0, 104.5, 108.2])
+    tol = Tolerance(0.4, "da")
+    lo, hi = tol.windows(targets)
+    with ImzMLFile(p) as imz:
+        res = ion_images(imz, targets, tolerance=tol)
+    for x, y, mz, it in spectra:
+        ref = [_mask_sum(mz, it, a, b) for a, b in zip(lo, hi, strict=True)]
+        np.testing.assert_allclose(res.stack[:, y - 1, x - 1], ref, rtol=1e-6)
+
+
+def test_length_mismatch_and_negative_length_are_refused(tmp_path, capsys):
+    from napari_msi2hist.cli import main
+
+    p = _proc_file(tmp_path, [(1, 1, [100.0, 101.0], [1, 2]), (2, 1, [100.0], [3])])
+    txt = p.read_text()
+    key = 'name="external array length" value="1"'
+    i = txt.rindex(key)
+    bad = txt[:i] + key.replace('"1"', '"2"') + txt[i + len(key) :]
+    p.write_text(bad)
+    with pytest.raises(ImzMLFormatError, match=r"p\.imzML: spectrum 1 has 1 m/z values but 2"):
+        ImzMLFile(p)
+    p.write_text(
+        txt.replace(
+            'name="external array length" value="2"', 'name="external array length" value="-1"', 1
+        )
+    )
+    with pytest.raises(ImzMLFormatError, match="negative m/z array length"):
+        ImzMLFile(p)
+    assert main(["info", str(p)]) != 0
+    assert "negative" in capsys.readouterr().err
+
+
+def test_duplicate_coordinates_keep_the_first_and_are_counted(tmp_path, capsys):
+    import json
+
+    from napari_msi2hist.cli import main
+    from napari_msi2hist.io.imzml import ImzMLWarning
+    from napari_msi2hist.msi.ion_images import Tolerance, ion_images
+
+    p = _proc_file(
+        tmp_path,
+        [(1, 1, [100.0], [5]), (2, 1, [100.0], [7]), (1, 1, [100.0], [11]), (1, 1, [100.0], [13])],
+    )
+    with pytest.warns(ImzMLWarning, match="2 spectra share a pixel"):
+        imz = ImzMLFile(p)
+    with imz:
+        assert imz.n_duplicates == 2 and imz.duplicate_mask.tolist() == [False, False, True, True]
+        res = ion_images(imz, [100.0], tolerance=Tolerance(0.1, "da"))
+        assert res.stack[0, 0, 0] == 5 and res.stack[0, 0, 1] == 7
+        assert imz.pixel_index_image()[0, 0] == 0
+        from napari_msi2hist.msi.spectra import mean_spectrum
+
+        assert mean_spectrum(imz).n_spectra == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["info", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicate_pixels"] == 2
+
+
+def test_png_is_not_an_imzml_file(tmp_path):
+    f = tmp_path / "image.imzML"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    with pytest.raises(ImzMLFormatError, match=r"image\.imzML: not an imzML file"):
+        ImzMLFile(f)
+
+
+def test_huge_declared_raster_is_not_allocated(tmp_path):
+    from napari_msi2hist._limits import set_memory_budget
+    from napari_msi2hist.io.imzml import ImzMLWarning
+    from napari_msi2hist.msi.ion_images import ion_images
+
+    p = tmp_path / "r.imzML"
+    with ImzMLWriter(p, mz_axis=np.array([100.0, 200.0]), shape_yx=(30000, 30000)) as w:
+        for i in range(9):
+            w.add_spectrum(i % 3 + 1, i // 3 + 1, np.ones(2))
+    set_memory_budget("64M")
+    try:
+        with pytest.warns(ImzMLWarning, match="declares a 30000 x 30000 raster"):
+            imz = ImzMLFile(p)
+        assert imz.shape_yx == (3, 3) and imz.declared_shape_yx == (30000, 30000)
+        assert ion_images(imz, [100.0]).stack.shape == (1, 3, 3)
+    finally:
+        set_memory_budget(None)
+
+
+def test_far_away_pixel_is_refused_by_the_memory_budget(tmp_path):
+    from napari_msi2hist._limits import ResourceLimitError, set_memory_budget
+    from napari_msi2hist.msi.ion_images import ion_images
+
+    p = tmp_path / "far.imzML"
+    with ImzMLWriter(p, mz_axis=np.array([100.0, 200.0])) as w:
+        w.add_spectrum(1, 1, np.ones(2))
+        w.add_spectrum(200000, 100000, np.ones(2))
+    set_memory_budget("64M")
+    try:
+        with ImzMLFile(p) as imz, pytest.raises(ResourceLimitError, match=r"far\.imzML"):
+            ion_images(imz, [100.0])
+    finally:
+        set_memory_budget(None)
+
+
+def test_signed_32bit_offsets_are_repaired(tmp_path):
+    """A writer that stored offsets as signed 32-bit integers: an .ibd over 2**31 bytes (sparse
+    here) whose later offsets read as negative numbers. Repaired as pyimzml does, with a warning."""
+    from napari_msi2hist.io.imzml import ImzMLWarning
+
+    spectra = [(k + 1, 1, [100.0 + k, 101.0 + k], [k, k + 1]) for k in range(3)]
+    p = _proc_file(tmp_path, spectra)
+    ibd = p.with_suffix(".ibd")
+    data = ibd.read_bytes()
+    txt = p.read_text()
+    import re
+
+    offs = [int(m) for m in re.findall(r'name="external offset" value="(\d+)"', txt)]
+    # spectrum 1 beyond 2**31 (stored negative), spectrum 2 beyond 2**32 (stored small positive)
+    new_true = offs[:2] + [2**31 + 1000, 2**31 + 2000, 2**32 + 3000, 2**32 + 4000]
+    with open(ibd, "r+b") as fh:
+        fh.truncate(new_true[-1] + 64)
+        for o, t in zip(offs[2:], new_true[2:], strict=True):
+            fh.seek(t)
+            fh.write(data[o : o + 16])
+    stored = [((t + 2**31) % 2**32) - 2**31 for t in new_true]  # as signed 32-bit
+    assert stored[2] < 0 and stored[3] < 0 and 0 <= stored[4]
+    for k, o in enumerate(offs):
+        txt = txt.replace(
+            f'name="external offset" value="{o}"', f'name="external offset" value="X{k}"', 1
+        )
+    for k, s in enumerate(stored):
+        txt = txt.replace(f'value="X{k}"', f'value="{s}"', 1)
+    p.write_text(txt)
+    with pytest.warns(ImzMLWarning, match="signed 32-bit"):
+        imz = ImzMLFile(p)
+    with imz:
+        assert imz.offsets_repaired
+        assert imz.int_offsets.tolist() == new_true[1::2]
+        assert imz.mz_offsets.tolist() == new_true[0::2]
+        for k in range(3):
+            mz, it = imz.getspectrum(k)
+            assert mz.tolist() == spectra[k][2] and it.tolist() == spectra[k][3]
+    # the same negative offsets in a small .ibd are not a 32-bit wrap: named as such
+    with open(ibd, "r+b") as fh:
+        fh.truncate(len(data))
+    with pytest.raises(ImzMLOffsetError, match="negative offset"):
+        ImzMLFile(p)
+
+
+@pytest.mark.parametrize(
+    "insert",
+    [
+        b'<![CDATA[<cvParam accession="IMS:1000050" value="3"/>]]>',
+        b'<?pi <cvParam accession="IMS:1000102" value="99"/>?>',
+        b'<userParam name="n" value=\'accession="IMS:1000050" value="3"\'/>',
+        b'<userParam name="n">accession="IMS:1000050" value="3"</userParam>',
+    ],
+)
+def test_fast_scan_ignores_fake_values_in_cdata_pi_and_userparam(shared_data, tmp_path, insert):
+    src = (shared_data / "imzml" / "Example_Processed.imzML").read_bytes()
+    shutil.copy(shared_data / "imzml" / "Example_Processed.ibd", tmp_path / "c.ibd")
+    i = src.index(b"<scan ") + src[src.index(b"<scan ") :].index(b">") + 1
+    (tmp_path / "c.imzML").write_bytes(src[:i] + insert + src[i:])
+    ref = ImzMLFile(shared_data / "imzml" / "Example_Processed.imzML")
+    a, b = ImzMLFile(tmp_path / "c.imzML"), ImzMLFile(tmp_path / "c.imzML", fast_parse=False)
+    for k in ("coords_xyz", "mz_offsets", "int_offsets", "int_lengths"):
+        assert np.array_equal(getattr(a, k), getattr(ref, k)), k
+        assert np.array_equal(getattr(b, k), getattr(ref, k)), k
+
+
+def _outcome(path, fast):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = ImzMLFile(path, fast_parse=fast, index_cache=False)
+    except Exception as e:  # noqa: BLE001 - compared below, type and message
+        return type(e).__name__, str(e)
+    return tuple(getattr(f, k).tobytes() for k in ("coords_xyz", "mz_offsets", "int_offsets")) + (
+        f.mz_dtype,
+        f.int_dtype,
+        f.spectrum_type,
+    )
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        # a dtype given by name only (no accession) overrides the group's: strict honours it
+        (
+            b'<referenceableParamGroupRef ref="mzArray"/>',
+            b'<referenceableParamGroupRef ref="mzArray"/><cvParam name="32-bit float"/>',
+        ),
+        (b"</spectrum>", b"</spectrum >"),
+        (b'value="1"/>', b'value="01"/>'),
+        (
+            b'<cvParam cvRef="IMS" accession="IMS:1000050"',
+            b'<cvParam cvRef="IMS" accession="IMS:1000050" ',
+        ),
+        (b"<binary/>", b'<ns:binary xmlns:ns="urn:x"/>'),
+        (
+            b'accession="IMS:1000051" name="position y"',
+            b'accession="IMS:1000051" name = "position y"',
+        ),
+        (
+            b'<referenceableParamGroupRef ref="spectrum1"/>',
+            b'<referenceableParamGroupRef ref="spectrum1"/><cvParam accession="MS:1000127"/>',
+        ),
+        (b"<binary/>", b"<binary>text</binary>"),
+    ],
+)
+def test_fast_scan_and_strict_parse_agree_on_unusual_but_valid_xml(tmp_path, old, new):
+    p = _proc_file(
+        tmp_path, [(i % 3 + 1, i // 3 + 1, [100.0 + i, 101.0], [1, 2]) for i in range(6)]
+    )
+    txt = p.read_bytes()
+    assert old in txt
+    p.write_bytes(txt.replace(old, new, 1))
+    assert _outcome(p, True) == _outcome(p, False)

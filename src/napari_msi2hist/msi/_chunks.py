@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._limits import check_allocation
 from ..io.imzml import ImzMLFile
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
@@ -43,11 +44,19 @@ class FlatChunk:
         return np.repeat(np.arange(len(self.index)), self.lengths)
 
 
+def _default_subset(imz: ImzMLFile, subset: np.ndarray | None) -> np.ndarray:
+    """All spectra that images use (the first at each pixel) unless a subset is given."""
+    if subset is not None:
+        return np.asarray(subset, np.int64)
+    keep = imz.spectrum_subset
+    return np.arange(imz.n_spectra) if keep is None else keep
+
+
 def iter_dense_chunks(
     imz: ImzMLFile, subset: np.ndarray | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> Iterator[DenseChunk]:
     """Yield continuous-mode chunks in file order (``subset``: spectrum indices to read)."""
-    idx_all = np.arange(imz.n_spectra) if subset is None else np.asarray(subset, np.int64)
+    idx_all = _default_subset(imz, subset)
     if len(idx_all) == 0:
         return
     k = int(imz.mz_lengths[0])
@@ -170,6 +179,26 @@ class TypedArrays:
             out[m] = vals
         return out
 
+    def unsorted(self, lengths: np.ndarray) -> np.ndarray:
+        """Boolean per array: True where some ``a[i + 1] >= a[i]`` fails (a descent or a NaN)."""
+        out = np.zeros(len(lengths), bool)
+        for sh, view in self.views.items():
+            g = np.flatnonzero((self.shift == sh) & (lengths > 1))
+            if len(g) == 0:
+                continue
+            bad = ~(view[1:] >= view[:-1])
+            st = self.start[g]
+            order = np.argsort(st, kind="stable")
+            g, st = g[order], st[order]
+            en = st + lengths[g] - 1  # pairs (i, i + 1) with i in [st, en)
+            idx = np.empty(2 * len(g), np.int64)
+            idx[0::2], idx[1::2] = st, en
+            if idx[-1] >= len(bad):
+                idx = idx[:-1]
+            counts = np.add.reduceat(bad, idx, dtype=np.int64)[0::2]
+            out[g] = counts[: len(g)] > 0
+        return out
+
     def segment_sums(self, lengths: np.ndarray, square: bool = False) -> np.ndarray:
         """Sum (of squares) of each whole array, in float64, without gathering the elements."""
         out = np.zeros(len(lengths))
@@ -193,10 +222,14 @@ class TypedArrays:
 
 
 def iter_raw_chunks(
-    imz: ImzMLFile, subset: np.ndarray | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    imz: ImzMLFile,
+    subset: np.ndarray | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_spectra: int | None = None,
 ) -> Iterator[RawChunk]:
-    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed)."""
-    idx_all = np.arange(imz.n_spectra) if subset is None else np.asarray(subset, np.int64)
+    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed);
+    at most ``max_spectra`` spectra per chunk when given (bounds per-spectrum work arrays)."""
+    idx_all = _default_subset(imz, subset)
     if len(idx_all) == 0:
         return
     mzs, its = imz.mz_dtype.itemsize, imz.int_dtype.itemsize
@@ -212,6 +245,8 @@ def iter_raw_chunks(
         start_bytes = csum[a - 1] if a else 0
         b = int(np.searchsorted(csum, start_bytes + chunk_bytes, side="right"))
         b = min(n, max(b, a + 1))
+        if max_spectra is not None:
+            b = min(b, a + max(1, int(max_spectra)))
         sel = order[a:b]
         ilen = imz.int_lengths[sel]
         ioff = imz.int_offsets[sel]
@@ -225,9 +260,11 @@ def iter_raw_chunks(
         span = int(ends.max()) - begin
         useful = int(nbytes[a:b].sum())
         if span <= 2 * useful + SPAN_SLACK_BYTES:
+            check_allocation(span, "a read buffer", imz.path)
             buf = np.empty(span, dtype=np.uint8)
             imz.read_bytes_into(buf, begin)
         else:  # scattered arrays: pack them into a fresh buffer, one read per array
+            check_allocation(useful, "a read buffer", imz.path)
             buf = np.empty(useful, dtype=np.uint8)
             pos = 0
             new_i = np.empty(len(sel), np.int64)

@@ -18,16 +18,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._limits import check_allocation
 from ..io.imzml import ImzMLFile, ImzMLNonFiniteError
 from ..progress import CancelToken, Progress, run_to_end
 from ._chunks import (
     DEFAULT_CHUNK_BYTES,
     RawChunk,
+    _gather,
     iter_dense_chunks,
     iter_flat_chunks,
     iter_raw_chunks,
 )
 from .spectra import check_norm, dense_factors, flat_factors
+
+MAX_QUERIES_PER_CHUNK = (
+    1_000_000  # (spectrum, window) pairs searched at once: ~120 MB of work arrays
+)
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,10 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         ln = right
         f = mzv.take(r_act, np.zeros_like(ln)).astype(np.float64)
         e = mzv.take(r_act, ln - 1).astype(np.float64)
-        frac = np.clip((t_act - f) / np.where(e > f, e - f, 1.0), 0.0, 1.0)
-        g = np.minimum((frac * (ln - 1)).astype(np.int64), ln - 1)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            frac = np.clip((t_act - f) / np.where(e > f, e - f, 1.0), 0.0, 1.0)
+            frac = np.where(np.isfinite(frac), frac, 0.0)  # NaN/inf ends: any start is safe
+            g = np.clip((frac * (ln - 1)).astype(np.int64), 0, ln - 1)
         step = np.maximum(ln >> 6, 4)
         below = mzv.take(r_act, g) < t_act
         left = np.where(below, g + 1, left)
@@ -185,6 +193,54 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return sums.reshape(n, c)
 
 
+def _unsorted_sums(raw: RawChunk, sel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Window sums of the spectra ``sel`` whose m/z arrays are not ascending: all their values are
+    sorted together once, each window is a range of that order, and its values are summed per
+    spectrum. Same bounds as the search (``lo <= m/z <= hi``); NaN m/z sort last and match nothing."""
+    ln = raw.lengths[sel]
+    mz = _gather(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype).astype(np.float64)
+    it = _gather(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype).astype(np.float64)
+    seg = np.repeat(np.arange(len(sel)), ln)
+    order = np.argsort(mz)
+    ms = mz[order]
+    a = np.searchsorted(ms, lo, side="left")
+    b = np.searchsorted(ms, hi, side="right")
+    out = np.zeros((len(sel), len(lo)))
+    for c in np.flatnonzero(b > a).tolist():
+        idx = order[a[c] : b[c]]
+        out[:, c] = np.bincount(seg[idx], weights=it[idx], minlength=len(sel))
+    return out
+
+
+def _subset(raw: RawChunk, sel: np.ndarray) -> RawChunk:
+    return RawChunk(
+        raw.index[sel],
+        raw.buf,
+        raw.base,
+        raw.lengths[sel],
+        raw.mz_off[sel],
+        raw.int_off[sel],
+        raw.mz_dtype,
+        raw.int_dtype,
+    )
+
+
+def processed_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Window sums of a processed chunk: spectra whose m/z array is not ascending (or holds NaN)
+    are detected (one vectorised comparison pass over the chunk) and summed by
+    :func:`_unsorted_sums` instead of the search, which needs ascending arrays."""
+    uns = raw.typed("mz").unsorted(raw.lengths)
+    if not uns.any():
+        return _bisect_sums(raw, lo, hi)
+    out = np.zeros((len(raw.index), len(lo)))
+    ok = np.flatnonzero(~uns)
+    if len(ok):
+        out[ok] = _bisect_sums(_subset(raw, ok), lo, hi)
+    bad = np.flatnonzero(uns)
+    out[bad] = _unsorted_sums(raw, bad, lo, hi)
+    return out
+
+
 def _raw_factors(raw: RawChunk, norm: str) -> np.ndarray | None:
     if norm == "none":
         return None
@@ -205,8 +261,10 @@ def _extract_rows(imz: ImzMLFile, subset: np.ndarray | None, lo, hi, norm: str, 
             f = dense_factors(ch.block, norm)
             yield ch.index, vals, f
     else:
-        for raw in iter_raw_chunks(imz, subset, chunk_bytes):
-            yield raw.index, _bisect_sums(raw, lo, hi), _raw_factors(raw, norm)
+        # the window search keeps ~15 int64/float64 values per (spectrum, window) query
+        max_spectra = max(1, MAX_QUERIES_PER_CHUNK // max(1, len(lo)))
+        for raw in iter_raw_chunks(imz, subset, chunk_bytes, max_spectra):
+            yield raw.index, processed_sums(raw, lo, hi), _raw_factors(raw, norm)
 
 
 def _normalise(vals: np.ndarray, f: np.ndarray | None) -> np.ndarray:
@@ -217,6 +275,8 @@ def _normalise(vals: np.ndarray, f: np.ndarray | None) -> np.ndarray:
 
 
 def _check_finite(imz: ImzMLFile, stack: np.ndarray):
+    if np.isfinite(stack).all():
+        return
     bad = ~np.isfinite(stack)
     if bad.any():
         c, r, q = (int(v[0]) for v in np.nonzero(bad))
@@ -241,9 +301,13 @@ def iter_ion_images(
         raise ValueError("no m/z values given")
     lo, hi = tolerance.windows(mz)
     ny, nx = imz.shape_yx
+    # the stack (4 bytes per value), the finiteness check (1) and the mask (1 per pixel)
+    check_allocation(
+        (5.0 * len(mz) + 1) * ny * nx, f"{len(mz)} ion images of {ny} x {nx} pixels", imz.path
+    )
     stack = np.zeros((len(mz), ny, nx), dtype=np.float32)
     done = 0
-    n = imz.n_spectra
+    n = imz.n_spectra - imz.n_duplicates
     for idx, vals, f in _extract_rows(imz, None, lo, hi, norm, chunk_bytes):
         if cancel is not None:
             cancel.check()
@@ -262,6 +326,8 @@ def ion_images(imz: ImzMLFile, mz, **kw) -> IonImages:
 
 def total_ion_image(imz: ImzMLFile, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
     """TIC image (float32, 0 where unmeasured)."""
+    ny, nx = imz.shape_yx
+    check_allocation(4.0 * ny * nx, f"a TIC image of {ny} x {nx} pixels", imz.path)
     img = np.zeros(imz.shape_yx, dtype=np.float32)
     if imz.shared_mz_axis:
         for ch in iter_dense_chunks(imz, chunk_bytes=chunk_bytes):
@@ -292,6 +358,8 @@ def lazy_ion_images(
     if rows_per_block is None:
         rows_per_block = max(1, min(ny, (16 * 2**20) // max(1, 4 * len(mz) * nx)))
     order = np.argsort(imz.rows, kind="stable")
+    if imz.n_duplicates:
+        order = order[~imz.duplicate_mask[order]]
     row_sorted = imz.rows[order]
     blocks = []
     for r0 in range(0, ny, rows_per_block):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.imzml import ImzMLFile, ImzMLNonFiniteError
+from .._limits import check_allocation
+from ..io.imzml import ImzMLFile, ImzMLFormatError, ImzMLNonFiniteError
 from ..progress import CancelToken, Progress, run_to_end
 from ._chunks import DEFAULT_CHUNK_BYTES, FlatChunk, iter_dense_chunks, iter_flat_chunks
 
@@ -112,7 +113,8 @@ def native_axis_step(imz: ImzMLFile, n_sample: int = 16) -> tuple[str, float]:
     da, rel = [], []
     for i in idx:
         mz, _ = imz.getspectrum(i, check_finite=False)
-        mz = mz.astype(np.float64)
+        mz = np.sort(mz.astype(np.float64))
+        mz = mz[np.isfinite(mz)]
         if len(mz) > 2:
             d = np.diff(mz)
             da.append(d)
@@ -151,7 +153,7 @@ def iter_mean_spectrum(
     the data's own sampling for profile spectra, linear in Da or in ppm, whichever is more constant, so that bins are never finer than the data and
     no comb of empty bins appears; 5 ppm for centroid spectra)."""
     norm = check_norm(norm)
-    n = imz.n_spectra
+    n = imz.n_spectra - imz.n_duplicates  # the first spectrum at each pixel
     done = 0
     if imz.shared_mz_axis:
         axis = imz.mz_axis().astype(np.float64)
@@ -173,7 +175,26 @@ def iter_mean_spectrum(
             kind, step = native_axis_step(imz)
         else:
             kind, step = "ppm", resolution_ppm
-        if kind == "da":
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo > 0):
+            raise ImzMLFormatError(
+                f"{imz.path}: m/z range {lo:g}..{hi:g} is not a positive interval; "
+                "no mean spectrum can be built"
+            )
+        if not (step > 0 and np.isfinite(step)):
+            kind, step = "ppm", 5.0
+        n_bins = (
+            (hi - lo) / step + 1
+            if kind == "da"
+            else np.log(max(hi, 1e-300) / max(lo, 1e-300)) / np.log1p(step * 1e-6) + 1
+        )
+        check_allocation(
+            8.0 * n_bins if np.isfinite(n_bins) else float("inf"),
+            f"a mean spectrum over m/z {lo:g}..{hi:g}",
+            imz.path,
+        )
+        if hi == lo:
+            axis = np.array([lo])
+        elif kind == "da":
             axis = lo + step * np.arange(int(np.ceil((hi - lo) / step)) + 1)
         else:
             axis = common_mz_axis(lo, hi, step)
