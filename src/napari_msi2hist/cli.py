@@ -691,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_crossmodal import add_parsers
 
     add_parsers(sub)
+    __import__("napari_msi2hist._cli_batch", fromlist=["add_parsers"]).add_parsers(sub)
 
     p = sub.add_parser("transform-points", help="map napari points CSV through a transform")
     p.add_argument("--transform", required=True, help="transform.json (or an ITK .tfm/.h5)")
