@@ -230,18 +230,20 @@ def test_resume_after_kill_skips_finished_sections(cohort, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "napari_msi2hist.cli", "batch", str(cohort_yaml), "--out",
            str(out), "--workers", "1", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=_env(), start_new_session=True)
+    log = open(tmp_path / "batch.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=log, stderr=log)
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < 120 and proc.poll() is None:
             if list(out.glob("s*/section.json")):
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the batch ended before it could be killed"
+        assert proc.poll() is None, (tmp_path / "batch.log").read_text()[-2000:]
     finally:
         _stop([proc], signal.SIGKILL)
+        log.close()
     done_first = sorted(p.parent.name for p in out.glob("s*/section.json"))
-    assert 1 <= len(done_first) < len(SEEDS), done_first
+    assert 1 <= len(done_first) < len(SEEDS), (done_first, (tmp_path / "batch.log").read_text())
     before = {n: (out / n / "section.json").read_bytes() for n in done_first}
 
     res = iter_batch_to_end(BatchConfig(str(cohort_yaml), str(out), workers=1))

@@ -11,7 +11,8 @@ Outputs of a section folder:
 - ``ion_images.ome.tif``: the picked peaks on the MSI grid, ``(C, Y, X)`` float32;
 - ``synthetic_he.ome.tif``: the synthetic H&E (synthesis route), on the model's working grid;
 - ``transform.json`` / ``transform.h5``: H&E world -> MSI world, micrometres;
-- ``registered_msi.ome.tif``: the ion images resampled onto the H&E grid;
+- ``registered_msi.ome.tif``: the ion images resampled onto the full-resolution H&E grid, tile by
+  tile, as a pyramidal OME-TIFF (``registered_msi.ome.zarr`` too with ``zarr=True``);
 - ``section.json``: config, input fingerprints, metrics, verdict, runtime.
 """
 
@@ -66,6 +67,7 @@ class SectionConfig:
     device: str = "cpu"
     tile: int = 512
     overlap: int = 64
+    zarr: bool = False  # also write registered_msi.ome.zarr
     extra: dict = field(default_factory=dict)
 
     def inputs(self) -> dict[str, str]:
@@ -179,22 +181,23 @@ def _pixel(found, override, path, what) -> tuple[float, float]:
     return (float(found[0]), float(found[1]))
 
 
-def _mask_dice(mask_path, he_shape, moving, moving_px, he_px, transform) -> dict:
-    """Dice of a given H&E tissue mask against the moving tissue (above 15% of its 99th
-    percentile, as in ``overlap_metrics``) resampled onto the H&E grid, before and after."""
+def _mask_dice(mask_path, he_shape, reg_shape, moving, moving_px, reg_px, transform) -> dict:
+    """Dice of a given H&E tissue mask (level-0 size) against the moving tissue (above 15% of its
+    99th percentile, as in ``overlap_metrics``), both on the registration grid, before and after."""
+    from skimage.transform import resize
+
     from ..io.histology import read_histology
     from ..registration.transforms import Transform
 
-    m = np.asarray(read_histology(mask_path).levels[0])
-    m = (m[..., 0] if m.ndim == 3 else m) > 0
-    if m.shape != tuple(he_shape):
-        raise SectionError(f"{mask_path}: mask shape {m.shape} differs from the H&E {he_shape}")
+    m = read_histology(mask_path).levels[0]
+    if tuple(m.shape[:2]) != tuple(he_shape):
+        raise SectionError(f"{mask_path}: mask shape {m.shape[:2]} differs from the H&E {he_shape}")
+    m = np.asarray(m[..., 0] if m.ndim == 3 else m) > 0
+    m = resize(m.astype(np.float32), reg_shape, order=1, anti_aliasing=True) > 0.5
     out = {}
-    for when, tr in (
-        ("before", Transform.from_moving_to_fixed_matrix(np.eye(3))),
-        ("after", transform),
-    ):
-        w = tr.resample_moving_to_fixed(moving, moving_px, m.shape, he_px, default=0.0)
+    identity = Transform.from_moving_to_fixed_matrix(np.eye(3))
+    for when, tr in (("before", identity), ("after", transform)):
+        w = tr.resample_moving_to_fixed(moving, moving_px, m.shape, reg_px, default=0.0)
         t = w > 0.15 * (np.percentile(w, 99) + 1e-9)
         out[when] = float(2 * (t & m).sum() / max(1, t.sum() + m.sum()))
     return out
@@ -240,15 +243,17 @@ def iter_section(
         Where to load the checkpoint from when it is not ``cfg.model`` (a copy the batch shipped to
         this worker); the record still names ``cfg.model``.
 
-    Stages (progress ``stage`` names): ``peaks``, ``synthesis``, ``register``, ``apply``, ``export``.
+    Stages: peaks, synthesis, registration (on the H&E pyramid level matching the moving pixel),
+    then the ion images applied to the full-resolution H&E grid tile by tile (pyramidal OME-TIFF).
     """
-    from ..io.histology import read_histology, to_uint8_rgb, write_ome_tiff
+    from ..io.histology import read_histology, write_ome_tiff
     from ..io.imzml import open_imzml
     from ..msi.ion_images import Tolerance, iter_ion_images
     from ..msi.peaks import iter_top_peaks
     from ..phantom import read_points_csv
     from ..registration.intensity import RegistrationOptions
     from ..registration.pipeline import iter_register_msi
+    from .wholeslide import iter_apply, registration_level
 
     t0 = time.monotonic()
     final = Path(cfg.out_dir)
@@ -270,9 +275,9 @@ def iter_section(
         return res
 
     try:
-        he = read_histology(cfg.he)
+        he = read_histology(cfg.he)  # lazy (dask) levels for large files
         he_px = _pixel(he.pixel_size_um, cfg.he_pixel_um, cfg.he, "he")
-        he_rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
+        he_shape = tuple(he.levels[0].shape[:2])
         with open_imzml(cfg.imzml) as imz:
             msi_px = _pixel(imz.pixel_size_um, cfg.msi_pixel_um, cfg.imzml, "msi")
             tol = Tolerance(cfg.tolerance_ppm, "ppm")
@@ -298,6 +303,9 @@ def iter_section(
                 opts = InferenceOptions(tile=cfg.tile, overlap=cfg.overlap, device=cfg.device)
                 synth = yield from sub(iter_synthesize(model_ions, ckpt, opts, cancel), "synthesis")
                 write_ome_tiff(tmp / "synthetic_he.ome.tif", synth.rgb, synth.pixel_size_um)
+        moving_px = synth.pixel_size_um if synth is not None else msi_px
+        # register on the H&E pyramid level that matches the moving pixel, never on level 0
+        he_rgb, reg_px = registration_level(he, he_px, float(max(moving_px)))
         lm_f = read_points_csv(cfg.landmarks_he) if cfg.landmarks_he else None
         lm_m = read_points_csv(cfg.landmarks_msi) if cfg.landmarks_msi else None
         if (lm_f is None) != (lm_m is None):
@@ -305,9 +313,9 @@ def iter_section(
         reg = yield from sub(
             iter_register_msi(
                 he_rgb,
-                he_px,
+                reg_px,
                 cfg.route,
-                synth.pixel_size_um if synth is not None else msi_px,
+                moving_px,
                 synth_rgb=None if synth is None else synth.rgb,
                 msi_stack=ions.stack,
                 msi_mask=ions.mask,
@@ -325,34 +333,33 @@ def iter_section(
         metrics = dict(reg.metrics)
         if cfg.he_mask:
             metrics["mask_dice"] = _mask_dice(
-                cfg.he_mask, he_rgb.shape[:2], reg.moving_image, reg.moving_px, he_px, reg.transform
+                cfg.he_mask,
+                he_shape,
+                he_rgb.shape[:2],
+                reg.moving_image,
+                reg.moving_px,
+                reg_px,
+                reg.transform,
             )
-        t = time.monotonic()
-        from .._limits import check_allocation
-
-        check_allocation(
-            8.0 * ions.stack.shape[0] * he_rgb.shape[0] * he_rgb.shape[1],
-            f"{ions.stack.shape[0]} ion images on the {he_rgb.shape[1]}x{he_rgb.shape[0]} H&E grid",
-            cfg.he,
-        )
-        registered = np.stack(
-            [
-                reg.transform.resample_moving_to_fixed(c, msi_px, he_rgb.shape[:2], he_px)
-                for c in ions.stack
-            ]
-        ).astype(np.float32)
-        yield Progress(1, 1, "apply")
-        seconds["apply"] = time.monotonic() - t
-        t = time.monotonic()
         reg.transform.meta.update(
             {"fixed": cfg.he, "moving": cfg.imzml, "route": cfg.route, "metrics": metrics}
         )
         reg.transform.save(tmp / "transform.json", tmp / "transform.h5")
-        write_ome_tiff(
-            tmp / "registered_msi.ome.tif", registered, he_px, [f"mz={m:.4f}" for m in ions.mz]
+        # apply: the ion images onto the full-resolution H&E grid, tile by tile, pyramidal
+        yield from sub(
+            iter_apply(
+                reg.transform,
+                ions.stack,
+                msi_px,
+                he_shape,
+                he_px,
+                tmp / "registered_msi.ome.tif",
+                tmp / "registered_msi.ome.zarr" if cfg.zarr else None,
+                [f"mz={m:.4f}" for m in ions.mz],
+                cancel=cancel,
+            ),
+            "apply",
         )
-        del registered
-        seconds["export"] = time.monotonic() - t
         record = {
             "record_version": RECORD_VERSION,
             "status": "done",
@@ -360,6 +367,7 @@ def iter_section(
             "config": _config_key(cfg),
             "inputs": hashes,
             "he_pixel_um": list(he_px),
+            "registration_pixel_um": list(reg_px),
             "msi_pixel_um": list(msi_px),
             "mz": [float(m) for m in ions.mz],
             "metrics": metrics,
@@ -372,7 +380,7 @@ def iter_section(
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=1, default=float))
         publish_folder(tmp, final)
-        yield Progress(1, 1, "export")
+        yield Progress(1, 1, "section done")
         return record
     finally:
         if tmp.exists():
