@@ -285,6 +285,35 @@ def test_completion_record_tracks_inputs_and_config(cohort, tmp_path):
     assert is_complete(s)
 
 
+def test_section_on_a_coarser_output_grid_with_zarr(cohort, tmp_path):
+    """apply_pixel_um: the ion images land on an 8 um grid (H&E at 4 um), equal to a whole-image
+    resample of ion_images.ome.tif through transform.json; the OME-Zarr holds the same values."""
+    from dataclasses import replace
+
+    import tifffile
+    import zarr
+
+    from napari_msi2hist.progress import run_to_end
+    from napari_msi2hist.registration.transforms import Transform
+    from napari_msi2hist.workflows.section import iter_section
+
+    cohort_yaml, phantoms = cohort
+    s = replace(read_cohort(cohort_yaml, tmp_path)[1], apply_pixel_um=8.0, zarr=True, n_peaks=4)
+    rec = run_to_end(iter_section(s))
+    d = Path(s.out_dir)
+    assert rec["registered_pixel_um"] == [8.0, 8.0]
+    ions = tifffile.imread(d / "ion_images.ome.tif")
+    reg = tifffile.imread(d / "registered_msi.ome.tif")
+    ny, nx = phantoms["s2"].he_rgb.shape[:2]
+    assert reg.shape == (4, round(ny / 2), round(nx / 2))
+    tr = Transform.load(d / "transform.json")
+    for c in range(4):
+        ref = tr.resample_moving_to_fixed(ions[c], (20.0, 20.0), reg.shape[1:], (8.0, 8.0))
+        np.testing.assert_allclose(reg[c], ref, rtol=1e-5, atol=1e-5 * ref.max())
+    z = zarr.open_group(str(d / "registered_msi.ome.zarr"), mode="r")
+    np.testing.assert_array_equal(z["0"][:], reg)
+
+
 def test_fingerprint_small_is_sha256_large_is_edges(tmp_path):
     small = tmp_path / "small.bin"
     small.write_bytes(b"abc" * 1000)
@@ -320,6 +349,7 @@ def test_provisional_verdict_picks_up_a_registration_verdict():
         ),
         ("sections:\n  - {name: ../a, imzml: x.imzML, he: y.tif}\n", "letters, digits"),
         ("sections:\n  - {name: a, imzml: x.imzML, he: y.tif, he_pixel_um: -1}\n", "positive"),
+        ("sections:\n  - {name: a, imzml: x.imzML, he: y.tif, apply_pixel_um: 0}\n", "positive"),
     ],
 )
 def test_bad_cohort_files_are_one_line_errors(tmp_path, capsys, text, message):

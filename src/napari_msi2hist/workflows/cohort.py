@@ -14,6 +14,8 @@ A cohort YAML::
         landmarks_he: s01/landmarks_he.csv     # optional (both or neither): TRE in the report
         landmarks_msi: s01/landmarks_msi.csv
         he_mask: s01/tissue.png                # optional: Dice of this mask before/after
+        apply_pixel_um: 2.0                    # optional: registered_msi grid (default: H&E's)
+        zarr: true                             # optional: registered_msi.ome.zarr as well
         route: direct                          # any default, overridden for this section
 
 Relative paths are taken from the cohort file's folder.
@@ -114,6 +116,8 @@ def read_cohort(path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Sec
             d["model"] = str((base / str(d["model"])).resolve())
         for k in ("he_pixel_um", "msi_pixel_um"):
             d[k] = _pair(d.get(k), where, k)
+        if d.get("apply_pixel_um") is not None:
+            d["apply_pixel_um"] = _pair(d["apply_pixel_um"], where, "apply_pixel_um")[0]
         if d.get("route", "synthesis") not in ("synthesis", "direct"):
             raise CohortError(f"{where}: route must be synthesis or direct")
         if bool(d.get("landmarks_he")) != bool(d.get("landmarks_msi")):

@@ -68,6 +68,7 @@ class SectionConfig:
     tile: int = 512
     overlap: int = 64
     zarr: bool = False  # also write registered_msi.ome.zarr
+    apply_pixel_um: float | None = None  # registered_msi grid pixel; None: the H&E's own (level 0)
     extra: dict = field(default_factory=dict)
 
     def inputs(self) -> dict[str, str]:
@@ -203,6 +204,16 @@ def _mask_dice(mask_path, he_shape, reg_shape, moving, moving_px, reg_px, transf
     return out
 
 
+def _verdict_text(v) -> str:
+    """A registration verdict as text, whether it is a string, an enum or an object/dict with one."""
+    if isinstance(v, dict):
+        v = v.get("verdict", v.get("status", v))
+    for attr in ("verdict", "status", "value", "name"):
+        if not isinstance(v, str) and hasattr(v, attr):
+            v = getattr(v, attr)
+    return str(v)
+
+
 TRE_LIMIT_MSI_PX = 2.0  # provisional verdict: median landmark TRE above this is a failure
 
 
@@ -331,6 +342,8 @@ def iter_section(
             "register",
         )
         metrics = dict(reg.metrics)
+        if "verdict" not in metrics and getattr(reg, "verdict", None) is not None:
+            metrics["verdict"] = _verdict_text(reg.verdict)
         if cfg.he_mask:
             metrics["mask_dice"] = _mask_dice(
                 cfg.he_mask,
@@ -346,13 +359,19 @@ def iter_section(
         )
         reg.transform.save(tmp / "transform.json", tmp / "transform.h5")
         # apply: the ion images onto the full-resolution H&E grid, tile by tile, pyramidal
+        out_px, out_shape = he_px, he_shape
+        if cfg.apply_pixel_um is not None:
+            out_px = (float(cfg.apply_pixel_um),) * 2
+            out_shape = tuple(
+                max(1, round(n * p / q)) for n, p, q in zip(he_shape, he_px, out_px, strict=True)
+            )
         yield from sub(
             iter_apply(
                 reg.transform,
                 ions.stack,
                 msi_px,
-                he_shape,
-                he_px,
+                out_shape,
+                out_px,
                 tmp / "registered_msi.ome.tif",
                 tmp / "registered_msi.ome.zarr" if cfg.zarr else None,
                 [f"mz={m:.4f}" for m in ions.mz],
@@ -368,6 +387,7 @@ def iter_section(
             "inputs": hashes,
             "he_pixel_um": list(he_px),
             "registration_pixel_um": list(reg_px),
+            "registered_pixel_um": list(out_px),
             "msi_pixel_um": list(msi_px),
             "mz": [float(m) for m in ions.mz],
             "metrics": metrics,
