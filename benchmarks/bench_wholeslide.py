@@ -136,7 +136,9 @@ def make_moving(he_path: Path, out: Path) -> None:
     np.save(out, mov.astype(np.uint8))
 
 
-def run_child(he_path: str, moving_path: str, out_dir: str, mode: str, zarr: bool) -> dict:
+def run_child(
+    he_path: str, moving_path: str, out_dir: str, mode: str, zarr: bool, reg_px: float
+) -> dict:
     """Register + apply + write (ours: lazy + tiles; naive: level 0 in memory). Returns timings."""
     from napari_msi2hist.io.histology import read_histology, to_uint8_rgb, write_ome_tiff
     from napari_msi2hist.progress import run_to_end
@@ -147,7 +149,7 @@ def run_child(he_path: str, moving_path: str, out_dir: str, mode: str, zarr: boo
     t0 = time.perf_counter()
     moving = np.load(moving_path)
     mpx = (MSI_PX, MSI_PX)
-    opts = RegistrationOptions(stages=("rigid", "affine"))
+    opts = RegistrationOptions(stages=("rigid", "affine"), working_pixel_um=reg_px)
     if mode == "ours":
         he = read_histology(he_path, lazy=True)
         shape = he.levels[0].shape[:2]
@@ -204,11 +206,11 @@ def run_child(he_path: str, moving_path: str, out_dir: str, mode: str, zarr: boo
     }
 
 
-def measure(he: Path, moving: Path, work: Path, mode: str, zarr: bool) -> dict:
+def measure(he: Path, moving: Path, work: Path, mode: str, zarr: bool, reg_px: float) -> dict:
     out = work / f"out_{mode}_{he.stem}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    cmd = [sys.executable, __file__, "--child", mode, str(he), str(moving), str(out)]
+    cmd = [sys.executable, __file__, "--child", mode, str(he), str(moving), str(out), str(reg_px)]
     if zarr:
         cmd.append("--zarr")
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -233,14 +235,17 @@ def _row(name, r):
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        mode, he, moving, out = sys.argv[2:6]
-        print(json.dumps(run_child(he, moving, out, mode, "--zarr" in sys.argv)))
+        mode, he, moving, out, reg_px = sys.argv[2:7]
+        print(json.dumps(run_child(he, moving, out, mode, "--zarr" in sys.argv, float(reg_px))))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=40000, help="slide side in px (0.5 um pixels)")
     ap.add_argument("--ref-size", type=int, default=8000, help="slide for the naive reference")
     ap.add_argument("--zarr", action="store_true", help="also write OME-Zarr (ours)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument(
+        "--reg-pixel", type=float, default=40.0, help="intensity registration grid (um), both paths"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_wholeslide_", dir="/tmp"))
     print(
@@ -259,7 +264,7 @@ def main() -> None:
                 f"JPEG tiles) + moving image in {time.perf_counter() - t:.0f} s"
             )
             for mode in modes:
-                r = measure(he, mov, work, mode, args.zarr and mode == "ours")
+                r = measure(he, mov, work, mode, args.zarr and mode == "ours", args.reg_pixel)
                 rows.append((size, mode, r))
                 print(_row(f"{mode} {size} px", r), flush=True)
         ref = {m: r for s, m, r in rows if s == args.ref_size}

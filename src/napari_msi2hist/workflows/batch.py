@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -120,7 +121,7 @@ def run_section_task(cfg_dict: dict, hashes: dict, model: tuple[str, bytes] | No
             "traceback": traceback.format_exc(),
             "seconds": time.monotonic() - t0,
             "config": cfg.as_dict(),
-            "host": os.uname().nodename,
+            "host": platform.node(),
         }
 
 

@@ -116,8 +116,9 @@ def read_cohort(path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Sec
             d["model"] = str((base / str(d["model"])).resolve())
         for k in ("he_pixel_um", "msi_pixel_um"):
             d[k] = _pair(d.get(k), where, k)
-        if d.get("apply_pixel_um") is not None:
-            d["apply_pixel_um"] = _pair(d["apply_pixel_um"], where, "apply_pixel_um")[0]
+        for k in ("apply_pixel_um", "registration_pixel_um"):
+            if d.get(k) is not None:
+                d[k] = _pair(d[k], where, k)[0]
         if d.get("route", "synthesis") not in ("synthesis", "direct"):
             raise CohortError(f"{where}: route must be synthesis or direct")
         if bool(d.get("landmarks_he")) != bool(d.get("landmarks_msi")):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -64,6 +65,9 @@ class SectionConfig:
     he_mask: str | None = None  # optional H&E tissue mask (non-zero = tissue) for a mask Dice
     stages: tuple[str, ...] = ("rigid", "affine")
     rotation_search: int = 12
+    # intensity registration grid (um); None: the coarser of the two pixels. A coarser grid bounds
+    # the registration time of very large MSI (1000 x 1000 px and up)
+    registration_pixel_um: float | None = None
     device: str = "cpu"
     tile: int = 512
     overlap: int = 64
@@ -331,7 +335,9 @@ def iter_section(
                 msi_stack=ions.stack,
                 msi_mask=ions.mask,
                 opts=RegistrationOptions(
-                    stages=tuple(cfg.stages), rotation_search=cfg.rotation_search
+                    stages=tuple(cfg.stages),
+                    rotation_search=cfg.rotation_search,
+                    working_pixel_um=cfg.registration_pixel_um,
                 ),
                 landmarks_fixed=lm_f,
                 landmarks_moving=lm_m,
@@ -395,7 +401,7 @@ def iter_section(
             "verdict_source": "registration" if "verdict" in metrics else "provisional",
             "landmarks": reg.landmarks,
             "seconds": {**seconds, "total": time.monotonic() - t0},
-            "host": os.uname().nodename,
+            "host": platform.node(),
             "pid": os.getpid(),
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=1, default=float))
