@@ -247,6 +247,9 @@ def iter_batch(
         for fut in futures:
             if not fut.done():
                 fut.cancel()
+        for s, hashes in todo:  # finished on a worker while the client stopped listening
+            if s.name not in rows and is_complete(s, hashes):
+                rows[s.name] = report_row(s.name, "done", read_record(s.out_dir))
         flush()
         cluster = None if cfg.scheduler else client.cluster
         client.close()
