@@ -45,9 +45,11 @@ def _truth_matrix():
     return m
 
 
-def generate(path: Path, size: int) -> None:
-    """A pyramidal RGB OME-TIFF written tile by tile (memory: the texture and one tile)."""
-    import tifffile
+def slide(size: int):
+    """The synthetic slide: ``(n_levels, tiles)`` where ``tiles(level)`` yields its 512 px RGB tiles
+    row by row (memory: the texture and one tile). Procedural H&E texture in 2048 px blocks with
+    random flips, under a lobed tissue mask with holes and a slowly varying stain density, so that
+    the slide has structure at the registration scale (tens of um) as well as at 0.5 um."""
     from scipy import ndimage as ndi
 
     from napari_msi2hist.phantom import procedural_he
@@ -55,13 +57,16 @@ def generate(path: Path, size: int) -> None:
     rng = np.random.default_rng(0)
     block = 2048
     tex = procedural_he(block, rng).astype(np.float32)
-    # tissue mask on a coarse grid: a smoothed random blob filling ~60 % of the slide
-    g = 256
-    blob = ndi.gaussian_filter(rng.standard_normal((g, g)), 12)
+    g = 256  # coarse grid of the mask and the stain density
     yy, xx = np.mgrid[0:g, 0:g] / g - 0.5
-    blob = blob / blob.std() * 0.35 + (0.42 - np.hypot(yy * 1.1, xx)) * 4
-    mask = (blob > 0).astype(np.float32)
-    mask = ndi.gaussian_filter(mask, 0.7)
+    lobes = ndi.gaussian_filter(rng.standard_normal((g, g)), 16)
+    blob = lobes / lobes.std() * 1.2 + (0.40 - np.hypot(yy * 1.2, xx)) * 6
+    for _ in range(6):  # lumens / tears
+        cy, cx, r = rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3), rng.uniform(0.02, 0.06)
+        blob = np.where(np.hypot(yy - cy, (xx - cx) * 0.7) < r, -1.0, blob)
+    mask = ndi.gaussian_filter((blob > 0).astype(np.float32), 0.7)
+    dens = ndi.gaussian_filter(rng.standard_normal((g, g)), 6)
+    dens = np.clip(0.8 + 0.35 * dens / dens.std(), 0.3, 1.4).astype(np.float32)
     flips = rng.integers(0, 4, size=(size // block + 2, size // block + 2))
     glass = np.array([242.0, 240.0, 244.0], np.float32)
     n_levels = 1
@@ -71,9 +76,15 @@ def generate(path: Path, size: int) -> None:
     for _ in range(1, n_levels):
         t = levels_tex[-1]
         levels_tex.append((t[0::2, 0::2] + t[1::2, 0::2] + t[0::2, 1::2] + t[1::2, 1::2]) / 4)
-
     # four flipped copies of every level's texture; a 512 px tile never straddles a 2048 px block
     flipped = [[t, t[::-1], t[:, ::-1], t[::-1, ::-1]] for t in levels_tex]
+
+    def coarse(field, y0, x0, h, w, n):
+        """A coarse-grid field at the tile's pixels (sampled every 16 px, repeated)."""
+        cy = (np.arange(y0, y0 + h, 16) + 8) * g / n
+        cx = (np.arange(x0, x0 + w, 16) + 8) * g / n
+        f = ndi.map_coordinates(field, np.meshgrid(cy, cx, indexing="ij"), order=1)
+        return np.repeat(np.repeat(f, 16, 0), 16, 1)[:h, :w, None]
 
     def tiles(level):
         n = -(-size // 2**level)
@@ -84,13 +95,17 @@ def generate(path: Path, size: int) -> None:
                 h, w = min(tile, n - y0), min(tile, n - x0)
                 t = flipped[level][flips[y0 // b, x0 // b]]
                 rgb = t[y0 % b : y0 % b + h, x0 % b : x0 % b + w]
-                # the smooth mask on a 16x coarser grid, repeated (cheap and smooth enough)
-                cy = (np.arange(y0, y0 + h, 16) + 8) * g / n
-                cx = (np.arange(x0, x0 + w, 16) + 8) * g / n
-                m = ndi.map_coordinates(mask, np.meshgrid(cy, cx, indexing="ij"), order=1)
-                m = np.repeat(np.repeat(m, 16, 0), 16, 1)[:h, :w, None]
-                yield np.clip(rgb * m + glass * (1 - m), 0, 255).astype(np.uint8)
+                m = coarse(mask, y0, x0, h, w, n) * coarse(dens, y0, x0, h, w, n)
+                yield np.clip(glass - (glass - rgb) * m, 0, 255).astype(np.uint8)
 
+    return n_levels, tiles
+
+
+def generate(path: Path, size: int) -> None:
+    """A pyramidal RGB OME-TIFF of :func:`slide`, written tile by tile (JPEG tiles)."""
+    import tifffile
+
+    n_levels, tiles = slide(size)
     meta = {
         "axes": "YXS",
         "PhysicalSizeX": HE_PX,
