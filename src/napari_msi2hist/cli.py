@@ -852,9 +852,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_crossmodal import add_parsers
 
     add_parsers(sub)
+    from ._cli_batch import add_parsers as add_batch_parsers
     from ._cli_interop import add_parsers as add_interop_parsers
 
     add_interop_parsers(sub)
+    add_batch_parsers(sub)
 
     p = sub.add_parser("transform-points", help="map napari points CSV through a transform")
     p.add_argument("--transform", required=True, help="transform.json (or an ITK .tfm/.h5)")

@@ -1,0 +1,427 @@
+"""One cohort section end to end: peaks -> synthesise -> register -> apply -> export.
+
+:func:`iter_section` is a progress generator taking a frozen :class:`SectionConfig`. It writes every
+output into a hidden temporary sibling of the destination folder and renames it into place at the end,
+so a section folder either holds a complete result (with ``section.json``, its completion record) or
+does not exist. The completion record carries fingerprints of every input (:func:`fingerprint`), so a
+rerun can tell a finished section from one whose inputs changed (:func:`is_complete`).
+
+Outputs of a section folder:
+
+- ``ion_images.ome.tif``: the picked peaks on the MSI grid, ``(C, Y, X)`` float32;
+- ``synthetic_he.ome.tif``: the synthetic H&E (synthesis route), on the model's working grid;
+- ``transform.json`` / ``transform.h5``: H&E world -> MSI world, micrometres;
+- ``registered_msi.ome.tif``: the ion images resampled onto the full-resolution H&E grid, tile by
+  tile, as a pyramidal OME-TIFF (``registered_msi.ome.zarr`` too with ``zarr=True``);
+- ``section.json``: config, input fingerprints, metrics, verdict, runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..progress import CancelToken, Progress
+
+RECORD = "section.json"
+RECORD_VERSION = 1
+FULL_HASH_MAX = 8 * 2**20  # files up to this size are hashed whole (sha256)
+EDGE_BYTES = 2**20  # larger files: size + mtime + first and last MiB
+
+
+@dataclass(frozen=True)
+class SectionConfig:
+    """Everything one section needs; paths are absolute (workers read them from a shared filesystem).
+
+    ``he_pixel_um`` / ``msi_pixel_um`` override the files' own pixel sizes; a file without one and
+    no override is refused (no silent default for a physical quantity).
+    """
+
+    name: str
+    imzml: str
+    he: str
+    out_dir: str  # the final section folder
+    model: str = "demo"
+    route: str = "synthesis"  # synthesis | direct
+    n_peaks: int = 50
+    mz: tuple[float, ...] | None = None  # explicit m/z list instead of top-N
+    tolerance_ppm: float = 10.0
+    norm: str = "tic"
+    he_pixel_um: tuple[float, float] | None = None
+    msi_pixel_um: tuple[float, float] | None = None
+    landmarks_he: str | None = None
+    landmarks_msi: str | None = None
+    landmarks_use: str = "eval"
+    he_mask: str | None = None  # optional H&E tissue mask (non-zero = tissue) for a mask Dice
+    stages: tuple[str, ...] = ("rigid", "affine")
+    rotation_search: int = 12
+    # intensity registration grid (um); None: the coarser of the two pixels. A coarser grid bounds
+    # the registration time of very large MSI (1000 x 1000 px and up)
+    registration_pixel_um: float | None = None
+    device: str = "cpu"
+    tile: int = 512
+    overlap: int = 64
+    zarr: bool = False  # also write registered_msi.ome.zarr
+    apply_pixel_um: float | None = None  # registered_msi grid pixel; None: the H&E's own (level 0)
+    extra: dict = field(default_factory=dict)
+
+    def inputs(self) -> dict[str, str]:
+        """The files this section reads, by role (the model included)."""
+        from ..models.checkpoint import resolve_model_path
+
+        d = {"imzml": self.imzml, "ibd": str(Path(self.imzml).with_suffix(".ibd")), "he": self.he}
+        for k in ("landmarks_he", "landmarks_msi", "he_mask"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        if self.route == "synthesis":
+            d["model"] = str(resolve_model_path(self.model))
+        return d
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+class SectionError(ValueError):
+    """A section that cannot run; the message names the file and the problem."""
+
+
+# ------------------------------------------------------------------ fingerprints and records
+def fingerprint(path: str | os.PathLike) -> str:
+    """A content fingerprint of a file.
+
+    Files up to 8 MiB: ``sha256:<hex>`` of the whole file. Larger files: ``edge:<hex>``, the sha256 of
+    the size, the mtime (ns) and the first and last MiB: cheap on multi-GB ``.ibd`` files, and it
+    changes on any rewrite that touches the mtime (an edit in the middle that keeps size and mtime
+    is not detected).
+    """
+    p = Path(path)
+    st = p.stat()
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        if st.st_size <= FULL_HASH_MAX:
+            for block in iter(lambda: f.read(2**20), b""):
+                h.update(block)
+            return "sha256:" + h.hexdigest()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f.read(EDGE_BYTES))
+        f.seek(st.st_size - EDGE_BYTES)
+        h.update(f.read(EDGE_BYTES))
+    return "edge:" + h.hexdigest()
+
+
+def fingerprints(cfg: SectionConfig) -> dict[str, str]:
+    """:func:`fingerprint` of every input of ``cfg``; a missing file is a :class:`SectionError`."""
+    out = {}
+    for role, path in cfg.inputs().items():
+        if not Path(path).is_file():
+            raise SectionError(f"{path}: {role} file not found")
+        out[role] = fingerprint(path)
+    return out
+
+
+def read_record(folder: str | os.PathLike) -> dict | None:
+    """The completion record of a section folder, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(folder) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _config_key(cfg: SectionConfig) -> dict:
+    d = cfg.as_dict()
+    d.pop("out_dir")
+    return d
+
+
+def is_complete(cfg: SectionConfig, hashes: dict[str, str] | None = None) -> bool:
+    """Whether ``cfg.out_dir`` holds a finished run of exactly this config on exactly these inputs."""
+    rec = read_record(cfg.out_dir)
+    if not rec or rec.get("status") != "done" or rec.get("record_version") != RECORD_VERSION:
+        return False
+    try:
+        hashes = hashes if hashes is not None else fingerprints(cfg)
+    except (OSError, SectionError):
+        return False
+    return rec.get("inputs") == hashes and rec.get("config") == _config_key(cfg)
+
+
+def may_replace(final: Path) -> None:
+    """The overwrite policy for a section folder (one function, so the project-wide policy can replace
+    it): an existing folder is replaced only when it is one of ours (it holds a ``section.json``) or
+    is empty; anything else is refused."""
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not read_record(final))):
+        raise SectionError(f"{final}: exists and is not a section folder; refusing to replace it")
+
+
+def publish_folder(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` folder to ``final``: one rename when ``final`` does not exist; else
+    the old folder is renamed aside first and deleted after (a crash in between leaves the old
+    result under a hidden ``.old`` name, never a half-written folder under ``final``)."""
+    may_replace(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the job
+def _pixel(found, override, path, what) -> tuple[float, float]:
+    if override is not None:
+        return (float(override[0]), float(override[1]))
+    if found is None:
+        raise SectionError(f"{path}: {what} has no pixel size; give {what}_pixel_um in the cohort")
+    return (float(found[0]), float(found[1]))
+
+
+def _mask_dice(mask_path, he_shape, reg_shape, moving, moving_px, reg_px, transform) -> dict:
+    """Dice of a given H&E tissue mask (level-0 size) against the moving tissue (above 15% of its
+    99th percentile, as in ``overlap_metrics``), both on the registration grid, before and after."""
+    from skimage.transform import resize
+
+    from ..io.histology import read_histology
+    from ..registration.transforms import Transform
+
+    m = read_histology(mask_path).levels[0]
+    if tuple(m.shape[:2]) != tuple(he_shape):
+        raise SectionError(f"{mask_path}: mask shape {m.shape[:2]} differs from the H&E {he_shape}")
+    m = np.asarray(m[..., 0] if m.ndim == 3 else m) > 0
+    m = resize(m.astype(np.float32), reg_shape, order=1, anti_aliasing=True) > 0.5
+    out = {}
+    identity = Transform.from_moving_to_fixed_matrix(np.eye(3))
+    for when, tr in (("before", identity), ("after", transform)):
+        w = tr.resample_moving_to_fixed(moving, moving_px, m.shape, reg_px, default=0.0)
+        t = w > 0.15 * (np.percentile(w, 99) + 1e-9)
+        out[when] = float(2 * (t & m).sum() / max(1, t.sum() + m.sum()))
+    return out
+
+
+def _verdict_text(v) -> str:
+    """A registration verdict as text, whether it is a string, an enum or an object/dict with one."""
+    if isinstance(v, dict):
+        v = v.get("verdict", v.get("status", v))
+    for attr in ("verdict", "status", "value", "name"):
+        if not isinstance(v, str) and hasattr(v, attr):
+            v = getattr(v, attr)
+    return str(v)
+
+
+TRE_LIMIT_MSI_PX = 2.0  # provisional verdict: median landmark TRE above this is a failure
+
+
+def provisional_verdict(metrics: dict, landmarks: dict | None = None) -> str:
+    """``metrics['verdict']`` when the registration provides one. Otherwise a stand-in, marked as
+    such in the report: ``fail`` when landmarks exist and their median TRE exceeds
+    ``TRE_LIMIT_MSI_PX`` MSI pixels, ``worse`` when MI or Dice dropped after registration, else
+    ``improved``."""
+    if "verdict" in metrics:
+        return str(metrics["verdict"])
+    if landmarks and landmarks.get("tre_median_msi_px", 0.0) > TRE_LIMIT_MSI_PX:
+        return "fail"
+    b, a = metrics.get("before", {}), metrics.get("after", {})
+    if not b or not a:
+        return "unknown"
+    worse = a.get("mi", 0) < b.get("mi", 0) or a.get("dice", 0) < b.get("dice", 0) - 0.02
+    return "worse" if worse else "improved"
+
+
+def iter_section(
+    cfg: SectionConfig,
+    cancel: CancelToken | None = None,
+    hashes: dict[str, str] | None = None,
+    model_file: str | None = None,
+) -> Generator[Progress, None, dict]:
+    """Run one section and publish its folder; returns the completion record (a dict).
+
+    Parameters
+    ----------
+    cfg : SectionConfig
+        The section.
+    cancel : CancelToken, optional
+        Checked between stages; a cancelled section leaves no folder behind.
+    hashes : dict, optional
+        Input fingerprints already taken by the caller (a batch takes them where it checks for
+        finished sections); computed here when None.
+    model_file : str, optional
+        Where to load the checkpoint from when it is not ``cfg.model`` (a copy the batch shipped to
+        this worker); the record still names ``cfg.model``.
+
+    Stages: peaks, synthesis, registration (on the H&E pyramid level matching the moving pixel),
+    then the ion images applied to the full-resolution H&E grid tile by tile (pyramidal OME-TIFF).
+    """
+    from ..io.histology import read_histology, write_ome_tiff
+    from ..io.imzml import open_imzml
+    from ..msi.ion_images import Tolerance, iter_ion_images
+    from ..msi.peaks import iter_top_peaks
+    from ..phantom import read_points_csv
+    from ..registration.intensity import RegistrationOptions
+    from ..registration.pipeline import iter_register_msi
+    from .wholeslide import iter_apply, registration_level
+
+    t0 = time.monotonic()
+    final = Path(cfg.out_dir)
+    may_replace(final)
+    hashes = hashes if hashes is not None else fingerprints(cfg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets normal rights
+    seconds: dict[str, float] = {}
+
+    def sub(job, stage):
+        t = time.monotonic()
+        res = yield from job
+        seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - t
+        if cancel is not None:
+            cancel.check()
+        return res
+
+    try:
+        he = read_histology(cfg.he)  # lazy (dask) levels for large files
+        he_px = _pixel(he.pixel_size_um, cfg.he_pixel_um, cfg.he, "he")
+        he_shape = tuple(he.levels[0].shape[:2])
+        with open_imzml(cfg.imzml) as imz:
+            msi_px = _pixel(imz.pixel_size_um, cfg.msi_pixel_um, cfg.imzml, "msi")
+            tol = Tolerance(cfg.tolerance_ppm, "ppm")
+            mz = cfg.mz
+            if mz is None:
+                mz = yield from sub(iter_top_peaks(imz, cfg.n_peaks, cfg.norm, cancel), "peaks")
+            ions = yield from sub(
+                iter_ion_images(imz, np.asarray(mz), tol, cfg.norm, cancel=cancel), "peaks"
+            )
+            ions = replace(ions, pixel_size_um=msi_px)
+            write_ome_tiff(
+                tmp / "ion_images.ome.tif", ions.stack, msi_px, [f"mz={m:.4f}" for m in ions.mz]
+            )
+            synth = None
+            if cfg.route == "synthesis":
+                from ..models.checkpoint import load_checkpoint
+                from ..models.inference import InferenceOptions
+                from ..models.synthesis import extract_for_contract, iter_synthesize
+
+                ckpt = load_checkpoint(model_file or cfg.inputs()["model"])
+                model_ions = yield from sub(extract_for_contract(imz, ckpt, cancel), "synthesis")
+                model_ions = replace(model_ions, pixel_size_um=msi_px)
+                opts = InferenceOptions(tile=cfg.tile, overlap=cfg.overlap, device=cfg.device)
+                synth = yield from sub(iter_synthesize(model_ions, ckpt, opts, cancel), "synthesis")
+                write_ome_tiff(tmp / "synthetic_he.ome.tif", synth.rgb, synth.pixel_size_um)
+        moving_px = synth.pixel_size_um if synth is not None else msi_px
+        # register on the H&E pyramid level that matches the moving pixel, never on level 0
+        he_rgb, reg_px = registration_level(he, he_px, float(max(moving_px)))
+        lm_f = read_points_csv(cfg.landmarks_he) if cfg.landmarks_he else None
+        lm_m = read_points_csv(cfg.landmarks_msi) if cfg.landmarks_msi else None
+        if (lm_f is None) != (lm_m is None):
+            raise SectionError(f"{cfg.name}: give both landmarks_he and landmarks_msi, or neither")
+        reg = yield from sub(
+            iter_register_msi(
+                he_rgb,
+                reg_px,
+                cfg.route,
+                moving_px,
+                synth_rgb=None if synth is None else synth.rgb,
+                msi_stack=ions.stack,
+                msi_mask=ions.mask,
+                opts=RegistrationOptions(
+                    stages=tuple(cfg.stages),
+                    rotation_search=cfg.rotation_search,
+                    working_pixel_um=cfg.registration_pixel_um,
+                ),
+                landmarks_fixed=lm_f,
+                landmarks_moving=lm_m,
+                landmarks_use=cfg.landmarks_use,
+                msi_pixel_um=float(np.mean(msi_px)),
+                cancel=cancel,
+            ),
+            "register",
+        )
+        metrics = dict(reg.metrics)
+        if "verdict" not in metrics and getattr(reg, "verdict", None) is not None:
+            metrics["verdict"] = _verdict_text(reg.verdict)
+        if cfg.he_mask:
+            metrics["mask_dice"] = _mask_dice(
+                cfg.he_mask,
+                he_shape,
+                he_rgb.shape[:2],
+                reg.moving_image,
+                reg.moving_px,
+                reg_px,
+                reg.transform,
+            )
+        reg.transform.meta.update(
+            {"fixed": cfg.he, "moving": cfg.imzml, "route": cfg.route, "metrics": metrics}
+        )
+        reg.transform.save(tmp / "transform.json", tmp / "transform.h5")
+        # apply: the ion images onto the full-resolution H&E grid, tile by tile, pyramidal
+        out_px, out_shape = he_px, he_shape
+        if cfg.apply_pixel_um is not None:
+            out_px = (float(cfg.apply_pixel_um),) * 2
+            out_shape = tuple(
+                max(1, round(n * p / q)) for n, p, q in zip(he_shape, he_px, out_px, strict=True)
+            )
+        yield from sub(
+            iter_apply(
+                reg.transform,
+                ions.stack,
+                msi_px,
+                out_shape,
+                out_px,
+                tmp / "registered_msi.ome.tif",
+                tmp / "registered_msi.ome.zarr" if cfg.zarr else None,
+                [f"mz={m:.4f}" for m in ions.mz],
+                cancel=cancel,
+            ),
+            "apply",
+        )
+        record = {
+            "record_version": RECORD_VERSION,
+            "status": "done",
+            "name": cfg.name,
+            "config": _config_key(cfg),
+            "inputs": hashes,
+            "he_pixel_um": list(he_px),
+            "registration_pixel_um": list(reg_px),
+            "registered_pixel_um": list(out_px),
+            "msi_pixel_um": list(msi_px),
+            "mz": [float(m) for m in ions.mz],
+            "metrics": metrics,
+            "verdict": provisional_verdict(metrics, reg.landmarks),
+            "verdict_source": "registration" if "verdict" in metrics else "provisional",
+            "landmarks": reg.landmarks,
+            "seconds": {**seconds, "total": time.monotonic() - t0},
+            "host": platform.node(),
+            "pid": os.getpid(),
+        }
+        (tmp / RECORD).write_text(json.dumps(record, indent=1, default=float))
+        publish_folder(tmp, final)
+        yield Progress(1, 1, "section done")
+        return record
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = [
+    "SectionConfig",
+    "SectionError",
+    "fingerprint",
+    "fingerprints",
+    "is_complete",
+    "iter_section",
+    "may_replace",
+    "provisional_verdict",
+    "publish_folder",
+    "read_record",
+]

@@ -1,0 +1,148 @@
+"""Whole-slide H&E: register on the pyramid level that matches the MSI, apply tile by tile.
+
+A 40x H&E (50,000-150,000 px on a side) never has to be in memory:
+
+- :func:`registration_level` picks the coarsest pyramid level of the lazily opened H&E whose pixel is
+  at most half the moving image's pixel (two H&E pixels per MSI or synthetic-H&E pixel; the
+  registration itself works on the coarser grid of the two), and block-averages it further with dask
+  when the file has no such level (a flat TIFF), reading it chunk by chunk;
+- :func:`iter_apply` resamples MSI-derived layers (ion images, a synthetic H&E) onto the
+  full-resolution H&E grid one tile at a time and writes a pyramidal OME-TIFF (and optionally an
+  OME-Zarr) whose every level is resampled from the source directly.
+
+Peak memory is the registration level, the moving data and a few tiles, whatever the slide's size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+
+from ..progress import CancelToken, Progress
+
+
+def level_pixel_sizes(he, he_px) -> list[tuple[float, float]]:
+    """Pixel size (yx um) of every pyramid level of a :class:`HistologyImage`."""
+    y0, x0 = he.levels[0].shape[:2]
+    return [(he_px[0] * y0 / lv.shape[0], he_px[1] * x0 / lv.shape[1]) for lv in he.levels]
+
+
+def registration_level(he, he_px, moving_px_um: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """The H&E as uint8 RGB at about half the moving pixel size, read without loading level 0.
+
+    Parameters
+    ----------
+    he : HistologyImage
+        Opened with ``read_histology`` (levels may be lazy dask arrays).
+    he_px : tuple of float
+        Level-0 pixel size (yx um).
+    moving_px_um : float
+        The moving image's pixel (the MSI's, or the synthetic H&E's working pixel).
+
+    Returns
+    -------
+    ndarray, tuple of float
+        ``(Y, X, 3)`` uint8 and its pixel size (yx um).
+    """
+    import dask.array as da
+
+    from ..io.histology import to_uint8_rgb
+
+    target = moving_px_um / 2.0
+    sizes = level_pixel_sizes(he, he_px)
+    usable = [i for i, p in enumerate(sizes) if max(p) <= target * 1.001] or [0]
+    li = usable[-1]
+    lv, px = he.levels[li], sizes[li]
+    f = max(1, int(math.floor(target / max(px))))
+    a = da.asarray(lv)[..., :3] if lv.ndim == 3 else da.asarray(lv)
+    if f > 1:
+        h, w = a.shape[0] // f * f, a.shape[1] // f * f
+        a = da.coarsen(np.mean, a[:h, :w].astype(np.float32), {0: f, 1: f})
+        px = (px[0] * f, px[1] * f)
+    from .._limits import check_allocation
+
+    check_allocation(4.0 * np.prod(a.shape), "the H&E registration level", he.path)
+    arr = np.asarray(a.compute())
+    if f > 1 and lv.dtype == np.uint8:
+        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return to_uint8_rgb(arr), (float(px[0]), float(px[1]))
+
+
+def iter_apply(
+    transform,
+    moving: np.ndarray,
+    moving_px,
+    fixed_shape_yx,
+    fixed_px,
+    out_tiff: str | os.PathLike,
+    out_zarr: str | os.PathLike | None = None,
+    channel_names: list[str] | None = None,
+    tile: int = 512,
+    compression: str | None = None,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, list[Path]]:
+    """Resample ``moving`` onto the fixed grid tile by tile; write pyramidal OME-TIFF (+ OME-Zarr).
+
+    Parameters
+    ----------
+    transform : Transform
+        Fixed world -> moving world (the registration result).
+    moving : ndarray
+        ``(C, Y, X)`` float layers (ion images; written float32) or ``(Y, X, 3)`` uint8 RGB (a
+        synthetic H&E; written uint8 RGB).
+    moving_px, fixed_px : tuple of float
+        Pixel sizes (yx um).
+    fixed_shape_yx : tuple of int
+        The full-resolution H&E size.
+    out_tiff, out_zarr : path-like
+        Outputs (``out_zarr`` optional).
+    compression : str, optional
+        OME-TIFF tile compression; default ``jpeg`` (quality 90, as in SVS scans) for RGB and
+        lossless ``zlib`` with a predictor for float layers.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from ..io.ome_pyramid import iter_write_ome_tiff, iter_write_ome_zarr
+    from ..registration.transforms import RegionResampler
+
+    moving = np.asarray(moving)
+    rgb = moving.ndim == 3 and moving.shape[-1] == 3 and moving.dtype == np.uint8
+    if rgb:
+        resamplers = [RegionResampler(transform, moving, moving_px)]
+        channels, dtype = None, np.uint8
+    else:
+        stack = moving if moving.ndim == 3 else moving[None]
+        resamplers = [RegionResampler(transform, c, moving_px) for c in stack]
+        channels, dtype = len(stack), np.float32
+
+    def region(level, c, y0, x0, h, w):
+        s = 2.0**level
+        t = resamplers[0 if c is None else c].region(
+            y0, x0, (h, w), (fixed_px[0] * s, fixed_px[1] * s)
+        )
+        return np.clip(np.round(t), 0, 255).astype(np.uint8) if rgb else t
+
+    args = (region, fixed_shape_yx, fixed_px, channels, dtype, channel_names)
+    comp = compression or ("jpeg" if rgb else "zlib")
+    out = [
+        (
+            yield from iter_write_ome_tiff(
+                out_tiff, *args, tile=tile, compression=comp, cancel=cancel
+            )
+        )
+    ]
+    if out_zarr is not None:
+        out.append((yield from iter_write_ome_zarr(out_zarr, *args, tile=tile, cancel=cancel)))
+    return out
+
+
+__all__ = ["iter_apply", "level_pixel_sizes", "registration_level"]

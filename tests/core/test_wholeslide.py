@@ -1,0 +1,161 @@
+"""Whole-slide pieces: tile-by-tile resampling, pyramidal OME-TIFF / OME-Zarr writers, and the
+registration level picked from an H&E pyramid, each against an independent whole-image reference."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_msi2hist.io.histology import read_histology, write_ome_tiff
+from napari_msi2hist.io.ome_pyramid import pyramid_shapes
+from napari_msi2hist.progress import run_to_end
+from napari_msi2hist.registration.transforms import (
+    RegionResampler,
+    Transform,
+    rotation_scale_matrix_yx,
+)
+from napari_msi2hist.workflows.wholeslide import iter_apply, registration_level
+
+
+def _affine(angle=17.0, scale=1.08, shift=(40.0, -25.0)) -> Transform:
+    m = np.eye(3)
+    m[:2, :2] = rotation_scale_matrix_yx(angle, scale)
+    m[:2, 2] = shift
+    return Transform.from_moving_to_fixed_matrix(m)
+
+
+def _bspline(base: Transform) -> Transform:
+    """The affine composed with a smooth B-spline displacement (a deformable transform)."""
+    import SimpleITK as sitk
+
+    ref = sitk.Image([64, 64], sitk.sitkFloat32)
+    ref.SetSpacing((10.0, 10.0))
+    bs = sitk.BSplineTransformInitializer(ref, [4, 4], 3)
+    rng = np.random.default_rng(1)
+    bs.SetParameters(tuple(rng.normal(0, 6.0, len(bs.GetParameters()))))
+    comp = sitk.CompositeTransform([base.itk, bs])
+    return Transform(comp)
+
+
+@pytest.mark.parametrize("deformable", [False, True])
+def test_tiles_match_the_whole_image_resample(deformable):
+    tr = _affine()
+    tr = _bspline(tr) if deformable else tr
+    rng = np.random.default_rng(0)
+    mov = rng.random((60, 70)).astype(np.float32)
+    ref = tr.resample_moving_to_fixed(mov, (10, 10), (301, 283), (2.5, 2.5))
+    rr = RegionResampler(tr, mov, (10, 10))
+    got = np.zeros_like(ref)
+    for y in range(0, 301, 64):
+        for x in range(0, 283, 64):
+            h, w = min(64, 301 - y), min(64, 283 - x)
+            got[y : y + h, x : x + w] = rr.region(y, x, (h, w), (2.5, 2.5))
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert ref.std() > 0.1  # the moving data lands on the grid
+
+
+def test_pyramid_shapes():
+    assert pyramid_shapes((40000, 30000), 512)[-1] == (625, 469)
+    assert len(pyramid_shapes((40000, 30000), 512)) == 7
+    assert pyramid_shapes((300, 200), 512) == [(300, 200)]
+
+
+def test_apply_writes_every_level_as_a_direct_resample(tmp_path):
+    import zarr
+
+    tr = _affine()
+    rng = np.random.default_rng(2)
+    stack = rng.random((2, 40, 50)).astype(np.float32)
+    fixed_shape, fixed_px, mpx = (1300, 1100), (0.5, 0.5), (20.0, 20.0)
+    files = run_to_end(
+        iter_apply(
+            tr,
+            stack,
+            mpx,
+            fixed_shape,
+            fixed_px,
+            tmp_path / "r.ome.tif",
+            tmp_path / "r.ome.zarr",
+            ["a", "b"],
+            tile=256,
+        )
+    )
+    assert [f.name for f in files] == ["r.ome.tif", "r.ome.zarr"]
+    with tifffile.TiffFile(files[0]) as tf:
+        levels = [lv.asarray() for lv in tf.series[0].levels]
+    assert [lv.shape for lv in levels] == [(2, 1300, 1100), (2, 650, 550)]
+    img = read_histology(files[0])
+    assert img.pixel_size_um == (0.5, 0.5) and img.channel_names == ["a", "b"]
+    z = zarr.open_group(str(files[1]), mode="r")
+    ms = z.attrs["multiscales"][0]
+    assert [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]] == [
+        [1.0, 0.5, 0.5],
+        [1.0, 1.0, 1.0],
+    ]
+    for lvl, px in ((0, 0.5), (1, 1.0)):
+        shape = pyramid_shapes(fixed_shape, 512)[lvl]
+        for c in range(2):
+            ref = tr.resample_moving_to_fixed(stack[c], mpx, shape, (px, px))
+            np.testing.assert_allclose(levels[lvl][c], ref, atol=1e-5)
+            np.testing.assert_allclose(z[str(lvl)][c], ref, atol=1e-5)
+
+
+def test_apply_rgb_is_uint8_rgb_pyramid(tmp_path):
+    tr = _affine(angle=-30)
+    rng = np.random.default_rng(3)
+    rgb = (rng.random((30, 30, 3)) * 255).astype(np.uint8)
+    ref = tr.resample_moving_to_fixed(
+        rgb[..., 1].astype(np.float32), (10, 10), (1100, 1024), (1, 1)
+    )
+    for comp, tol in (("zlib", 0.5 + 1e-3), (None, None)):  # lossless; default JPEG for RGB
+        (path,) = run_to_end(
+            iter_apply(
+                tr, rgb, (10.0, 10.0), (1100, 1024), (1.0, 1.0), tmp_path / f"{comp}.ome.tif",
+                compression=comp,
+            )
+        )  # fmt: skip
+        img = read_histology(path)
+        assert img.rgb and len(img.levels) == 2 and img.levels[0].dtype == np.uint8
+        err = np.abs(np.asarray(img.levels[0])[..., 1].astype(float) - ref)
+        if tol is not None:
+            assert err.max() <= tol  # rounding to uint8 only
+        else:
+            assert np.median(err) <= 2.0 and err.mean() < 3.0  # JPEG quality 90
+
+
+def _he(tmp_path, pyramid: bool):
+    from napari_msi2hist.phantom import procedural_he
+
+    he = procedural_he(512, np.random.default_rng(0))
+    he = np.tile(he, (4, 4, 1))  # 2048 x 2048
+    p = write_ome_tiff(tmp_path / f"he{pyramid}.ome.tif", he, (1.0, 1.0), pyramid=pyramid)
+    return he, p
+
+
+def _block_mean(a, f):
+    from skimage.measure import block_reduce
+
+    h, w = a.shape[0] // f * f, a.shape[1] // f * f
+    return block_reduce(a[:h, :w].astype(float), (f, f, 1), np.mean)
+
+
+def test_registration_level_from_a_pyramid(tmp_path):
+    he, p = _he(tmp_path, pyramid=True)
+    img = read_histology(p, lazy=True)
+    assert [lv.shape[0] for lv in img.levels] == [2048, 1024, 512]
+    arr, px = registration_level(img, (1.0, 1.0), 8.0)  # target 4 um: level 2 as it is
+    assert px == (4.0, 4.0) and arr.shape == (512, 512, 3) and arr.dtype == np.uint8
+    assert np.abs(arr - _block_mean(he, 4)).max() <= 2  # the file's own 2x means, rounded twice
+    arr, px = registration_level(img, (1.0, 1.0), 20.0)  # target 10 um: level 2, then 2x2 blocks
+    assert px == (8.0, 8.0) and arr.shape == (256, 256, 3)
+    assert np.abs(arr.astype(float) - _block_mean(he, 8)).max() <= 2
+
+
+def test_registration_level_from_a_flat_tiff_reads_blocks(tmp_path):
+    he, p = _he(tmp_path, pyramid=False)
+    img = read_histology(p, lazy=True)
+    assert len(img.levels) == 1 and hasattr(img.levels[0], "dask")
+    arr, px = registration_level(img, (1.0, 1.0), 12.0)  # target 6 um: 6x6 blocks of level 0
+    assert px == (6.0, 6.0) and arr.shape == (341, 341, 3)
+    assert np.abs(arr.astype(float) - _block_mean(he, 6)).max() <= 0.5 + 1e-9
+    arr, px = registration_level(img, (1.0, 1.0), 1.0)  # finer than the file: level 0 itself
+    assert px == (1.0, 1.0) and np.array_equal(arr, he)
