@@ -293,6 +293,9 @@ def main() -> None:
             f"at {args.size} px: ours peak RSS {big['peak_rss_mb']:.0f} MB "
             f"({'under' if big['peak_rss_mb'] < 2048 else 'OVER'} the 2 GB goal), {big['total_s']:.0f} s"
         )
+        bad = [f"{m} {s} px" for s, m, r in rows if r["error_median_um"] > MSI_PX]
+        if bad:
+            print(f"WARNING: registration missed the known transform by > 1 MSI pixel: {bad}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
