@@ -215,7 +215,12 @@ def iter_register_msi(
     )
     masks = dict(fixed_tissue=f_tissue, moving_tissue=m_tissue, moving_footprint=footprint)
     folds = jacobian_folds(tr, fixed.shape, he_px) if not tr.is_linear else 0.0
+    from ..pixel_size import check_against_tissue_area
+
     res.metrics = {
+        "pixel_size_check": check_against_tissue_area(
+            f_tissue, he_px, m_tissue, moving_px, warn=False
+        ),
         "before": overlap_metrics(fixed, he_px, moving, moving_px, None, **masks),
         "after": overlap_metrics(fixed, he_px, moving, moving_px, tr, **masks),
         "bspline_fold_fraction": folds,
