@@ -586,6 +586,10 @@ def cmd_demo(args) -> int:
             f"median TRE synthesis route {r['synthesis']['tre_median_msi_px']:.2f} MSI px, direct route "
             f"{r['direct']['tre_median_msi_px']:.2f} MSI px; open report.html"
         )
+        for route in ("synthesis", "direct"):
+            print(f"verdict ({route} route): {r[route]['verdict'].upper()}")
+            for reason in r[route]["verdict_reasons"]:
+                print(f"  {reason}")
     return 0
 
 
