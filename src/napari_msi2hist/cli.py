@@ -73,6 +73,22 @@ def _print_domain(res) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
+def _add_pixel_args(p, fixed: bool = True, moving: bool = True) -> None:
+    """``--fixed-pixel-um`` / ``--moving-pixel-um``: override (or supply) a file's pixel size."""
+    if fixed:
+        p.add_argument(
+            "--fixed-pixel-um",
+            type=float,
+            help="H&E pixel size in um (required when the file has none; overrides the file's)",
+        )
+    if moving:
+        p.add_argument(
+            "--moving-pixel-um",
+            type=float,
+            help="MSI pixel size in um (required when the file has none; overrides the file's)",
+        )
+
+
 def _tolerance(args):
     from .msi.ion_images import Tolerance
 
@@ -127,11 +143,16 @@ def cmd_peaks(args) -> int:
 
     mz = parse_mz_list(args.mz) if args.mz else None
     out = Path(args.out)
+    from .pixel_size import resolve_pixel_size
+
     with open_imzml(args.file) as imz:
+        imz.pixel_size_um = resolve_pixel_size(
+            imz.pixel_size_um, args.moving_pixel_um, "moving", args.file
+        )
         res = pick_and_extract(imz, args.n_peaks, mz, _tolerance(args), args.norm, _Bar(args.quiet))
     names = [f"mz={m:.4f}" for m in res.mz]
     with get_plan(args).file(out) as tmp:
-        write_ome_tiff(tmp, res.stack, res.pixel_size_um, channel_names=names)
+        write_ome_tiff(tmp, res.stack, imz.pixel_size_um, channel_names=names)
     if not args.quiet:
         print(
             f"wrote {out}: {res.stack.shape[0]} ion images of {res.stack.shape[1]}x{res.stack.shape[2]} px "
@@ -170,8 +191,10 @@ def cmd_synthesize(args) -> int:
         batch_size=args.batch_size,
         compile=args.compile,
     )
+    px = (args.moving_pixel_um,) * 2 if args.moving_pixel_um else None
     res = run_to_end(
-        iter_synthesize_imzml(args.file, args.model, opts, strict=args.strict), _Bar(args.quiet)
+        iter_synthesize_imzml(args.file, args.model, opts, strict=args.strict, pixel_size_um=px),
+        _Bar(args.quiet),
     )
     _print_domain(res)
     with get_plan(args).file(out) as tmp:
@@ -263,6 +286,10 @@ def cmd_train(args) -> int:
     from .progress import Cancelled, CancelToken, run_to_end
 
     entries = read_pairs_yaml(args.pairs)
+    for e in entries:  # CLI pixel sizes fill in for entries that give none
+        for k in ("fixed_pixel_um", "moving_pixel_um"):
+            if e.get(k) is None and getattr(args, k, None) is not None:
+                e[k] = getattr(args, k)
     cfg = _train_config(args, args.model)
     out = Path(args.out)
     last = out / "checkpoints" / "last.pt"
@@ -422,6 +449,7 @@ def cmd_register(args) -> int:
     from .io.histology import read_histology, to_uint8_rgb
     from .io.imzml import is_imzml_path, open_imzml
     from .phantom import read_points_csv
+    from .pixel_size import resolve_pixel_size
     from .progress import run_to_end
     from .registration.intensity import RegistrationOptions
     from .registration.pipeline import iter_register_msi
@@ -432,9 +460,15 @@ def cmd_register(args) -> int:
     for w in he.warnings:
         print(f"warning: {w}", file=sys.stderr)
     he_rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
-    he_px = he.pixel_size_um or (1.0, 1.0)
+    he_px = resolve_pixel_size(he.pixel_size_um, args.fixed_pixel_um, "fixed", args.fixed)
     stages = tuple(s for s in args.stages.split(",") if s)
-    opts = RegistrationOptions(stages=stages, rotation_search=args.rotation_search)
+    opts = RegistrationOptions(
+        stages=stages,
+        rotation_search=args.rotation_search,
+        seed=args.seed,
+        scale_range=args.scale_range,
+        scale_steps=args.scale_steps if args.scale_range > 1 else 1,
+    )
     lm_f = read_points_csv(args.landmarks_fixed) if args.landmarks_fixed else None
     lm_m = read_points_csv(args.landmarks_moving) if args.landmarks_moving else None
     if (lm_f is None) != (lm_m is None):
@@ -450,7 +484,10 @@ def cmd_register(args) -> int:
         from .msi.ion_images import ion_images, total_ion_image
 
         with open_imzml(args.moving) as imz:
-            msi_px = imz.pixel_size_um or (1.0, 1.0)
+            msi_px = resolve_pixel_size(
+                imz.pixel_size_um, args.moving_pixel_um, "moving", args.moving
+            )
+            imz.pixel_size_um = msi_px
             if args.route == "synthesis":
                 from .models.checkpoint import load_checkpoint
                 from .models.inference import InferenceOptions
@@ -473,7 +510,9 @@ def cmd_register(args) -> int:
     else:
         img = read_histology(args.moving)
         arr = np.asarray(img.levels[0])
-        moving_px = msi_px = img.pixel_size_um or (1.0, 1.0)
+        moving_px = msi_px = resolve_pixel_size(
+            img.pixel_size_um, args.moving_pixel_um, "moving", args.moving
+        )
         if img.rgb:
             if args.route != "synthesis":
                 raise CLIError(
@@ -483,6 +522,8 @@ def cmd_register(args) -> int:
         else:
             stack = arr if arr.ndim == 3 else arr[None]
             mask = np.ones(stack.shape[-2:], bool)
+            if stack.shape[0] > 16:
+                raise CLIError(f"{args.moving}: {stack.shape[0]} channels: expected an MSI image")
             if args.route == "synthesis":
                 raise CLIError(
                     f"{args.moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
@@ -505,6 +546,11 @@ def cmd_register(args) -> int:
             landmarks_moving=lm_m,
             landmarks_use=args.landmarks_use,
             msi_pixel_um=float(np.mean(msi_px)),
+            summary=args.summary,
+            fixed_mask=_read_mask(args.fixed_mask, he_rgb.shape[:2]),
+            moving_mask=_read_mask(
+                args.moving_mask, synth.shape[:2] if synth is not None else stack.shape[-2:]
+            ),
         ),
         bar,
     )
@@ -539,6 +585,14 @@ def cmd_register(args) -> int:
                 f"landmark TRE median {reg.landmarks['tre_median_um']:.1f} um "
                 f"({reg.landmarks['tre_median_msi_px']:.2f} MSI px)"
             )
+    _print_verdict(reg, args)
+    if reg.verdict["verdict"] == "failed" and not args.allow_failed:
+        print(
+            f"msi2hist register: the registration failed (see {out / 'report.json'}); the outputs "
+            "are kept for inspection; --allow-failed exits 0",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -575,10 +629,43 @@ def _write_register_outputs(args, out, reg, stack, synth, mz, msi_px, moving_px,
         "route": args.route,
         "stages": [v for v in args.stages.split(",") if v],
         "seconds": reg.seconds,
+        "verdict": reg.verdict,
         "metrics": reg.metrics,
         "landmarks": reg.landmarks,
+        "seed": args.seed,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
+
+
+def _read_mask(path, shape):
+    """A mask image (non-zero = inside) that must match ``shape``; None passes through."""
+    if not path:
+        return None
+    import numpy as np
+
+    from .io.histology import read_histology
+
+    a = np.asarray(read_histology(path).levels[0])
+    if a.ndim == 3:
+        a = a.max(-1)
+    if a.shape[:2] != tuple(shape):
+        raise CLIError(
+            f"{path}: mask is {a.shape[0]}x{a.shape[1]} px, its image {shape[0]}x{shape[1]} px"
+        )
+    return a > 0
+
+
+def _print_verdict(reg, args) -> None:
+    v = reg.verdict
+    check = reg.metrics.get("pixel_size_check") or {}
+    if check.get("warning"):
+        print(f"warning: {check['warning']}", file=sys.stderr)
+    stream = sys.stderr if v["verdict"] != "ok" else sys.stdout
+    if args.quiet and v["verdict"] == "ok":
+        return
+    print(f"verdict: {v['verdict'].upper()}", file=stream)
+    for r in v["reasons"]:
+        print(f"  {r}", file=stream)
 
 
 def cmd_transform_points(args) -> int:
@@ -624,6 +711,10 @@ def cmd_demo(args) -> int:
             f"median TRE synthesis route {r['synthesis']['tre_median_msi_px']:.2f} MSI px, direct route "
             f"{r['direct']['tre_median_msi_px']:.2f} MSI px; open report.html"
         )
+        for route in ("synthesis", "direct"):
+            print(f"verdict ({route} route): {r[route]['verdict'].upper()}")
+            for reason in r[route]["verdict_reasons"]:
+                print(f"  {reason}")
     return 0
 
 
@@ -710,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="output .ome.tif ((C, Y, X) float32 with pixel size)"
     )
+    _add_pixel_args(p, fixed=False)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_peaks)
     declare(p, ("file",), "out", "file")
@@ -754,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse (exit 1) when the MSI is outside the model's input domain (m/z coverage, "
         "intensity statistics; see docs/own_data.md) instead of warning",
     )
+    _add_pixel_args(p, fixed=False)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synthesize)
     declare(p, ("file", "model"), "out", "file")
@@ -762,6 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train or fine-tune pix2pix (or the U-Net baseline) on paired MSI/H&E"
     )
     p.add_argument("--pairs", required=True, help="pairs YAML (see docs/training.md)")
+    _add_pixel_args(p)
     p.add_argument(
         "--out",
         required=True,
@@ -844,6 +938,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmarks-fixed", help="napari points CSV on the H&E (world um)")
     p.add_argument("--landmarks-moving", help="napari points CSV on the MSI (world um), same order")
     p.add_argument("--landmarks-use", choices=["fit", "hybrid", "eval"], default="eval")
+    _add_pixel_args(p)
+    p.add_argument(
+        "--fixed-mask", help="H&E tissue mask image (non-zero = tissue; default: detected)"
+    )
+    p.add_argument(
+        "--moving-mask", help="tissue mask on the moving image's grid (default: detected)"
+    )
+    p.add_argument(
+        "--summary",
+        choices=["tic", "pca"],
+        default="tic",
+        help="direct route: the MSI image registered (TIC or first principal component)",
+    )
+    p.add_argument(
+        "--scale-range",
+        type=float,
+        default=1.25,
+        help="the search tries scales in [1/R, R] around the pixel-size ratio (1: none)",
+    )
+    p.add_argument("--scale-steps", type=int, default=5, help="scales tried in that range")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the metric sampling (same seed: same result)"
+    )
+    p.add_argument(
+        "--allow-failed",
+        action="store_true",
+        help="exit 0 even when the verdict is 'failed' (default: exit 3)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_register)

@@ -136,7 +136,7 @@ def run_demo(
     he_px = (cfg.he_pixel_um,) * 2
     msi_px = (cfg.msi_pixel_um,) * 2
     lm_he, lm_msi = ph.landmarks_he_um, ph.landmarks_msi_um
-    routes, warped, tre_px = {}, {}, {}
+    routes, warped, tre_px, results = {}, {}, {}, {}
     fixed_od = od_image(ph.he_rgb)
     for route in ("synthesis", "direct"):
         t = time.monotonic()
@@ -172,13 +172,27 @@ def run_demo(
             "tre_p90_msi_px": float(np.percentile(err, 90) / msi_px[0]),
             "seconds": time.monotonic() - t,
             "metrics": res.metrics,
+            "verdict": res.verdict["verdict"],
+            "verdict_reasons": res.verdict["reasons"],
         }
+        results[route] = res
         tre_px[route] = err / msi_px[0]
         warped[route] = res.transform.resample_moving_to_fixed(
             res.moving_image, res.moving_px, fixed_od.shape, he_px
         )
         if route == "synthesis":
             best = res
+    # the two routes check each other: far apart means one of them is wrong
+    from .registration.verdict import judge, route_disagreement_px
+
+    tissue_pts = np.argwhere(ph.he_classes[0] < 0.3)[::25] * cfg.he_pixel_um
+    dis = route_disagreement_px(
+        results["synthesis"].transform, results["direct"].transform, tissue_pts, msi_px[0]
+    )
+    for route, res in results.items():
+        v = judge(dict(res.verdict["evidence"], route_disagreement_msi_px=dis))
+        routes[route]["verdict"], routes[route]["verdict_reasons"] = v["verdict"], v["reasons"]
+        routes[route]["route_disagreement_msi_px"] = dis
     warped = {
         "before (no transform)": best.transform.__class__.from_moving_to_fixed_matrix(
             np.eye(3)
@@ -226,7 +240,8 @@ def run_demo(
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     rows = "".join(
         f"<tr><td>{r}</td><td>{v['tre_median_msi_px']:.2f}</td><td>{v['tre_p90_msi_px']:.2f}</td>"
-        f"<td>{v['tre_median_um']:.1f}</td><td>{v['seconds']:.1f}</td></tr>"
+        f"<td>{v['tre_median_um']:.1f}</td><td>{v['seconds']:.1f}</td>"
+        f"<td>{v.get('verdict', '')}</td></tr>"
         for r, v in routes.items()
     )
     outputs = "".join(f"<li><code>{k}</code>: {v}</li>" for k, v in _OUTPUTS.items())
@@ -266,7 +281,7 @@ SSIM {synth_metrics["ssim"]:.3f}</p>
 seen in the MSI frame through the true transform (what the model should produce). Right: what the
 model produced from the MSI.</figcaption></figure>
 <h2>Registration (TRE at {len(lm_he)} landmarks against the truth)</h2>
-<table border="1"><tr><th>route</th><th>median TRE (MSI px)</th><th>p90 (MSI px)</th><th>median (um)</th><th>seconds</th></tr>{rows}</table>
+<table border="1"><tr><th>route</th><th>median TRE (MSI px)</th><th>p90 (MSI px)</th><th>median (um)</th><th>seconds</th><th>verdict</th></tr>{rows}</table>
 <figure><img src="fig_checkerboards.png"><figcaption>Checkerboards of the real H&amp;E (fixed, optical
 density) and the moving image resampled onto it: alternate squares come from each. Left: no
 transform; then the synthesis route (synthetic H&amp;E registered to the H&amp;E) and the direct

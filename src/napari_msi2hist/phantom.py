@@ -38,7 +38,7 @@ from .registration.transforms import (
 
 TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
 # bump whenever the same config would generate different data (caches of sample phantoms check it)
-PHANTOM_VERSION = 2
+PHANTOM_VERSION = 2  # unchanged by the optional difficulties (off by default)
 CLASSES = ("background", "nuclei", "stroma", "other")
 
 
@@ -69,6 +69,11 @@ class PhantomConfig:
     counts_scale: float = 200.0
     n_landmarks: int = 12
     chemistry_seed: int = 0  # the peak table (which m/z belong to which class); shared across seeds
+    # difficulties of real slides, all off by default (the defaults reproduce PHANTOM_VERSION 2 data)
+    msi_coverage: float = 1.0  # fraction of the raster kept along one axis (< 1: cuts the tissue)
+    n_pieces: int = 1  # tissue pieces on the H&E (1-3), separated by glass
+    marks: bool = False  # printed label text, pen marks and debris on the glass beside the tissue
+    flip: bool = False  # the MSI is the mirror image of the H&E section
 
     def replace(self, **kw) -> PhantomConfig:
         d = asdict(self)
@@ -201,6 +206,8 @@ def _make_transform(cfg: PhantomConfig, he_shape, rng) -> tuple[PhantomTransform
     ang = rng.uniform(-180, 180) if cfg.rotation_deg is None else cfg.rotation_deg
     sc = rng.uniform(0.9, 1.1) if cfg.scale is None else cfg.scale
     a = rotation_scale_matrix_yx(ang, sc)
+    if cfg.flip:  # mirror the MSI x axis
+        a = a @ np.diag([1.0, -1.0])
     ainv = np.linalg.inv(a)
     hy, hx = (np.asarray(he_shape[:2]) - 1) * cfg.he_pixel_um
     corners = np.array([[0, 0], [0, hx], [hy, 0], [hy, hx]], dtype=np.float64)
@@ -243,6 +250,101 @@ def _msi_fractions(cls: np.ndarray, tr: PhantomTransform, shape, cfg: PhantomCon
         fill = 1.0 if i == 0 else 0.0
         out[i] = ndi.map_coordinates(c, p_he.T, order=1, mode="constant", cval=fill).reshape(shape)
     return out / out.sum(0, keepdims=True)
+
+
+def _crop_raster(tr: PhantomTransform, shape, cfg: PhantomConfig, rng):
+    """Keep ``msi_coverage`` of the raster along one axis (a raster that cuts through the tissue)."""
+    axis = int(rng.integers(2))
+    n = shape[axis]
+    keep = max(4, int(np.ceil(cfg.msi_coverage * n)))
+    o = int(rng.integers(0, n - keep + 1))
+    e = np.zeros(2)
+    e[axis] = o * cfg.msi_pixel_um
+    new_shape = list(shape)
+    new_shape[axis] = keep
+    disp = tr.displacement
+    if disp is not None:
+        sl = [slice(None), slice(None)]
+        sl[axis] = slice(o, o + keep)
+        disp = DisplacementField(disp.values[tuple(sl)].copy(), disp.spacing_yx_um)
+    out = PhantomTransform(tr.matrix_yx, tr.offset_yx_um + tr.matrix_yx @ e, disp)
+    out.angle_deg, out.scale = tr.angle_deg, tr.scale
+    return out, tuple(new_shape)
+
+
+def _inside_raster(
+    tr: PhantomTransform, he_um: np.ndarray, shape, cfg: PhantomConfig
+) -> np.ndarray:
+    p = um_to_px(tr.inverse(he_um), (cfg.msi_pixel_um,) * 2)
+    return (p[:, 0] >= 1) & (p[:, 1] >= 1) & (p[:, 0] <= shape[0] - 2) & (p[:, 1] <= shape[1] - 2)
+
+
+def _split_pieces(rgb: np.ndarray, n: int, rng) -> np.ndarray:
+    """Cut the tissue into ``n`` pieces with ``n - 1`` parallel glass bands at a random angle."""
+    from scipy import ndimage as ndi
+
+    ny, nx = rgb.shape[:2]
+    od = -np.log(np.clip(rgb.astype(np.float64), 1, 255) / 255.0).sum(-1)
+    tissue = ndi.gaussian_filter((od > 0.25).astype(float), 2) > 0.5
+    if not tissue.any():
+        return rgb
+    ang = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    proj = np.cos(ang) * yy + np.sin(ang) * xx
+    lo, hi = np.percentile(proj[tissue], [2, 98])
+    band = np.zeros((ny, nx), bool)
+    width = 0.06 * max(ny, nx)
+    for k in range(1, n):
+        c = lo + (hi - lo) * k / n + rng.uniform(-0.05, 0.05) * (hi - lo)
+        band |= np.abs(proj - c) < width / 2
+    out = rgb.copy()
+    out[band] = _glass((int(band.sum()),), rng).astype(np.uint8)
+    return out
+
+
+def _add_marks(rgb: np.ndarray, cls: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Widen the slide with glass on the right and put printed text, a pen stroke and debris on the
+    glass (never on tissue). The class maps get background there (marks carry no MSI signal)."""
+    from PIL import Image, ImageDraw
+
+    ny, nx = rgb.shape[:2]
+    pad = max(40, nx // 3)
+    out = np.concatenate([rgb, _glass((ny, pad), rng).astype(np.uint8)], axis=1)
+    bg = np.zeros((cls.shape[0], ny, pad))
+    bg[0] = 1.0
+    cls = np.concatenate([cls, bg], axis=2)
+    glass = cls[0] > 0.95
+    # printed label: dark grey letters drawn small and enlarged
+    txt = f"S{int(rng.integers(10, 99))}-HE {int(rng.integers(1, 9))}"
+    small = Image.new("L", (8 * len(txt), 12), 0)
+    ImageDraw.Draw(small).text((1, 0), txt, fill=255)
+    k = max(2, pad // (8 * len(txt)))
+    letters = np.kron(np.asarray(small) > 0, np.ones((k, k), bool))
+    ly, lx = letters.shape
+    y0 = int(rng.integers(2, max(3, ny - ly - 2)))
+    x0 = nx + max(2, (pad - lx) // 2)
+    region = np.zeros(out.shape[:2], bool)
+    region[y0 : y0 + ly, x0 : x0 + lx] = letters[: ny - y0, : out.shape[1] - x0]
+    shade = float(rng.uniform(30, 80))
+    out[region & glass] = shade
+    # pen stroke: a thick smooth curve in blue, green or black ink, on glass only
+    ink = [(40, 60, 150), (40, 120, 60), (35, 35, 40)][int(rng.integers(3))]
+    t = np.linspace(0, 1, 400)
+    cy = rng.uniform(0.2, 0.8) * ny + 0.15 * ny * np.sin(2 * np.pi * (t + rng.uniform(0, 1)))
+    cx = nx + pad * (0.1 + 0.8 * t)
+    yy, xx = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
+    pen = np.zeros(out.shape[:2], bool)
+    r = max(2.0, 0.012 * ny)
+    for py, px in zip(cy[::8], cx[::8], strict=True):
+        pen |= (yy - py) ** 2 + (xx - px) ** 2 < r * r
+    out[pen & glass] = np.array(ink, dtype=np.uint8)
+    # debris: dark brown specks and fibres anywhere on the glass, also near the tissue
+    for _ in range(int(rng.integers(8, 20))):
+        py, px = rng.uniform(0, out.shape[0]), rng.uniform(0, out.shape[1])
+        rr = rng.uniform(1.0, 3.0)
+        speck = ((yy - py) ** 2 + (xx - px) ** 2 < rr * rr) & glass
+        out[speck] = np.array([90, 70, 60], dtype=np.uint8)
+    return out, cls
 
 
 # ------------------------------------------------------------------- spectra
@@ -308,9 +410,16 @@ def iter_make_phantom(
         he = _cut_tissue(load_texture(cfg), rng)
     else:
         he = _cut_tissue(procedural_he(cfg.procedural_size, rng), rng)
+    extra = np.random.default_rng([cfg.seed, 17])  # draws of the optional difficulties only
+    if cfg.n_pieces > 1:
+        he = _split_pieces(he, cfg.n_pieces, extra)
     yield Progress(1, 5, "H&E texture")
     cls = tissue_classes(he)
     tr, shape = _make_transform(cfg, he.shape, rng)
+    if cfg.msi_coverage < 1.0:
+        tr, shape = _crop_raster(tr, shape, cfg, extra)
+    if cfg.marks:
+        he, cls = _add_marks(he, cls, extra)
     fr = _msi_fractions(cls, tr, shape, cfg)
     peaks = _peak_table(cfg, np.random.default_rng(cfg.chemistry_seed))
     yield Progress(2, 5, "geometry")
@@ -329,6 +438,9 @@ def iter_make_phantom(
     # landmarks: well spread tissue points in the H&E frame, mapped into the MSI frame
     tissue = cls[0] < 0.5
     cand = np.argwhere(tissue)
+    if cfg.msi_coverage < 1.0:  # landmarks only where the MSI raster exists
+        inside = _inside_raster(tr, px_to_um(cand, (cfg.he_pixel_um,) * 2), shape, cfg)
+        cand = cand[inside] if inside.any() else cand
     if len(cand) == 0:
         cand = np.argwhere(np.ones_like(tissue))
     pick = [cand[rng.integers(len(cand))]]

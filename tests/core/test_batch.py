@@ -120,7 +120,7 @@ def test_local_cluster_two_workers_and_a_failing_section(cohort, tmp_path):
     pids = set()
     for name, ph in phantoms.items():
         rec = _check_section(out / name, ph)
-        assert status[name]["status"] == "done" and status[name]["verdict"] == "improved"
+        assert status[name]["status"] == "done" and status[name]["verdict"] in ("ok", "doubtful")
         pids.add(rec["pid"])
     assert os.getpid() not in pids and len(pids) == 2  # ran in both worker processes
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers

@@ -32,6 +32,9 @@ def registered(tmp_path_factory):
         args = ["register", "--fixed", p["he"], "--moving", p["imzml"], "--out", str(o)]
         args += ["--route", "direct", "--stages", stages, "--landmarks-use", use, "--quiet"]
         args += ["--landmarks-fixed", p["landmarks_he"], "--landmarks-moving", p["landmarks_msi"]]
+        # these tests check that formats carry a transform exactly, not how good it is: the
+        # direct B-spline result on this small phantom is judged failed (landmark TRE ~3 px)
+        args += ["--allow-failed"]
         assert main(args) == 0
         out[kind] = o / "transform.json"
         rep = json.loads((o / "report.json").read_text())

@@ -77,3 +77,41 @@ def test_landmark_editing_updates_errors_with_undo(
     msi = viewer.layers["msi TIC"]
     mapped = np.array([msi.data_to_world(p / 20.0) for p in small_phantom.landmarks_msi_um])
     assert np.median(np.linalg.norm(mapped - small_phantom.landmarks_he_um, axis=1)) < 2 * 20.0
+
+
+def test_direct_route_with_mask_layer_pixel_fields_and_coloured_verdict(
+    make_napari_viewer, open_phantom, qtbot, small_phantom
+):
+    from qtpy.QtCore import Qt
+
+    from napari_msi2hist.registration.tissue import he_tissue_mask
+    from napari_msi2hist.widgets.registration import DETECT, VERDICT_COLOURS
+
+    viewer = make_napari_viewer()
+    he, msi = open_phantom(viewer)
+    w = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.moving_box.setCurrentText("msi TIC")
+    # the pixel fields come from the files
+    assert w.he_px.value() == he.scale[-1] and w.msi_px.value() == msi.scale[-1]
+    # a tissue mask drawn on the H&E becomes choosable
+    mask = he_tissue_mask(small_phantom.he_rgb).astype(np.uint8)
+    viewer.add_labels(mask, name="tissue", scale=he.scale[-2:])
+    assert w.mask_box.itemText(0) == DETECT
+    w.mask_box.setCurrentText("tissue")
+    qtbot.mouseClick(w.run_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert w.result is not None and w.result.route == "direct", w.status.text()
+    np.testing.assert_array_equal(w.result.fixed_mask, mask > 0)
+    v = w.result.verdict["verdict"]
+    assert w.verdict.text().startswith(f"Verdict: {v.upper()}")
+    assert VERDICT_COLOURS[v] in w.verdict.styleSheet()
+    # a pixel size typed in the widget is used and the layer follows it
+    w.msi_px.setValue(0.0)
+    qtbot.mouseClick(w.run_btn, Qt.LeftButton)
+    assert "pixel size" in w.status.text()
+    w.msi_px.setValue(25.0)
+    qtbot.mouseClick(w.run_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert tuple(viewer.layers["msi TIC"].scale[-2:]) == (25.0, 25.0)
+    assert w.result.moving_px == (25.0, 25.0)

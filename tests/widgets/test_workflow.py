@@ -78,6 +78,7 @@ def test_whole_workflow_in_a_real_window(
         "Register",
         "Predict from H&E",
         "Super-resolve MSI",
+        "Export / import",
     ]
 
     # 1. drag and drop: .imzML has one reader (ours); for .tif the user's saved choice is ours

@@ -189,7 +189,9 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
     if lv0.ndim == 3 and lv0.shape[-1] == 4 and lv0.dtype == np.uint8:  # RGBA: drop alpha
         levels = [lv[..., :3] for lv in levels]
     if px is None:
-        warnings.append(f"{path.name}: no pixel size in the file; assuming 1 um per pixel")
+        warnings.append(
+            f"{path.name}: no pixel size in the file (give one: --fixed-pixel-um or --moving-pixel-um)"
+        )
     return HistologyImage(levels, px, str(path), warnings, channel_names)
 
 

@@ -174,7 +174,9 @@ def prepare_input(ions: IonImages, contract: ChannelContract) -> np.ndarray:
         )
     x = normalise_channels(ions.stack[idx], contract)
     x = np.where(ions.mask[None], x, np.float32(contract.pad_value))
-    px = ions.pixel_size_um or (contract.working_pixel_um, contract.working_pixel_um)
+    from ..pixel_size import resolve_pixel_size
+
+    px = resolve_pixel_size(ions.pixel_size_um, None, "moving", ions.source or "MSI")
     from .._limits import check_allocation
 
     ny, nx = output_grid(x.shape[-2:], px, contract.working_pixel_um)

@@ -179,12 +179,37 @@ def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
                 "split": s.get("split", "train"),
                 "base": str(path.parent),
                 **({"label": str(path.parent / s["label"])} if s.get("label") else {}),
+                # pixel sizes (um) for files that carry none, or to override them
+                "fixed_pixel_um": _opt_px(s, "fixed_pixel_um", path, i),
+                "moving_pixel_um": _opt_px(s, "moving_pixel_um", path, i),
             }
         )
     dup = {e["name"] for e in out if [f["name"] for f in out].count(e["name"]) > 1}
     if dup:
         raise ValueError(f"{path}: sample names repeat ({', '.join(sorted(dup))})")
     return out
+
+
+def _opt_px(s: dict, key: str, path, i: int) -> float | None:
+    v = s.get(key)
+    if v is None:
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: sample {i} has {key} {v!r}; give a number in um") from None
+    if not v > 0:
+        raise ValueError(f"{path}: sample {i} has {key} {v}; give a positive number in um")
+    return v
+
+
+def _msi_px(imz, e: dict) -> None:
+    """Apply the entry's MSI pixel size (or refuse when neither it nor the file has one)."""
+    from ..pixel_size import resolve_pixel_size
+
+    imz.pixel_size_um = resolve_pixel_size(
+        imz.pixel_size_um, e.get("moving_pixel_um"), "moving", e["imzml"]
+    )
 
 
 def contract_from_data(
@@ -201,6 +226,7 @@ def contract_from_data(
     train = [e for e in entries if e["split"] == "train"] or entries
     if mz is None:
         with ImzMLFile(train[0]["imzml"]) as imz:
+            _msi_px(imz, train[0])
             mz = run_to_end(iter_top_peaks(imz, n_peaks, norm)).tolist()
     c = ChannelContract(
         mz=tuple(float(m) for m in mz),
@@ -213,6 +239,7 @@ def contract_from_data(
     stacks = []
     for e in entries:
         with ImzMLFile(e["imzml"]) as imz:
+            _msi_px(imz, e)
             stacks.append(ion_images(imz, np.asarray(c.mz), tolerance=c.tolerance, norm=norm))
     tr = [s for s, e in zip(stacks, entries, strict=True) if e["split"] == "train"] or stacks
     return c.with_stats([s.stack for s in tr], [s.mask for s in tr]), stacks
@@ -229,6 +256,7 @@ def load_samples(
             ions = stacks[i]
         else:
             with ImzMLFile(e["imzml"]) as imz:
+                _msi_px(imz, e)
                 ions = ion_images(
                     imz,
                     np.asarray(contract.mz),
@@ -237,7 +265,9 @@ def load_samples(
                 )
         he = read_histology(e["he"])
         rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
-        px = he.pixel_size_um or (1.0, 1.0)
+        from ..pixel_size import resolve_pixel_size
+
+        px = resolve_pixel_size(he.pixel_size_um, e.get("fixed_pixel_um"), "fixed", e["he"])
         out.append(
             make_sample(
                 e["name"],

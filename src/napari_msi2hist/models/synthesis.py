@@ -84,9 +84,13 @@ def iter_synthesize_imzml(
     opts: InferenceOptions = InferenceOptions(),
     cancel: CancelToken | None = None,
     strict: bool = False,
+    pixel_size_um: tuple[float, float] | None = None,
 ) -> Generator[Progress, None, SynthResult]:
+    """Synthesize from an imzML; ``pixel_size_um`` overrides (or supplies) the file's pixel size."""
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     with ImzMLFile(path) as imz:
+        if pixel_size_um is not None:
+            imz.pixel_size_um = tuple(pixel_size_um)
         ions = yield from extract_for_contract(imz, ckpt, cancel)
     return (yield from iter_synthesize(ions, ckpt, opts, cancel, strict))
 

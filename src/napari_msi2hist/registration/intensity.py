@@ -30,9 +30,18 @@ class RegistrationOptions:
     shrink: tuple[int, ...] = (4, 2, 1)
     smooth_px: tuple[float, ...] = (2.0, 1.0, 0.0)
     iterations: int = 200
-    rotation_search: int = 12  # number of start angles tried (0 = none)
-    flip_search: bool = False
-    bspline_mesh_um: float = 250.0
+    rotation_search: int = 12  # > 0: global pose search (see search.py); 0: moments start only
+    flip_search: bool = True  # the search also tries the mirror image
+    angle_step_deg: float = 4.0  # rotation step of the search (full circle)
+    scale_range: float = 1.25  # scales searched: [1/r, r] around the pixel-size ratio
+    scale_steps: int = 5
+    refine_top: int = 4  # best distinct search poses refined by the linear stages
+    affine_step: float = 0.2  # first step of the affine optimiser (physical-shift scaled)
+    threads: int = 1  # ITK threads (a fixed number keeps results bit-identical)
+    bspline_iterations: int = 50  # few iterations: a regulariser of their own
+    bspline_holdout: float = 0.25  # fraction of tissue pixels kept out of the B-spline fit
+    bspline_max_folds: float = 0.001  # B-spline rejected above this folded-Jacobian fraction
+    bspline_mesh_um: float = 160.0
     mattes_bins: int = 32
     sampling: float = 0.5
     seed: int = 0
@@ -90,28 +99,40 @@ def _metric(r, opts: RegistrationOptions):
     return kind
 
 
-def _method(opts: RegistrationOptions, level: int, bspline: bool = False):
+def _method(opts: RegistrationOptions, level: int, bspline: bool = False, affine: bool = False):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
     _metric(r, opts)
     r.SetMetricSamplingStrategy(r.RANDOM)
-    r.SetMetricSamplingPercentage(opts.sampling, opts.seed)
+    # seed 0 means 'wall clock' to SimpleITK: offset it so that every seed is reproducible
+    r.SetMetricSamplingPercentage(opts.sampling, int(opts.seed) + 1)
     r.SetInterpolator(sitk.sitkLinear)
     if bspline:
         r.SetOptimizerAsLBFGSB(
             gradientConvergenceTolerance=1e-5,
-            numberOfIterations=opts.iterations,
+            numberOfIterations=opts.bspline_iterations,
             maximumNumberOfCorrections=5,
-            maximumNumberOfFunctionEvaluations=4 * opts.iterations,
+            maximumNumberOfFunctionEvaluations=4 * opts.bspline_iterations,
         )
-    else:
+    elif not affine:
         r.SetOptimizerAsRegularStepGradientDescent(
             learningRate=1.0,
             minStep=1e-4,
             numberOfIterations=opts.iterations,
             relaxationFactor=0.6,
             gradientMagnitudeTolerance=1e-8,
+        )
+        r.SetOptimizerScalesFromPhysicalShift()
+    else:
+        # affine: small regular steps (a large first step lets the matrix run away on a flat
+        # correlation surface)
+        r.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=opts.affine_step,
+            minStep=1e-5,
+            numberOfIterations=opts.iterations,
+            relaxationFactor=0.7,
+            gradientMagnitudeTolerance=1e-9,
         )
         r.SetOptimizerScalesFromPhysicalShift()
     k = level
@@ -121,18 +142,92 @@ def _method(opts: RegistrationOptions, level: int, bspline: bool = False):
     return r
 
 
-def _evaluate(fixed, moving, transform, opts) -> float:
+def _evaluate(fixed, moving, transform, opts, fixed_mask=None, moving_mask=None) -> float:
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
     _metric(r, opts)
     r.SetMetricSamplingStrategy(r.NONE)
+    if fixed_mask is not None:
+        r.SetMetricFixedMask(fixed_mask)
+    if moving_mask is not None:
+        r.SetMetricMovingMask(moving_mask)
     r.SetInterpolator(sitk.sitkLinear)
     r.SetInitialTransform(transform, inPlace=False)
     try:
         return float(r.MetricEvaluate(fixed, moving))
     except RuntimeError:  # no overlap
         return np.inf
+
+
+def _similarity_init(m_fixed_to_moving_yx: np.ndarray, center_xy):
+    """A SimpleITK Similarity2DTransform (fixed -> moving) from a 3x3 yx matrix (a similarity)."""
+    import SimpleITK as sitk
+
+    a_xy = m_fixed_to_moving_yx[:2, :2][::-1, ::-1]
+    o_xy = m_fixed_to_moving_yx[:2, 2][::-1]
+    sc = float(np.sqrt(abs(np.linalg.det(a_xy))))
+    ang = float(np.arctan2(a_xy[1, 0], a_xy[0, 0]))
+    c = np.asarray(center_xy, float)
+    t = sitk.Similarity2DTransform()
+    t.SetCenter(tuple(c))
+    t.SetScale(sc)
+    t.SetAngle(ang)
+    r = np.asarray(t.GetMatrix()).reshape(2, 2)
+    t.SetTranslation(tuple(o_xy - c + r @ c))
+    return t
+
+
+def _flip_x_affine(width_um: float):
+    """(y, x) -> (y, width - x) as an ITK affine: maps the mirrored moving frame to the moving frame."""
+    import SimpleITK as sitk
+
+    t = sitk.AffineTransform(2)
+    t.SetMatrix((-1.0, 0.0, 0.0, 1.0))
+    t.SetTranslation((float(width_um), 0.0))
+    return t
+
+
+def _mask_img(mask: np.ndarray, px):
+    import SimpleITK as sitk
+
+    return sitk.Cast(sitk_image(mask.astype(np.float32), px), sitk.sitkUInt8)
+
+
+def _run_linear(fixed, moving, tr, opts, n_levels, fmask, mmask, cancel, progress, stages):
+    """Rigid/affine stages, coarse to fine, in place on ``tr``; yields (stage, level, metric)."""
+    import SimpleITK as sitk
+
+    current = tr
+    for stage in stages:
+        if stage == "rigid":
+            t = current
+        elif stage == "affine":
+            t = sitk.AffineTransform(2)
+            t.SetCenter(current.GetCenter())
+            t.SetMatrix(current.GetMatrix())
+            t.SetTranslation(current.GetTranslation())
+        else:
+            continue
+        for level in range(n_levels):
+            if cancel is not None:
+                cancel.check()
+            r = _method(opts, level, affine=stage == "affine")
+            if fmask is not None:
+                r.SetMetricFixedMask(fmask)
+            if mmask is not None:
+                r.SetMetricMovingMask(mmask)
+            r.SetInitialTransform(t, inPlace=True)
+            try:
+                r.Execute(fixed, moving)
+            except RuntimeError as e:
+                raise RuntimeError(
+                    f"{stage} registration failed at level {level}: {str(e).splitlines()[-1][:200]}"
+                ) from None
+            if progress is not None:
+                yield stage, level, float(r.GetMetricValue())
+        current = t
+    return current
 
 
 def iter_register(
@@ -144,22 +239,48 @@ def iter_register(
     fixed_mask: np.ndarray | None = None,
     cancel: CancelToken | None = None,
     initial: Transform | None = None,
+    moving_mask: np.ndarray | None = None,
+    fixed_exclude: np.ndarray | None = None,
 ) -> Generator[Progress, None, Transform]:
-    """Register ``moving`` to ``fixed`` (2-D float images with (y, x) pixel sizes in um). ``initial``
-    (a similarity, e.g. fitted to landmarks) replaces the moments initialisation and rotation search."""
+    """Register ``moving`` to ``fixed`` (2-D float images, tissue bright, with (y, x) pixel sizes in
+    um). ``fixed_mask``: fixed tissue (default: detected); ``moving_mask``: the measured part of the
+    moving image (default: all of it). A global search (every rotation, mirror images, scales; see
+    :mod:`.search`) proposes poses; the best ``opts.refine_top`` are refined by the linear stages and
+    the one with the best metric wins. ``initial`` (a similarity, e.g. fitted to landmarks) replaces the
+    search. A ``bspline`` stage is kept only when it improves the metric on held-out tissue pixels and
+    does not fold (see :mod:`.deformable`); the decision is in ``transform.meta["bspline"]``."""
     import SimpleITK as sitk
 
+    from .deformable import bspline_stage
+    from .search import global_search
+    from .tissue import image_tissue_mask
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, opts.threads))
     for s in opts.stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r} (use {', '.join(STAGES)})")
     target = opts.working_pixel_um or max(max(fixed_px), max(moving_px))
     f_img, f_px = _downsample_to(fixed_yx, fixed_px, target)
     m_img, m_px = _downsample_to(moving_yx, moving_px, target)
+    if fixed_mask is None:
+        fmask_np = image_tissue_mask(f_img)
+    else:
+        fmask_np = _downsample_to(fixed_mask.astype(np.float32), fixed_px, target)[0] > 0.5
+    mfoot = (
+        np.ones(m_img.shape, bool)
+        if moving_mask is None
+        else _downsample_to(moving_mask.astype(np.float32), moving_px, target)[0] > 0.5
+    )
+    from scipy import ndimage as ndi
+
+    if fixed_exclude is not None:
+        # the metric counts glass and tissue (outlines are informative), never text, pen or debris
+        ex = _downsample_to(fixed_exclude.astype(np.float32), fixed_px, target)[0] > 0.25
+        score_mask = ~ex
+    else:  # tissue and a rim of glass around it
+        rim = max(2, int(round(60.0 / f_px[0])))
+        score_mask = ndi.binary_dilation(fmask_np, iterations=rim) if fmask_np.any() else None
     fixed = sitk_image(f_img, f_px)
-    moving = sitk_image(m_img, m_px)
-    # never shrink an image below ~32 px at a level (the start search runs at the coarsest kept
-    # level): small MSI images (60-100 px) otherwise leave Mattes MI a few hundred samples and the
-    # start search picks wrong angles
     smallest = min(*f_img.shape, *m_img.shape)
     levels = [
         (s, sm) for s, sm in zip(opts.shrink, opts.smooth_px, strict=True) if smallest / s >= 32
@@ -168,120 +289,154 @@ def iter_register(
         opts, shrink=tuple(s for s, _ in levels), smooth_px=tuple(sm for _, sm in levels)
     )
     n_levels = len(opts.shrink)
-    total = 1 + n_levels * len(opts.stages)
+    linear = [s for s in opts.stages if s != "bspline"]
+    use_search = initial is None and opts.rotation_search > 0
+    n_cand = opts.refine_top if use_search else 1
+    total = 1 + n_cand * n_levels * len(linear) + (n_levels if "bspline" in opts.stages else 0)
     done = 0
     yield Progress(done, total, "initialisation")
+    metric_kind = opts.metric or ("correlation" if opts.route == "synthesis" else "mattes")
 
-    # moments initialisation + coarse rotation (and flip) search at the coarsest level
-    base = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Similarity2DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
-    base = sitk.Similarity2DTransform(base)
-    coarse_f = sitk.SmoothingRecursiveGaussian(
-        sitk.Shrink(fixed, [opts.shrink[0]] * 2), 1.0 * f_px[0] * opts.shrink[0]
-    )
-    coarse_m = sitk.SmoothingRecursiveGaussian(
-        sitk.Shrink(moving, [opts.shrink[0]] * 2), 1.0 * m_px[0] * opts.shrink[0]
-    )
-    best, best_val = base, np.inf
-    angles = [2 * np.pi * k / opts.rotation_search for k in range(opts.rotation_search)] or [0.0]
+    starts = []  # (flip, fixed->moving yx 3x3 matrix in the (mirrored) moving frame, search info)
     if initial is not None:
-        m = np.linalg.inv(initial.linear_moving_to_fixed_yx())  # fixed -> moving, yx
-        a_xy = m[:2, :2][::-1, ::-1]
-        o_xy = m[:2, 2][::-1]
-        c = np.asarray(base.GetCenter(), float)
-        base = sitk.Similarity2DTransform()
-        base.SetCenter(tuple(c))
-        base.SetMatrix(tuple(a_xy.ravel()))
-        base.SetTranslation(tuple(o_xy - c + a_xy @ c))
-        best, angles = base, []
-    for ang in angles:
-        if cancel is not None:
-            cancel.check()
-        t = sitk.Similarity2DTransform(base)
-        t.SetAngle(base.GetAngle() + ang)
-        r = _method(opts, 0)
-        r.SetShrinkFactorsPerLevel([1])
-        r.SetSmoothingSigmasPerLevel([0])
-        r.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=1.0, minStep=1e-3, numberOfIterations=30
-        )
-        r.SetOptimizerScalesFromPhysicalShift()
-        r.SetInitialTransform(t, inPlace=True)
-        try:
-            r.Execute(coarse_f, coarse_m)
-        except RuntimeError:
-            continue
-        v = _evaluate(coarse_f, coarse_m, t, opts)
-        if v < best_val:
-            best, best_val = sitk.Similarity2DTransform(t), v
-    done += 1
-    yield Progress(done, total, "initialisation", {"metric": best_val})
-
-    mask_img = None
-    if fixed_mask is not None:  # resampled once, used at every stage and level
-        m = _downsample_to(fixed_mask.astype(np.float32), fixed_px, target)[0] > 0.5
-        mask_img = sitk.Cast(sitk_image(m, f_px), sitk.sitkUInt8)
-    composite = sitk.CompositeTransform(2)
-    current = best
-    history = {}
-    for stage in opts.stages:
-        if stage == "rigid":
-            tr = (
-                sitk.Similarity2DTransform(current)
-                if isinstance(current, sitk.Similarity2DTransform)
-                else current
+        starts.append((False, np.linalg.inv(initial.linear_moving_to_fixed_yx()), {}))
+    elif use_search:
+        if opts.scale_range > 1.0 and opts.scale_steps > 1:
+            scales = tuple(
+                np.geomspace(1 / opts.scale_range, opts.scale_range, opts.scale_steps).tolist()
             )
-        elif stage == "affine":
-            tr = sitk.AffineTransform(2)
-            tr.SetCenter(current.GetCenter())
-            tr.SetMatrix(current.GetMatrix())
-            tr.SetTranslation(current.GetTranslation())
-        else:  # bspline on top of the linear result
-            composite = sitk.CompositeTransform([current])
-            mesh = [
-                max(1, int(round(sz * sp / opts.bspline_mesh_um)))
-                for sz, sp in zip(fixed.GetSize(), fixed.GetSpacing(), strict=True)
-            ]
-            tr = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
-        vals = []
-        for level in range(n_levels):
-            if cancel is not None:
-                cancel.check()
-            r = _method(opts, level, bspline=stage == "bspline")
-            if stage == "bspline":
-                r.SetMovingInitialTransform(composite)
-            if mask_img is not None:
-                r.SetMetricFixedMask(mask_img)
-            r.SetInitialTransform(tr, inPlace=True)
+        else:
+            scales = (1.0,)
+        cands = global_search(
+            f_img,
+            f_px,
+            score_mask if score_mask is not None else fmask_np,
+            m_img,
+            m_px,
+            mfoot,
+            metric=metric_kind,
+            angle_step_deg=opts.angle_step_deg,
+            scales=scales,
+            flips=opts.flip_search,
+            keep=n_cand,
+        )
+        for c in cands:
+            info = {
+                "flip": c.flip,
+                "angle_deg": c.angle_deg,
+                "scale": c.scale,
+                "coarse_ncc": c.score,
+                "coarse_mi": c.mi,
+            }
+            starts.append((c.flip, np.linalg.inv(c.matrix_yx), info))
+    if not starts:  # no search: moments initialisation
+        base = sitk.CenteredTransformInitializer(
+            fixed,
+            sitk_image(m_img, m_px),
+            sitk.Similarity2DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS,
+        )
+        base = sitk.Similarity2DTransform(base)
+        starts.append((False, None, {}))
+    if cancel is not None:
+        cancel.check()
+    done += 1
+    yield Progress(done, total, "initialisation", {"candidates": len(starts)})
+
+    fmask_img = _mask_img(score_mask, f_px) if score_mask is not None else None
+    width = (m_img.shape[1] - 1) * m_px[1]
+    refined = []
+    for k, (flip, m_yx, info) in enumerate(starts):
+        mimg = m_img[:, ::-1] if flip else m_img
+        mf = mfoot[:, ::-1] if flip else mfoot
+        moving = sitk_image(mimg, m_px)
+        mmask_img = None if mf.all() else _mask_img(mf, m_px)
+        if m_yx is None:
+            tr = base
+        else:
+            centre = np.asarray(
+                fixed.TransformContinuousIndexToPhysicalPoint(
+                    [(fixed.GetSize()[0] - 1) / 2, (fixed.GetSize()[1] - 1) / 2]
+                )
+            )
+            tr = _similarity_init(m_yx, centre)
+        gen = _run_linear(
+            fixed, moving, tr, opts, n_levels, fmask_img, mmask_img, cancel, True, linear
+        )
+        while True:
             try:
-                r.Execute(fixed, moving)
-                vals.append(float(r.GetMetricValue()))
-            except RuntimeError as e:
-                raise RuntimeError(
-                    f"{stage} registration failed at level {level}: {str(e).splitlines()[-1][:200]}"
-                ) from None
+                stage, level, val = next(gen)
+            except StopIteration as stop:
+                final_linear = stop.value
+                break
             done += 1
             yield Progress(
-                done, total, f"{stage} level {level + 1}/{n_levels}", {"metric": vals[-1]}
+                done,
+                total,
+                f"{stage} level {level + 1}/{n_levels} (start {k + 1}/{len(starts)})",
+                {"metric": val},
             )
-        history[stage] = vals
-        if stage == "bspline":
-            composite.AddTransform(tr)
-            current = composite
-        else:
-            current = tr
-    final = (
-        current
-        if isinstance(current, sitk.CompositeTransform)
-        else sitk.CompositeTransform([current])
-    )
+        val = _evaluate(fixed, moving, final_linear, opts, fmask_img, mmask_img)
+        refined.append((val, flip, final_linear, info, moving, mmask_img))
+    order = sorted(range(len(refined)), key=lambda i: refined[i][0])
+    best_val, flip, lin, info, moving, mmask_img = refined[order[0]]
+
+    def _to_moving_yx(i):
+        # full fixed -> moving linear matrix (yx) of refined candidate i, mirror included
+        v, fl, t, *_ = refined[i]
+        parts = [_flip_x_affine(width), t] if fl else [t]
+        return Transform(sitk.CompositeTransform(parts))._linear_matrix_fixed_to_moving_yx()
+
+    tissue_pts = np.argwhere(fmask_np)[:: max(1, int(fmask_np.sum() // 400))] * np.asarray(f_px)
+    search_ev = {
+        "candidates": [{**refined[i][3], "refined_metric": float(refined[i][0])} for i in order],
+    }
+    if len(order) > 1 and len(tissue_pts):
+        ma, mb = (_to_moving_yx(order[i]) for i in (0, 1))
+        pa = tissue_pts @ ma[:2, :2].T + ma[:2, 2]
+        pb = tissue_pts @ mb[:2, :2].T + mb[:2, 2]
+        # where best and runner-up send the same fixed tissue points (moving world um)
+        search_ev["runner_up_disagreement_um"] = float(np.median(np.linalg.norm(pa - pb, axis=1)))
+        search_ev["runner_up_metric"] = float(refined[order[1]][0])
+    search_ev["best_metric"] = float(best_val)
+
+    bs_info = None
+    current = lin
+    if "bspline" in opts.stages:
+        current, bs_info = yield from bspline_stage(
+            fixed,
+            moving,
+            lin,
+            opts,
+            n_levels,
+            fmask_np,
+            score_mask,
+            mmask_img,
+            f_px,
+            cancel,
+            done,
+            total,
+            _method,
+            _evaluate,
+        )
+    parts = [_flip_x_affine(width)] if flip else []
+    if isinstance(current, sitk.CompositeTransform):
+        for i in range(current.GetNumberOfTransforms()):
+            parts.append(current.GetNthTransform(i))
+    else:
+        parts.append(current)
+    final = sitk.CompositeTransform(parts)
     meta = {
         "route": opts.route,
         "stages": list(opts.stages),
-        "metric_history": history,
+        "metric": metric_kind,
         "working_pixel_um": [float(f_px[0]), float(f_px[1])],
+        "search": search_ev,
+        "flipped": bool(flip),
+        "bspline": bs_info,
+        "seed": opts.seed,
     }
+    yield Progress(total, total, "done")
     return Transform(final, meta)
 
 

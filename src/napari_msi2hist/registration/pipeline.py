@@ -30,6 +30,8 @@ class RegistrationResult:
     landmarks: dict | None = None
     moving_image: np.ndarray | None = None  # what was registered (synthetic H&E OD or MSI summary)
     moving_px: tuple[float, float] = (1.0, 1.0)
+    verdict: dict = field(default_factory=dict)  # see registration.verdict.judge
+    fixed_mask: np.ndarray | None = None  # the H&E tissue mask used
 
 
 def _ncc(a, b, m):
@@ -38,26 +40,56 @@ def _ncc(a, b, m):
     return float((a * b).sum() / (np.sqrt((a * a).sum() * (b * b).sum()) + 1e-12))
 
 
-def _dice(a, b):
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+def overlap_metrics(
+    fixed_od,
+    fixed_px,
+    moving,
+    moving_px,
+    transform: Transform | None,
+    fixed_tissue: np.ndarray | None = None,
+    moving_tissue: np.ndarray | None = None,
+    moving_footprint: np.ndarray | None = None,
+) -> dict:
+    """MI, NCC and tissue Dice of the moving image resampled onto the fixed grid (identity when
+    ``transform`` is None: 'before'). With tissue masks, everything is counted only where the moving
+    raster lands on the fixed image (partial coverage is not a mismatch), MI/NCC inside the fixed
+    tissue (dilated) there."""
+    from scipy import ndimage as ndi
 
-
-def overlap_metrics(fixed_od, fixed_px, moving, moving_px, transform: Transform | None) -> dict:
-    """MI, NCC and tissue-mask Dice of the moving image resampled onto the fixed grid (identity when
-    ``transform`` is None: 'before')."""
     from .transforms import Transform as T
 
     tr = transform or T.from_moving_to_fixed_matrix(np.eye(3))
     warped = tr.resample_moving_to_fixed(moving, moving_px, fixed_od.shape, fixed_px, default=0.0)
     f = fixed_od / (np.percentile(fixed_od, 99) + 1e-9)
     w = warped / (np.percentile(warped, 99) + 1e-9) if warped.max() > 0 else warped
-    inside = np.ones(f.shape, bool)
-    fm, wm = f > 0.15, w > 0.15
+    if fixed_tissue is None or moving_tissue is None:
+        inside = np.ones(f.shape, bool)
+        fm, wm = f > 0.15, w > 0.15
+    else:
+        foot = np.ones(moving.shape, np.float32) if moving_footprint is None else moving_footprint
+        wf = tr.resample_moving_to_fixed(
+            foot.astype(np.float32), moving_px, fixed_od.shape, fixed_px, default=0.0
+        )
+        covered = wf > 0.5
+        wt = tr.resample_moving_to_fixed(
+            moving_tissue.astype(np.float32), moving_px, fixed_od.shape, fixed_px, default=0.0
+        )
+        fm, wm = fixed_tissue & covered, (wt > 0.5) & covered
+        inside = ndi.binary_dilation(fixed_tissue, iterations=3) & covered
+        if inside.sum() < 16:
+            return {"mi": 0.0, "ncc": 0.0, "dice": 0.0, "covered_fraction": 0.0}
     return {
         "mi": mutual_information(np.clip(f, 0, 1), np.clip(w, 0, 1), inside),
         "ncc": _ncc(f, w, inside),
         "dice": _dice(fm, wm),
+        "covered_fraction": float(
+            fm.sum() / max(1, (fixed_tissue if fixed_tissue is not None else fm).sum())
+        ),
     }
+
+
+def _dice(a, b):
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
 def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, squares: int = 8) -> np.ndarray:
@@ -85,9 +117,21 @@ def iter_register_msi(
     landmarks_use: str = "eval",
     msi_pixel_um: float | None = None,
     cancel: CancelToken | None = None,
+    fixed_mask: np.ndarray | None = None,
+    moving_mask: np.ndarray | None = None,
 ) -> Generator[Progress, None, RegistrationResult]:
+    """Register an MSI (its synthetic H&E, or a summary image) to an H&E and judge the result.
+
+    ``fixed_mask``/``moving_mask``: user tissue masks (H&E grid / moving grid); by default tissue is
+    detected (:mod:`.tissue`). ``msi_mask``: the measured pixels of the MSI raster. The result carries
+    ``metrics`` (before/after, folds), ``verdict`` (:func:`.verdict.judge`) and landmark TRE.
+    """
+    from .tissue import he_artefact_mask, he_tissue_mask, image_tissue_mask, tissue_polarity
+    from .verdict import judge
+
     t0 = time.monotonic()
     fixed = od_image(he_rgb)
+    footprint = None
     if route == "synthesis":
         if synth_rgb is None:
             raise ValueError("the synthesis route needs a synthetic H&E")
@@ -96,8 +140,34 @@ def iter_register_msi(
         if msi_stack is None:
             raise ValueError("the direct route needs MSI ion images")
         moving = msi_summary(msi_stack, summary, msi_mask)
+        footprint = None if msi_mask is None else np.asarray(msi_mask, bool)
     else:
         raise ValueError(f"route must be synthesis or direct, not {route!r}")
+    f_tissue = np.asarray(fixed_mask, bool) if fixed_mask is not None else he_tissue_mask(he_rgb)
+    if moving_mask is not None:
+        m_tissue = np.asarray(moving_mask, bool)
+        if m_tissue.shape != moving.shape:
+            raise ValueError(
+                f"the moving mask is {m_tissue.shape[0]}x{m_tissue.shape[1]} px, the moving image "
+                f"{moving.shape[0]}x{moving.shape[1]}"
+            )
+    else:
+        m_tissue = image_tissue_mask(moving, footprint)
+    if f_tissue.shape != fixed.shape:
+        raise ValueError(
+            f"the fixed mask is {f_tissue.shape[0]}x{f_tissue.shape[1]} px, the H&E "
+            f"{fixed.shape[0]}x{fixed.shape[1]}"
+        )
+    if tissue_polarity(moving, m_tissue) < 0:  # tissue dark (matrix-dominated TIC): invert
+        moving = (moving.max() - moving).astype(np.float32)
+        if footprint is not None:
+            moving[~footprint] = 0.0
+    if fixed_mask is None:
+        exclude = he_artefact_mask(he_rgb, f_tissue)
+    else:  # a user mask: count it and a rim of glass, nothing further out
+        from scipy import ndimage as ndi
+
+        exclude = ~ndi.binary_dilation(f_tissue, iterations=max(3, min(fixed.shape) // 20))
     opts = replace(opts, route=route)
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":
@@ -111,32 +181,67 @@ def iter_register_msi(
 
         m = fit_linear(landmarks_moving, landmarks_fixed, "similarity")
         init = Transform.from_moving_to_fixed_matrix(m)
-        # start from the landmark fit instead of the moments + rotation search
         tr = yield from iter_register(
             fixed,
             he_px,
             moving,
             moving_px,
             replace(opts, rotation_search=0),
+            fixed_mask=f_tissue,
             cancel=cancel,
             initial=init,
+            moving_mask=footprint,
+            fixed_exclude=exclude,
         )
     else:
-        tr = yield from iter_register(fixed, he_px, moving, moving_px, opts, cancel=cancel)
+        tr = yield from iter_register(
+            fixed,
+            he_px,
+            moving,
+            moving_px,
+            opts,
+            fixed_mask=f_tissue,
+            cancel=cancel,
+            moving_mask=footprint,
+            fixed_exclude=exclude,
+        )
     res = RegistrationResult(
-        tr, route, time.monotonic() - t0, moving_image=moving, moving_px=tuple(moving_px)
+        tr,
+        route,
+        time.monotonic() - t0,
+        moving_image=moving,
+        moving_px=tuple(moving_px),
+        fixed_mask=f_tissue,
     )
+    masks = dict(fixed_tissue=f_tissue, moving_tissue=m_tissue, moving_footprint=footprint)
+    folds = jacobian_folds(tr, fixed.shape, he_px) if not tr.is_linear else 0.0
+    from ..pixel_size import check_against_tissue_area
+
     res.metrics = {
-        "before": overlap_metrics(fixed, he_px, moving, moving_px, None),
-        "after": overlap_metrics(fixed, he_px, moving, moving_px, tr),
-        "bspline_fold_fraction": jacobian_folds(tr, fixed.shape, he_px)
-        if not tr.is_linear
-        else 0.0,
+        "pixel_size_check": check_against_tissue_area(
+            f_tissue, he_px, m_tissue, moving_px, warn=False
+        ),
+        "before": overlap_metrics(fixed, he_px, moving, moving_px, None, **masks),
+        "after": overlap_metrics(fixed, he_px, moving, moving_px, tr, **masks),
+        "bspline_fold_fraction": folds,
+    }
+    px = msi_pixel_um or float(np.mean(moving_px))
+    key = "ncc" if route == "synthesis" else "mi"
+    ev = {
+        "route": route,
+        "metric_name": key,
+        "metric_before": res.metrics["before"][key],
+        "metric_after": res.metrics["after"][key],
+        "dice_before": res.metrics["before"]["dice"],
+        "dice_after": res.metrics["after"]["dice"],
+        "fold_fraction": folds,
+        "moving_pixel_um": px,
+        "search": tr.meta.get("search"),
+        "bspline": tr.meta.get("bspline"),
     }
     if have_lm:
         mapped = tr.moving_to_fixed(landmarks_moving)
         err = np.linalg.norm(mapped - landmarks_fixed, axis=1)
-        px = msi_pixel_um or float(np.mean(moving_px))
         res.landmarks = {
             "use": landmarks_use,
             "tre_um": err.tolist(),
@@ -144,9 +249,12 @@ def iter_register_msi(
             "tre_median_msi_px": float(np.median(err) / px),
         }
         if landmarks_use == "fit":
-            res.landmarks["report"] = landmark_report(
-                landmarks_moving, landmarks_fixed, "affine", px
-            ).summary()
+            rep = landmark_report(landmarks_moving, landmarks_fixed, "affine", px).summary()
+            res.landmarks["report"] = rep
+            ev["landmark_loo_tre_msi_px"] = rep.get("tre_median_msi_px")
+        else:
+            ev["landmark_tre_msi_px"] = res.landmarks["tre_median_msi_px"]
+    res.verdict = judge(ev)
     return res
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -50,6 +51,12 @@ class RegParams:
     moving_px: tuple[float, float]
     opts: RegistrationOptions
     source_file: str
+    fixed_mask: np.ndarray | None = None
+    moving_mask: np.ndarray | None = None
+
+
+VERDICT_COLOURS = {"ok": "#2e7d32", "doubtful": "#ef6c00", "failed": "#c62828"}
+DETECT = "(detect tissue)"
 
 
 def _source_file(layer) -> str:
@@ -72,6 +79,29 @@ class RegisterWidget(QWidget):
         self.moving_box.setToolTip(
             "Synthetic H&E (synthesis route) or an MSI layer (direct route, Mattes MI)"
         )
+        self.mask_box = QComboBox()
+        self.mask_box.setToolTip(
+            "Tissue mask: a Labels/Image layer on the H&E grid (fixed) or the moving grid "
+            "(moving); non-zero = tissue. Default: detected (text, pen and debris left out)"
+        )
+        self.he_px, self.msi_px = QDoubleSpinBox(), QDoubleSpinBox()
+        for box, what in ((self.he_px, "H&E"), (self.msi_px, "moving image")):
+            box.setRange(0.0, 10000.0)
+            box.setDecimals(3)
+            box.setSuffix(" um")
+            box.setSpecialValueText("unknown")
+            box.setToolTip(
+                f"{what} pixel size (from the layer's scale; set it when the file has none: "
+                "the layer's scale follows)"
+            )
+        self.fixed_box.currentTextChanged.connect(
+            lambda *_: self._load_px(self.fixed_box, self.he_px)
+        )
+        self.moving_box.currentTextChanged.connect(
+            lambda *_: self._load_px(self.moving_box, self.msi_px)
+        )
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
         self.stage_boxes = {s: QCheckBox(s) for s in ("rigid", "affine", "bspline")}
         self.stage_boxes["rigid"].setChecked(True)
         self.stage_boxes["affine"].setChecked(True)
@@ -101,12 +131,16 @@ class RegisterWidget(QWidget):
         form = QFormLayout()
         form.addRow("Fixed (H&&E)", self.fixed_box)
         form.addRow("Moving", self.moving_box)
+        form.addRow("Tissue mask", self.mask_box)
+        form.addRow("H&&E pixel", self.he_px)
+        form.addRow("Moving pixel", self.msi_px)
         form.addRow("Stages", row)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.run_btn)
         lay.addWidget(self.progress)
         lay.addWidget(self.metrics)
+        lay.addWidget(self.verdict)
         lay.addWidget(self.checker_btn)
         lm_row = QHBoxLayout()
         for b in (self.lm_btn, self.fit_btn, self.undo_btn, self.redo_btn):
@@ -140,6 +174,35 @@ class RegisterWidget(QWidget):
             self.moving_box,
             layer_names(v, lambda ly: msi2hist_kind(ly) in ("synthetic_he", "msi", "ion_stack")),
         )
+        refill_combo(
+            self.mask_box,
+            [DETECT]
+            + layer_names(
+                v,
+                lambda ly: (
+                    ly.__class__.__name__ == "Labels"
+                    or (ly.__class__.__name__ == "Image" and "mask" in ly.name.lower())
+                ),
+            ),
+        )
+
+    def _load_px(self, combo, box):
+        name = combo.currentText()
+        if name and name in self.viewer.layers:
+            ly = self.viewer.layers[name]
+            md = ly.metadata.get("msi2hist", {})
+            known = md.get("pixel_size_um") is not None or tuple(ly.scale[-2:]) != (1.0, 1.0)
+            box.setValue(float(ly.scale[-1]) if known else 0.0)
+
+    def _pixel(self, box, layer, what) -> tuple[float, float]:
+        v = box.value()
+        if v <= 0:
+            raise ValueError(
+                f"{layer.name}: no pixel size; enter the {what} pixel size (um) in the widget"
+            )
+        if tuple(layer.scale[-2:]) != (v, v):  # the layer follows the user's pixel size
+            layer.scale = (*tuple(layer.scale[:-2]), v, v)
+        return (v, v)
 
     def _same_msi_layers(self, moving_layer):
         src = _source_file(moving_layer)
@@ -163,14 +226,33 @@ class RegisterWidget(QWidget):
             raise ValueError("choose at least one stage")
         route = "synthesis" if msi2hist_kind(ml) == "synthetic_he" else "direct"
         mv = np.asarray(ml.data)
+        he_px = self._pixel(self.he_px, fl, "H&E")
+        mv_px = self._pixel(self.msi_px, ml, "moving image")
+        fmask = mmask = None
+        mname = self.mask_box.currentText()
+        if mname and mname != DETECT:
+            mk = np.asarray(self.viewer.layers[mname].data) != 0
+            if mk.ndim == 3:
+                mk = mk.any(-1)
+            if mk.shape == he.shape[:2]:
+                fmask = mk
+            elif mk.shape == mv.shape[-2:] or mk.shape == mv.shape[:2]:
+                mmask = mk
+            else:
+                raise ValueError(
+                    f"{mname}: mask is {mk.shape[0]}x{mk.shape[1]} px; it must match the H&E "
+                    f"{he.shape[0]}x{he.shape[1]} or the moving image"
+                )
         return RegParams(
             he,
-            tuple(fl.scale[-2:]),
+            he_px,
             route,
             mv,
-            tuple(ml.scale[-2:]),
+            mv_px,
             RegistrationOptions(stages=stages),
             _source_file(ml),
+            fmask,
+            mmask,
         )
 
     # ------------------------------------------------------------------ intensity registration
@@ -191,7 +273,15 @@ class RegisterWidget(QWidget):
             )
             return (
                 yield from iter_register_msi(
-                    p.he_rgb, p.he_px, p.route, p.moving_px, opts=p.opts, cancel=tok, **kw
+                    p.he_rgb,
+                    p.he_px,
+                    p.route,
+                    p.moving_px,
+                    opts=p.opts,
+                    cancel=tok,
+                    fixed_mask=p.fixed_mask,
+                    moving_mask=p.moving_mask,
+                    **kw,
                 )
             )
 
@@ -254,6 +344,13 @@ class RegisterWidget(QWidget):
                 f"B-spline registration folds on {100 * fold:.2f} % of pixels; use fewer stages or landmarks"
             )
         self.metrics.setText(text)
+        v = res.verdict or {}
+        if v:
+            colour = VERDICT_COLOURS.get(v["verdict"], "black")
+            self.verdict.setStyleSheet(f"color: {colour}; font-weight: bold")
+            self.verdict.setText(
+                f"Verdict: {v['verdict'].upper()}\n" + "\n".join(v.get("reasons", []))
+            )
         self.status.setText("registered")
         if self.checker_btn.isChecked():
             self._toggle_checker(True)

@@ -1,0 +1,69 @@
+"""Pixel sizes are never guessed: one place that takes a file's pixel size or the user's, and refuses
+(naming the options that set it) when there is neither."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+OPTIONS = {
+    "fixed": "--fixed-pixel-um (CLI), fixed_pixel_um (pairs YAML) or the widget's H&E pixel field",
+    "moving": "--moving-pixel-um (CLI), moving_pixel_um (pairs YAML) or the widget's MSI pixel field",
+}
+
+
+class MissingPixelSize(ValueError):
+    """A file has no pixel size and none was given."""
+
+
+def resolve_pixel_size(
+    from_file, override: float | None, role: str, source: str = ""
+) -> tuple[float, float]:
+    """The pixel size (y, x) in um: ``override`` if given, else the file's, else an error.
+
+    Parameters
+    ----------
+    from_file : tuple of float or None
+        What the file says.
+    override : float or None
+        What the user says (wins over the file).
+    role : {"fixed", "moving"}
+        Which image (the H&E is fixed, the MSI moving), for the message.
+    source : str
+        The file, for the message.
+    """
+    if override is not None:
+        if not np.isfinite(override) or override <= 0:
+            raise ValueError(f"{source}: pixel size {override} um is not a positive number")
+        return (float(override), float(override))
+    if from_file is None:
+        raise MissingPixelSize(
+            f"{source or 'image'}: the file has no pixel size; give it with {OPTIONS[role]}"
+        )
+    return (float(from_file[0]), float(from_file[1]))
+
+
+def check_against_tissue_area(
+    fixed_tissue: np.ndarray, fixed_px, moving_tissue: np.ndarray, moving_px, warn: bool = True
+) -> dict:
+    """Compare the claimed moving/fixed scale (1: pixel sizes right) with the square root of the
+    tissue-area ratio; more than 1.5x apart gives a warning naming both numbers."""
+    fa = float(fixed_tissue.sum()) * fixed_px[0] * fixed_px[1]
+    ma = float(moving_tissue.sum()) * moving_px[0] * moving_px[1]
+    if fa <= 0 or ma <= 0:
+        return {"area_scale": None, "claimed_scale": 1.0, "warning": None}
+    area_scale = float(np.sqrt(fa / ma))  # fixed tissue size / moving tissue size, in um
+    msg = None
+    if max(area_scale, 1 / area_scale) > 1.5:
+        msg = (
+            f"pixel sizes claim a moving/fixed size ratio of 1.00 (moving {moving_px[0]:g} um, fixed "
+            f"{fixed_px[0]:g} um), the tissue areas suggest {area_scale:.2f}: check the pixel sizes "
+            "(a partial MSI raster also lowers the moving tissue area)"
+        )
+        if warn:
+            warnings.warn(msg, stacklevel=2)
+    return {"area_scale": area_scale, "claimed_scale": 1.0, "warning": msg}
+
+
+__all__ = ["MissingPixelSize", "check_against_tissue_area", "resolve_pixel_size"]

@@ -1,0 +1,133 @@
+"""A verdict for every registration: ``ok``, ``doubtful`` or ``failed``, with reasons and the evidence.
+
+Evidence (each optional except the overlap numbers):
+
+- the route metric and tissue Dice before (identity) and after, counted where the moving raster lies
+  on the fixed image, so that a raster covering part of the tissue is not penalised;
+- the B-spline decision and its folded-Jacobian fraction;
+- agreement of the global search's best refined candidates (a runner-up that is nearly as good but
+  puts the tissue elsewhere means the image content cannot tell the poses apart);
+- landmark TRE (registration at the landmarks, or leave-one-out TRE of a landmark fit);
+- agreement of the two routes when both ran.
+
+Thresholds are in moving (MSI) pixels and were set on the robustness benchmark (docs/registration.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+OK, DOUBTFUL, FAILED = "ok", "doubtful", "failed"
+_RANK = {OK: 0, DOUBTFUL: 1, FAILED: 2}
+
+
+@dataclass(frozen=True)
+class VerdictRules:
+    min_dice: float = 0.6  # tissue Dice after registration below this: failed
+    good_dice: float = 0.8  # ... below this: doubtful
+    max_tre_px: float = 2.0  # landmark TRE above this: failed
+    doubt_tre_px: float = 1.0
+    runner_up_gap: float = 0.05  # relative metric gap under which a runner-up counts as a rival
+    runner_up_px: float = 2.0  # a rival further than this (moving px): doubtful
+    routes_fail_px: float = float("inf")  # disagreeing routes: one is wrong, not which: doubtful
+    routes_doubt_px: float = 1.5
+
+
+def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
+    """Turn evidence into ``{"verdict", "reasons", "evidence"}``.
+
+    Parameters
+    ----------
+    evidence : dict
+        Keys used when present: ``dice_before``, ``dice_after``, ``metric_before``,
+        ``metric_after`` (higher is better), ``moving_pixel_um``, ``search`` (transform meta),
+        ``bspline`` (transform meta), ``landmark_tre_msi_px``, ``landmark_loo_tre_msi_px``,
+        ``route_disagreement_msi_px``.
+    """
+    level, reasons = OK, []
+
+    def flag(lv, msg):
+        nonlocal level
+        reasons.append(f"{lv}: {msg}")
+        if _RANK[lv] > _RANK[level]:
+            level = lv
+
+    # landmarks placed by the user are direct evidence of the alignment; tissue masks and intensity
+    # metrics are indirect (a TIC's threshold, a partial raster). Where landmark TRE exists and is
+    # within max_tre_px, the indirect checks can make a result doubtful but not failed.
+    tres = [
+        evidence.get(k)
+        for k in ("landmark_tre_msi_px", "landmark_loo_tre_msi_px")
+        if evidence.get(k) is not None and np.isfinite(evidence.get(k))
+    ]
+    indirect = DOUBTFUL if tres and max(tres) <= rules.max_tre_px else FAILED
+    da, db = evidence.get("dice_after"), evidence.get("dice_before")
+    if da is not None:
+        if da < rules.min_dice:
+            flag(indirect, f"tissue Dice after registration {da:.2f} < {rules.min_dice}")
+        elif da < rules.good_dice:
+            flag(DOUBTFUL, f"tissue Dice after registration {da:.2f} < {rules.good_dice}")
+        if db is not None and da < db - 0.02:
+            flag(indirect, f"tissue Dice got worse ({db:.2f} -> {da:.2f})")
+    ma, mb = evidence.get("metric_after"), evidence.get("metric_before")
+    if ma is not None and mb is not None and ma < mb:
+        flag(indirect, f"the metric got worse ({mb:.3f} -> {ma:.3f})")
+    px = float(evidence.get("moving_pixel_um") or 1.0)
+    s = evidence.get("search") or {}
+    if "runner_up_metric" in s and s.get("best_metric") not in (None, 0):
+        best, ru = s["best_metric"], s["runner_up_metric"]  # minimised
+        gap = (ru - best) / abs(best)
+        dis = s.get("runner_up_disagreement_um", 0.0) / px
+        if gap < rules.runner_up_gap and dis > rules.runner_up_px:
+            flag(
+                DOUBTFUL,
+                f"a second pose {dis:.1f} MSI px away scores within {100 * gap:.1f} % of the best",
+            )
+    b = evidence.get("bspline")
+    if b and not b.get("accepted"):
+        reasons.append(f"note: B-spline {b.get('reason')}")
+    for key, what in (
+        ("landmark_tre_msi_px", "landmark TRE"),
+        ("landmark_loo_tre_msi_px", "leave-one-out landmark TRE"),
+    ):
+        t = evidence.get(key)
+        if t is not None and np.isfinite(t):
+            if t > rules.max_tre_px:
+                flag(FAILED, f"median {what} {t:.2f} MSI px > {rules.max_tre_px}")
+            elif t > rules.doubt_tre_px:
+                flag(DOUBTFUL, f"median {what} {t:.2f} MSI px > {rules.doubt_tre_px}")
+    r = evidence.get("route_disagreement_msi_px")
+    if r is not None:
+        if r > rules.routes_fail_px:
+            flag(FAILED, f"the synthesis and direct routes disagree by {r:.1f} MSI px")
+        elif r > rules.routes_doubt_px:
+            flag(DOUBTFUL, f"the synthesis and direct routes disagree by {r:.1f} MSI px")
+    if not any(x.startswith((FAILED, DOUBTFUL)) for x in reasons):
+        reasons.insert(0, "ok: tissue overlaps, the metric improved, no rival pose")
+    return {"verdict": level, "reasons": reasons, "evidence": _plain(evidence)}
+
+
+def route_disagreement_px(tr_a, tr_b, fixed_points_yx_um: np.ndarray, msi_pixel_um: float) -> float:
+    """Median distance (MSI px) between where two fixed->moving transforms send fixed tissue points."""
+    pa, pb = tr_a.fixed_to_moving(fixed_points_yx_um), tr_b.fixed_to_moving(fixed_points_yx_um)
+    return float(np.median(np.linalg.norm(pa - pb, axis=1)) / msi_pixel_um)
+
+
+def combine(a: dict, b: dict) -> dict:
+    """The worse of two verdicts (e.g. a result and the route-agreement check)."""
+    return a if _RANK[a["verdict"]] >= _RANK[b["verdict"]] else b
+
+
+def _plain(d):
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    if isinstance(d, np.generic):
+        return d.item()
+    return d
+
+
+__all__ = ["DOUBTFUL", "FAILED", "OK", "VerdictRules", "combine", "judge", "route_disagreement_px"]
