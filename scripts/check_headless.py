@@ -33,7 +33,7 @@ def import_all() -> list[str]:
 
     names = []
     for info in pkgutil.walk_packages(napari_msi2hist.__path__, "napari_msi2hist."):
-        if ".widgets" in info.name:
+        if ".widgets" in info.name or info.name.endswith(".__main__"):
             continue
         importlib.import_module(info.name)
         names.append(info.name)

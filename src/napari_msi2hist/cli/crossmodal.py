@@ -9,18 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import rows_to_csv, write_text_atomic
+from .._files import rows_to_csv, write_text_atomic
 
 
 def _entries(args):
-    from .models.datasets import read_pairs_yaml
+    from ..models.datasets import read_pairs_yaml
 
     return read_pairs_yaml(args.pairs)
 
 
 def _build(args, entries, bar):
-    from .crossmodal.pipeline import iter_build_table
-    from .progress import run_to_end
+    from ..crossmodal.pipeline import iter_build_table
+    from ..progress import run_to_end
 
     mz = [float(v) for v in args.mz.split(",")] if args.mz else None
     return run_to_end(
@@ -42,7 +42,7 @@ def _in_output_folder(job):
     job succeeds (see :class:`napari_msi2hist._files.OutputPlan`)."""
 
     def cmd(args) -> int:
-        from ._cli_policy import get_plan
+        from ._policy import get_plan
 
         with get_plan(args).folder(args.out) as out:
             return job(args, out)
@@ -53,13 +53,13 @@ def _in_output_folder(job):
 
 
 def _predict_msi(args, out) -> int:
-    from .cli import CLIError, _Bar
-    from .crossmodal.pipeline import pixels_to_images
-    from .crossmodal.regression import cross_validated_regression
-    from .io.histology import write_ome_tiff
+    from ..crossmodal.pipeline import pixels_to_images
+    from ..crossmodal.regression import cross_validated_regression
+    from ..io.histology import write_ome_tiff
+    from ._common import CLIError, ProgressBar
 
     entries = _entries(args)
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     table = _build(args, entries, bar)
     f, x, g, _ = table.pixels()
     res = cross_validated_regression(f, x, g, args.n_components, args.alpha, args.scale)
@@ -76,9 +76,9 @@ def _predict_msi(args, out) -> int:
             out / f"{s.name}_msi_predicted.ome.tif", r, px, [f"{m:.4f}" for m in table.mz]
         )
     if args.apply_he:
-        from .crossmodal.pipeline import iter_predict_on_he
-        from .io.histology import read_histology, to_uint8_rgb
-        from .progress import run_to_end
+        from ..crossmodal.pipeline import iter_predict_on_he
+        from ..io.histology import read_histology, to_uint8_rgb
+        from ..progress import run_to_end
 
         he = read_histology(args.apply_he)
         rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
@@ -86,7 +86,7 @@ def _predict_msi(args, out) -> int:
         if he_px is None:
             raise CLIError(f"{args.apply_he}: no pixel size in the image; give an OME-TIFF/SVS")
         out_px = args.apply_pixel_um or float(np.mean(table.samples[0].pixel_size_um))
-        from ._limits import check_allocation
+        from .._limits import check_allocation
 
         if not 0 < out_px < float("inf"):
             raise CLIError(f"--apply-pixel-um {out_px!r}: give a positive pixel size in um")
@@ -141,7 +141,7 @@ def _predict_msi(args, out) -> int:
 
 
 def _read_names(path) -> dict[float, str]:
-    from .cli import CLIError
+    from ._common import CLIError
 
     names = {}
     try:
@@ -166,17 +166,17 @@ def _is_float(s: str) -> bool:
 
 
 def _classify(args, out) -> int:
-    from .cli import CLIError, _Bar
-    from .crossmodal.pipeline import pixels_to_images
-    from .crossmodal.regression import biomarker_table, cross_validated_logistic, fit_pca
-    from .io.histology import write_ome_tiff
+    from ..crossmodal.pipeline import pixels_to_images
+    from ..crossmodal.regression import biomarker_table, cross_validated_logistic, fit_pca
+    from ..io.histology import write_ome_tiff
+    from ._common import CLIError, ProgressBar
 
     entries = _entries(args)
     names = _read_names(args.names) if args.names else None
     missing = [e["name"] for e in entries if not e.get("label")]
     if missing:
         raise CLIError(f"{args.pairs}: samples without a 'label' mask: {', '.join(missing)}")
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     table = _build(args, entries, bar)
     f, x, g, lab = table.pixels()
     if lab.all() or not lab.any():
@@ -216,13 +216,14 @@ def _classify(args, out) -> int:
 
 
 def _superres(args, out) -> int:
-    from .cli import CLIError, _Bar, pick_and_extract
-    from .crossmodal.superres import default_factor, guide_on_fine_grid, iter_superresolve
-    from .io.histology import read_histology, to_uint8_rgb, write_ome_tiff
-    from .io.imzml import open_imzml
-    from .models.datasets import align_function
-    from .msi.ion_images import Tolerance
-    from .progress import run_to_end
+    from ..crossmodal.superres import default_factor, guide_on_fine_grid, iter_superresolve
+    from ..io.histology import read_histology, to_uint8_rgb, write_ome_tiff
+    from ..io.imzml import open_imzml
+    from ..models.datasets import align_function
+    from ..msi.ion_images import Tolerance
+    from ..progress import run_to_end
+    from ..workflows.peaks import pick_and_extract
+    from ._common import CLIError, ProgressBar
 
     if args.transform:
         align = {"transform": str(Path(args.transform).resolve())}
@@ -236,7 +237,7 @@ def _superres(args, out) -> int:
     else:
         align = "aligned"
     msi_to_he = align_function(align, Path("/"))
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     with open_imzml(args.imzml) as imz:
         px = imz.pixel_size_um
         if px is None:
@@ -248,7 +249,7 @@ def _superres(args, out) -> int:
     rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
     he_px = he.pixel_size_um or (1.0, 1.0)
     factor = args.factor or default_factor(px, he_px)
-    from ._limits import check_allocation
+    from .._limits import check_allocation
 
     if factor < 1:
         raise CLIError(f"--factor {factor}: give a positive integer")
@@ -314,7 +315,7 @@ def _add_table_args(p) -> None:
 def add_parsers(sub) -> None:
     import argparse
 
-    from ._cli_policy import declare
+    from ._policy import declare
 
     p = sub.add_parser(
         "predict-msi",

@@ -8,9 +8,9 @@ import sys
 
 
 def _bar(args):
-    from .cli import _Bar
+    from ._common import ProgressBar
 
-    return _Bar(args.quiet)
+    return ProgressBar(args.quiet)
 
 
 def _say(args, text: str) -> None:
@@ -19,14 +19,14 @@ def _say(args, text: str) -> None:
 
 
 def _mz(text):
-    from .msi.peaks import parse_mz_list
+    from ..msi.peaks import parse_mz_list
 
     return tuple(float(v) for v in parse_mz_list(text)) if text else None
 
 
 def cmd_export_spatialdata(args) -> int:
-    from .progress import run_to_end
-    from .workflows.export import SpatialDataExportConfig, iter_export_spatialdata
+    from ..progress import run_to_end
+    from ..workflows.export import SpatialDataExportConfig, iter_export_spatialdata
 
     tol = (args.tol_da, "da") if args.tol_da is not None else (args.tol_ppm, "ppm")
     cfg = SpatialDataExportConfig(
@@ -48,7 +48,7 @@ def cmd_export_spatialdata(args) -> int:
         overwrite=args.overwrite,
     )
     path = run_to_end(iter_export_spatialdata(cfg), _bar(args))
-    from .io.spatialdata_store import read_store
+    from ..io.spatialdata_store import read_store
 
     reg = read_store(path).attrs["msi2hist"]["registration"]
     note = ""
@@ -66,8 +66,8 @@ def cmd_export_spatialdata(args) -> int:
 
 
 def cmd_import_spatialdata(args) -> int:
-    from .progress import run_to_end
-    from .workflows.export import SpatialDataImportConfig, iter_import_spatialdata
+    from ..progress import run_to_end
+    from ..workflows.export import SpatialDataImportConfig, iter_import_spatialdata
 
     cfg = SpatialDataImportConfig(args.store, args.out, args.overwrite)
     files = run_to_end(iter_import_spatialdata(cfg), _bar(args))
@@ -76,8 +76,8 @@ def cmd_import_spatialdata(args) -> int:
 
 
 def cmd_annotations_to_msi(args) -> int:
-    from .progress import run_to_end
-    from .workflows.export import AnnotationsToMsiConfig, iter_annotations_to_msi
+    from ..progress import run_to_end
+    from ..workflows.export import AnnotationsToMsiConfig, iter_annotations_to_msi
 
     cfg = AnnotationsToMsiConfig(
         geojson=args.geojson,
@@ -108,8 +108,8 @@ def _names(text):
 
 
 def cmd_regions_to_geojson(args) -> int:
-    from .progress import run_to_end
-    from .workflows.export import MsiRegionsToGeojsonConfig, iter_msi_regions_to_geojson
+    from ..progress import run_to_end
+    from ..workflows.export import MsiRegionsToGeojsonConfig, iter_msi_regions_to_geojson
 
     cfg = MsiRegionsToGeojsonConfig(
         regions=args.regions,
@@ -128,8 +128,8 @@ def cmd_regions_to_geojson(args) -> int:
 
 
 def cmd_export_elastix(args) -> int:
-    from .progress import run_to_end
-    from .workflows.export import ElastixExportConfig, iter_export_elastix
+    from ..progress import run_to_end
+    from ..workflows.export import ElastixExportConfig, iter_export_elastix
 
     cfg = ElastixExportConfig(args.transform, args.out, args.he, args.he_pixel_um, args.overwrite)
     paths = run_to_end(iter_export_elastix(cfg), _bar(args))
@@ -138,8 +138,8 @@ def cmd_export_elastix(args) -> int:
 
 
 def cmd_import_elastix(args) -> int:
-    from .progress import run_to_end
-    from .workflows.export import ElastixImportConfig, iter_import_elastix
+    from ..progress import run_to_end
+    from ..workflows.export import ElastixImportConfig, iter_import_elastix
 
     org = tuple(float(v) for v in args.moving_origin.split(","))
     if len(org) != 2:
@@ -186,7 +186,7 @@ def _common(p, *, he=True, msi=True, overwrite=True) -> None:
 
 
 def add_parsers(sub) -> None:
-    from ._cli_policy import declare
+    from ._policy import declare
 
     raw = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._files import OutputPlan
+from .._files import OutputPlan
 
 # output kinds: "file" (one file, atomic), "folder" (all or nothing), "run" (a resumable run
 # folder, written in place: train, compare)
@@ -53,7 +53,7 @@ def _input_value(name: str, value) -> list:
     if value is None or value == "":
         return []
     if name in ("model",) and str(value) in BUNDLED_MODELS:
-        return [Path(__file__).resolve().parent / "data" / BUNDLED_MODELS[str(value)]]
+        return [Path(__file__).resolve().parent.parent / "data" / BUNDLED_MODELS[str(value)]]
     paths = [value]
     if name == "transform" and str(value).lower().endswith(".json"):
         with contextlib.suppress(Exception):
@@ -85,7 +85,7 @@ def plan_for(args) -> OutputPlan:
     for name in getattr(args, "_inputs", ()):
         plan.add_inputs(_input_value(name, getattr(args, name, None)))
     if getattr(args, "pairs", None) and "pairs" in getattr(args, "_inputs", ()):
-        from .models.datasets import read_pairs_yaml
+        from ..models.datasets import read_pairs_yaml
 
         for e in read_pairs_yaml(args.pairs):
             plan.add_inputs([e.get("imzml"), e.get("he"), e.get("label")])
@@ -201,7 +201,7 @@ def check_registration_grids(*images) -> None:
     ResourceLimitError
         When a padded grid would exceed the memory budget.
     """
-    from ._limits import check_allocation
+    from .._limits import check_allocation
 
     pxs = [float(v) for _, px, _ in images for v in px]
     if not all(v > 0 and v < float("inf") for v in pxs):

@@ -6,8 +6,8 @@ import sys
 
 
 def cmd_batch(args) -> int:
-    from .cli import CLIError, _Bar
-    from .workflows.batch import BatchConfig, iter_batch
+    from ..workflows.batch import BatchConfig, iter_batch
+    from ._common import CLIError, ProgressBar
 
     if args.workers is not None and args.workers < 1:
         raise CLIError(f"--workers {args.workers}: give at least 1")
@@ -26,7 +26,7 @@ def cmd_batch(args) -> int:
         workers=args.workers,
         device=args.device,
     )
-    bar = _Bar(args.quiet)
+    bar = ProgressBar(args.quiet)
     job = iter_batch(cfg)
     while True:
         try:
@@ -84,6 +84,6 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_batch)
-    from ._cli_policy import declare
+    from ._policy import declare
 
     declare(p, ("cohort",), "out", "run")  # a resumable folder: finished sections are kept

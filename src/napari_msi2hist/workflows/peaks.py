@@ -1,0 +1,52 @@
+"""The peaks job: pick peaks (top-N of the mean spectrum, or an explicit list) and extract their
+ion images. Shared by ``msi2hist peaks``, the cross-modal commands and the Peaks widget's path."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+
+from ..msi.ion_images import IonImages, Tolerance, iter_ion_images
+from ..msi.peaks import iter_top_peaks
+from ..progress import CancelToken, Progress
+
+
+def iter_peaks(
+    imz,
+    n_peaks: int | None,
+    mz_list: Sequence[float] | None,
+    tolerance: Tolerance,
+    norm: str,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, IonImages]:
+    """Peaks and their ion images, as one job.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file (its pixel size already resolved by the caller).
+    n_peaks : int or None
+        Top-N peaks of the mean spectrum; ignored when ``mz_list`` is given.
+    mz_list : sequence of float or None
+        Explicit m/z values.
+    tolerance : Tolerance
+        Half-width of each m/z window.
+    norm : str
+        Per-spectrum normalisation (``none``, ``tic``, ``rms``, ``median``).
+    cancel : CancelToken, optional
+        Stops the job between chunks.
+
+    Returns
+    -------
+    IonImages
+        The ion-image stack with its m/z, tolerance and normalisation.
+    """
+    if mz_list is None:
+        mz_list = yield from iter_top_peaks(imz, n_peaks, norm, cancel=cancel)
+    return (yield from iter_ion_images(imz, mz_list, tolerance=tolerance, norm=norm, cancel=cancel))
+
+
+def pick_and_extract(imz, n_peaks, mz_list, tol, norm, progress=None) -> IonImages:
+    """:func:`iter_peaks` run to the end, reporting to ``progress`` (a callable or None)."""
+    from ..progress import run_to_end
+
+    return run_to_end(iter_peaks(imz, n_peaks, mz_list, tol, norm), progress)
