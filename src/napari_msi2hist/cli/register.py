@@ -2,150 +2,70 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from ._common import CLIError, ProgressBar, add_pixel_args, print_domain_warnings
+from ._common import CLIError, ProgressBar, add_pixel_args
 from ._policy import check_registration_grids, declare, get_plan
 
 
 def cmd_register(args) -> int:
-    import numpy as np
-
-    from ..io.histology import read_histology, to_uint8_rgb
-    from ..io.imzml import is_imzml_path, open_imzml
-    from ..phantom import read_points_csv
-    from ..pixel_size import resolve_pixel_size
     from ..progress import run_to_end
-    from ..registration.intensity import RegistrationOptions
-    from ..registration.pipeline import iter_register_msi
+    from ..workflows.register import (
+        RegisterConfig,
+        iter_read_inputs,
+        iter_register_job,
+        write_outputs,
+    )
 
     out = Path(args.out)
     bar = ProgressBar(args.quiet)
-    he = read_histology(args.fixed)
-    for w in he.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    he_rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
-    he_px = resolve_pixel_size(he.pixel_size_um, args.fixed_pixel_um, "fixed", args.fixed)
-    stages = tuple(s for s in args.stages.split(",") if s)
-    opts = RegistrationOptions(
-        stages=stages,
-        rotation_search=args.rotation_search,
-        seed=args.seed,
-        scale_range=args.scale_range,
-        scale_steps=args.scale_steps if args.scale_range > 1 else 1,
-    )
-    lm_f = read_points_csv(args.landmarks_fixed) if args.landmarks_fixed else None
-    lm_m = read_points_csv(args.landmarks_moving) if args.landmarks_moving else None
-    if (lm_f is None) != (lm_m is None):
-        raise CLIError("give both --landmarks-fixed and --landmarks-moving")
-    if lm_f is not None:
-        from ..registration.landmarks import check_landmark_pairs
-
-        check_landmark_pairs(lm_m, lm_f, (args.landmarks_moving, args.landmarks_fixed))
-    synth = stack = mask = None
-    msi_px = None
-    mz = None
-    if is_imzml_path(args.moving):
-        from ..msi.ion_images import ion_images, total_ion_image
-
-        with open_imzml(args.moving) as imz:
-            msi_px = resolve_pixel_size(
-                imz.pixel_size_um, args.moving_pixel_um, "moving", args.moving
-            )
-            imz.pixel_size_um = msi_px
-            if args.route == "synthesis":
-                from ..models.checkpoint import load_checkpoint
-                from ..models.inference import InferenceOptions
-                from ..models.synthesis import extract_for_contract, iter_synthesize
-
-                ckpt = load_checkpoint(args.model)
-                ions = run_to_end(extract_for_contract(imz, ckpt), bar)
-                res = run_to_end(
-                    iter_synthesize(ions, ckpt, InferenceOptions(device=args.device)), bar
-                )
-                print_domain_warnings(res)
-                synth, moving_px = res.rgb, res.pixel_size_um
-                stack, mask, mz = ions.stack, ions.mask, ions.mz
-            else:
-                stack = total_ion_image(imz)[None]
-                mask, moving_px = imz.measured_mask(), msi_px
-                if args.mz:
-                    ions = ion_images(imz, [float(v) for v in args.mz.split(",")])
-                    stack, mz = ions.stack, ions.mz
-    else:
-        img = read_histology(args.moving)
-        arr = np.asarray(img.levels[0])
-        moving_px = msi_px = resolve_pixel_size(
-            img.pixel_size_um, args.moving_pixel_um, "moving", args.moving
-        )
-        if img.rgb:
-            if args.route != "synthesis":
-                raise CLIError(
-                    f"{args.moving}: an RGB moving image is a synthetic H&E: use --route synthesis"
-                )
-            synth = to_uint8_rgb(arr)
-        else:
-            stack = arr if arr.ndim == 3 else arr[None]
-            mask = np.ones(stack.shape[-2:], bool)
-            if stack.shape[0] > 16:
-                raise CLIError(f"{args.moving}: {stack.shape[0]} channels: expected an MSI image")
-            if args.route == "synthesis":
-                raise CLIError(
-                    f"{args.moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
-                )
-    check_registration_grids(
-        (he_rgb.shape[:2], he_px, args.fixed),
-        ((synth if stack is None else stack[0]).shape[:2], moving_px, args.moving),
-    )
-    reg = run_to_end(
-        iter_register_msi(
-            he_rgb,
-            he_px,
-            args.route,
-            moving_px,
-            synth_rgb=synth,
-            msi_stack=stack,
-            msi_mask=mask,
-            opts=opts,
-            landmarks_fixed=lm_f,
-            landmarks_moving=lm_m,
+    try:
+        cfg = RegisterConfig(
+            route=args.route,
+            model=args.model,
+            stages=tuple(s for s in args.stages.split(",") if s),
+            rotation_search=args.rotation_search,
             landmarks_use=args.landmarks_use,
-            msi_pixel_um=float(np.mean(msi_px)),
             summary=args.summary,
-            fixed_mask=_read_mask(args.fixed_mask, he_rgb.shape[:2]),
-            moving_mask=_read_mask(
-                args.moving_mask, synth.shape[:2] if synth is not None else stack.shape[-2:]
-            ),
+            scale_range=args.scale_range,
+            scale_steps=args.scale_steps,
+            seed=args.seed,
+            device=args.device,
+        )
+    except ValueError as e:
+        raise CLIError(f"--route/--stages: {e}") from None
+    inp = run_to_end(
+        iter_read_inputs(
+            cfg,
+            args.fixed,
+            args.moving,
+            fixed_pixel_um=args.fixed_pixel_um,
+            moving_pixel_um=args.moving_pixel_um,
+            mz=[float(v) for v in args.mz.split(",")] if args.mz else None,
+            landmarks_fixed=args.landmarks_fixed,
+            landmarks_moving=args.landmarks_moving,
+            fixed_mask=args.fixed_mask,
+            moving_mask=args.moving_mask,
         ),
         bar,
     )
-    reg.transform.meta.update(
-        {
-            "fixed": str(Path(args.fixed).resolve()),
-            "moving": str(Path(args.moving).resolve()),
-            "fixed_pixel_size_um": list(he_px),
-            "moving_pixel_size_um": list(moving_px),
-            "metrics": reg.metrics,
-        }
+    for w in inp.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    check_registration_grids(
+        (inp.he_rgb.shape[:2], inp.he_px, args.fixed),
+        (inp.moving_shape, inp.moving_px, args.moving),
     )
-    from .._limits import check_allocation
-
-    n_layers = 3 if stack is None else stack.shape[0]
-    check_allocation(
-        2.0 * n_layers * he_rgb.shape[0] * he_rgb.shape[1] * 4,
-        f"{n_layers} registered float32 images of {he_rgb.shape[0]} x {he_rgb.shape[1]} px",
-        args.fixed,
-    )
+    reg = run_to_end(iter_register_job(inp, cfg), bar)
     # all outputs go to a temporary folder that replaces OUT only once complete
     with get_plan(args).folder(out) as tmp:
-        _write_register_outputs(args, tmp, reg, stack, synth, mz, msi_px, moving_px, he_rgb, he_px)
+        write_outputs(tmp, cfg, inp, reg)
     if not args.quiet:
         b, a = reg.metrics["before"], reg.metrics["after"]
         print(
-            f"wrote {out}: transform.json/.h5, registered.ome.tif, report.json; MI {b['mi']:.3f} -> {a['mi']:.3f}, "
-            f"Dice {b['dice']:.3f} -> {a['dice']:.3f} ({reg.seconds:.1f} s)"
+            f"wrote {out}: transform.json/.h5, registered.ome.tif, report.json; "
+            f"MI {b['mi']:.3f} -> {a['mi']:.3f}, Dice {b['dice']:.3f} -> {a['dice']:.3f} "
+            f"({reg.seconds:.1f} s)"
         )
         if reg.landmarks:
             print(
@@ -161,65 +81,6 @@ def cmd_register(args) -> int:
         )
         return 3
     return 0
-
-
-def _write_register_outputs(args, out, reg, stack, synth, mz, msi_px, moving_px, he_rgb, he_px):
-    import numpy as np
-
-    from ..io.histology import write_ome_tiff
-
-    reg.transform.save(out / "transform.json", out / "transform.h5")
-    # the moving data resampled onto the H&E grid: every ion image (or the synthetic H&E)
-    layers, names = [], []
-    if stack is not None:
-        for c in range(stack.shape[0]):
-            layers.append(
-                reg.transform.resample_moving_to_fixed(stack[c], msi_px, he_rgb.shape[:2], he_px)
-            )
-        names = (
-            [f"mz={m:.4f}" for m in mz]
-            if mz is not None
-            else [f"channel {c}" for c in range(len(layers))]
-        )
-    else:
-        for c in range(3):
-            layers.append(
-                reg.transform.resample_moving_to_fixed(
-                    synth[..., c].astype(np.float32), moving_px, he_rgb.shape[:2], he_px
-                )
-            )
-        names = ["R", "G", "B"]
-    write_ome_tiff(
-        out / "registered.ome.tif", np.stack(layers).astype(np.float32), he_px, channel_names=names
-    )
-    report = {
-        "route": args.route,
-        "stages": [v for v in args.stages.split(",") if v],
-        "seconds": reg.seconds,
-        "verdict": reg.verdict,
-        "metrics": reg.metrics,
-        "landmarks": reg.landmarks,
-        "seed": args.seed,
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-
-
-def _read_mask(path, shape):
-    """A mask image (non-zero = inside) that must match ``shape``; None passes through."""
-    if not path:
-        return None
-    import numpy as np
-
-    from ..io.histology import read_histology
-
-    a = np.asarray(read_histology(path).levels[0])
-    if a.ndim == 3:
-        a = a.max(-1)
-    if a.shape[:2] != tuple(shape):
-        raise CLIError(
-            f"{path}: mask is {a.shape[0]}x{a.shape[1]} px, its image {shape[0]}x{shape[1]} px"
-        )
-    return a > 0
 
 
 def _print_verdict(reg, args) -> None:

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
 from ..registration.landmarks import landmark_report
-from ..registration.pipeline import checkerboard, iter_register_msi
+from ..registration.pipeline import checkerboard
 from ._common import (
     cancel_if_running,
     layer_names,
@@ -265,25 +265,24 @@ class RegisterWidget(QWidget):
             show_user_error(self.status, e)
             return
 
-        def job(tok):
-            kw = (
-                {"synth_rgb": p.moving}
+        def job(tok):  # the register workflow's job, as `msi2hist register` runs it
+            from ..workflows.register import RegisterConfig, RegisterInputs, iter_register_job
+
+            moving = (
+                {"synth": p.moving}
                 if p.route == "synthesis"
-                else {"msi_stack": p.moving if p.moving.ndim == 3 else p.moving[None]}
+                else {"stack": p.moving if p.moving.ndim == 3 else p.moving[None]}
             )
-            return (
-                yield from iter_register_msi(
-                    p.he_rgb,
-                    p.he_px,
-                    p.route,
-                    p.moving_px,
-                    opts=p.opts,
-                    cancel=tok,
-                    fixed_mask=p.fixed_mask,
-                    moving_mask=p.moving_mask,
-                    **kw,
-                )
+            inp = RegisterInputs(
+                p.he_rgb,
+                p.he_px,
+                p.moving_px,
+                fixed_mask=p.fixed_mask,
+                moving_mask=p.moving_mask,
+                **moving,
             )
+            cfg = RegisterConfig(route=p.route, stages=p.opts.stages)
+            return (yield from iter_register_job(inp, cfg, cancel=tok))
 
         self.run_btn.setText("Cancel")
         self.worker = start_job(

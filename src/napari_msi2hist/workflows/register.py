@@ -1,0 +1,386 @@
+"""The register job: inputs -> registration -> transform applied -> outputs.
+
+One job, three steps, shared by ``msi2hist register`` and the Register widget:
+
+* :func:`iter_read_inputs` turns files (an H&E, an imzML / synthetic H&E / MSI image, landmarks,
+  masks) into :class:`RegisterInputs`; the widget builds the same object from its layers.
+* :func:`iter_register_job` runs the registration on those inputs (both callers use it).
+* :func:`write_outputs` writes transform.json/.h5, registered.ome.tif and report.json into a folder
+  (the CLI passes the temporary folder of its all-or-nothing output plan).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..progress import CancelToken, Progress
+from ..registration.intensity import RegistrationOptions
+from ..registration.pipeline import RegistrationResult, iter_register_msi
+
+ROUTES = ("synthesis", "direct")
+STAGES = ("rigid", "affine", "bspline")
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """How to register: one default for each choice, shared by the CLI options and the widget.
+
+    Parameters
+    ----------
+    route : {"synthesis", "direct"}
+        Register the synthetic H&E (unimodal) or an MSI summary image (multimodal).
+    model : str
+        Checkpoint of the synthesis route (``demo``: the bundled model).
+    stages : tuple of str
+        Registration stages, from ``rigid``, ``affine``, ``bspline``.
+    rotation_search : int
+        Start angles of the global pose search (0: moments start only).
+    landmarks_use : {"eval", "fit", "hybrid"}
+        What landmarks do: only evaluate, fit the transform, or start the intensity registration.
+    summary : {"tic", "pca"}
+        Direct route: the MSI image registered.
+    scale_range, scale_steps : float, int
+        Scales searched in ``[1/R, R]`` around the pixel-size ratio.
+    seed : int
+        Seed of the metric sampling (same seed, same transform).
+    device : str
+        Torch device of the synthesis route.
+    """
+
+    route: str = "synthesis"
+    model: str = "demo"
+    stages: tuple[str, ...] = ("rigid", "affine")
+    rotation_search: int = 12
+    landmarks_use: str = "eval"
+    summary: str = "tic"
+    scale_range: float = 1.25
+    scale_steps: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.route not in ROUTES:
+            raise ValueError(f"route {self.route!r}: choose from {', '.join(ROUTES)}")
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise ValueError(f"stages {','.join(self.stages)!r}: choose from {', '.join(STAGES)}")
+
+    def options(self) -> RegistrationOptions:
+        """The registration options of this config.
+
+        Returns
+        -------
+        RegistrationOptions
+        """
+        return RegistrationOptions(
+            stages=tuple(self.stages),
+            rotation_search=self.rotation_search,
+            seed=self.seed,
+            scale_range=self.scale_range,
+            scale_steps=self.scale_steps if self.scale_range > 1 else 1,
+        )
+
+
+@dataclass
+class RegisterInputs:
+    """Everything a registration needs, in memory, with physical pixel sizes (um, (y, x)).
+
+    Exactly one of ``synth`` (a synthetic H&E, ``(Y, X, 3)`` uint8) and ``stack`` (MSI images,
+    ``(C, Y, X)``) is the moving image; ``stack`` is kept with the synthesis route too, so that every
+    ion image can be carried onto the H&E grid.
+    """
+
+    he_rgb: np.ndarray
+    he_px: tuple[float, float]
+    moving_px: tuple[float, float]
+    synth: np.ndarray | None = None
+    stack: np.ndarray | None = None
+    msi_mask: np.ndarray | None = None  # measured pixels of the MSI raster
+    msi_px: tuple[float, float] | None = None  # pixel of ``stack`` (may differ from ``moving_px``)
+    mz: np.ndarray | None = None
+    landmarks_fixed: np.ndarray | None = None  # points (y, x) in H&E world um
+    landmarks_moving: np.ndarray | None = None
+    fixed_mask: np.ndarray | None = None
+    moving_mask: np.ndarray | None = None
+    sources: dict = field(default_factory=dict)  # "fixed"/"moving": file paths when known
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def moving_shape(self) -> tuple[int, int]:
+        """Shape ``(Y, X)`` of the moving image's grid."""
+        return tuple((self.synth if self.synth is not None else self.stack[0]).shape[:2])
+
+
+def _read_mask(path, shape) -> np.ndarray | None:
+    """A mask image (non-zero = inside) that must match ``shape``; None passes through."""
+    if not path:
+        return None
+    from ..io.histology import read_histology
+
+    a = np.asarray(read_histology(path).levels[0])
+    if a.ndim == 3:
+        a = a.max(-1)
+    if a.shape[:2] != tuple(shape):
+        raise ValueError(
+            f"{path}: mask is {a.shape[0]}x{a.shape[1]} px, its image {shape[0]}x{shape[1]} px"
+        )
+    return a > 0
+
+
+def iter_read_inputs(
+    cfg: RegisterConfig,
+    fixed: str,
+    moving: str,
+    *,
+    fixed_pixel_um: float | None = None,
+    moving_pixel_um: float | None = None,
+    mz: list[float] | None = None,
+    landmarks_fixed: str | None = None,
+    landmarks_moving: str | None = None,
+    fixed_mask: str | None = None,
+    moving_mask: str | None = None,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, RegisterInputs]:
+    """Read a registration's files into :class:`RegisterInputs` (synthesising H&E on that route).
+
+    Parameters
+    ----------
+    cfg : RegisterConfig
+        The route and model decide what is read.
+    fixed, moving : str
+        The H&E; an imzML, a synthetic H&E or an MSI image (a single-channel MALDI export, or a
+        ``(C, Y, X)`` stack of at most 16 channels).
+    fixed_pixel_um, moving_pixel_um : float, optional
+        Pixel sizes in um; required when a file has none, and they override the file's.
+    mz : list of float, optional
+        Direct route with an imzML: ion images carried onto the H&E grid with the transform.
+    landmarks_fixed, landmarks_moving : str, optional
+        napari points CSVs (world um), same order; both or neither.
+    fixed_mask, moving_mask : str, optional
+        Tissue masks (non-zero = tissue) on the H&E grid / the moving image's grid.
+    cancel : CancelToken, optional
+
+    Returns
+    -------
+    RegisterInputs
+    """
+    from ..io.histology import read_histology, to_uint8_rgb
+    from ..io.imzml import is_imzml_path
+    from ..phantom import read_points_csv
+    from ..pixel_size import resolve_pixel_size
+    from ..registration.landmarks import check_landmark_pairs
+
+    he = read_histology(fixed)
+    warnings = list(he.warnings)
+    he_rgb = _rgb_uint8(to_uint8_rgb, np.asarray(he.levels[0]), fixed)
+    he_px = resolve_pixel_size(he.pixel_size_um, fixed_pixel_um, "fixed", fixed)
+    lm_f = read_points_csv(landmarks_fixed) if landmarks_fixed else None
+    lm_m = read_points_csv(landmarks_moving) if landmarks_moving else None
+    if (lm_f is None) != (lm_m is None):
+        raise ValueError("give both --landmarks-fixed and --landmarks-moving")
+    if lm_f is not None:
+        check_landmark_pairs(lm_m, lm_f, (landmarks_moving, landmarks_fixed))
+    inp = RegisterInputs(he_rgb, he_px, he_px, landmarks_fixed=lm_f, landmarks_moving=lm_m)
+    inp.sources = {"fixed": str(Path(fixed).resolve()), "moving": str(Path(moving).resolve())}
+    inp.warnings = warnings
+    if is_imzml_path(moving):
+        yield from _read_imzml(inp, cfg, moving, moving_pixel_um, mz, cancel)
+    else:
+        img = read_histology(moving)
+        arr = np.asarray(img.levels[0])
+        inp.moving_px = inp.msi_px = resolve_pixel_size(
+            img.pixel_size_um, moving_pixel_um, "moving", moving
+        )
+        if img.rgb:
+            if cfg.route != "synthesis":
+                raise ValueError(
+                    f"{moving}: an RGB moving image is a synthetic H&E: use --route synthesis"
+                )
+            inp.synth = to_uint8_rgb(arr)
+        else:
+            stack = arr if arr.ndim == 3 else arr[None]
+            if stack.shape[0] > 16:
+                raise ValueError(f"{moving}: {stack.shape[0]} channels: expected an MSI image")
+            if cfg.route == "synthesis":
+                raise ValueError(
+                    f"{moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
+                )
+            inp.stack = stack
+            inp.msi_mask = np.ones(stack.shape[-2:], bool)
+    inp.fixed_mask = _read_mask(fixed_mask, he_rgb.shape[:2])
+    inp.moving_mask = _read_mask(moving_mask, inp.moving_shape)
+    return inp
+
+
+def _rgb_uint8(to_uint8_rgb, a: np.ndarray, path) -> np.ndarray:
+    """An H&E read as ``(Y, X, 3)`` uint8 (an alpha channel dropped, grayscale repeated)."""
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(f"{path}: a {a.shape} image: the fixed image must be an RGB H&E")
+    return to_uint8_rgb(a[..., :3])
+
+
+def _read_imzml(inp, cfg, moving, moving_pixel_um, mz, cancel):
+    from ..io.imzml import open_imzml
+    from ..msi.ion_images import iter_ion_images, total_ion_image
+    from ..pixel_size import resolve_pixel_size
+
+    with open_imzml(moving) as imz:
+        inp.msi_px = resolve_pixel_size(imz.pixel_size_um, moving_pixel_um, "moving", moving)
+        imz.pixel_size_um = inp.msi_px
+        if cfg.route == "synthesis":
+            from ..models.checkpoint import load_checkpoint
+            from ..models.inference import InferenceOptions
+            from ..models.synthesis import extract_for_contract, iter_synthesize
+
+            ckpt = load_checkpoint(cfg.model)
+            ions = yield from extract_for_contract(imz, ckpt)
+            res = yield from iter_synthesize(ions, ckpt, InferenceOptions(device=cfg.device))
+            inp.warnings.extend(res.domain.warnings if res.domain else ())
+            inp.synth, inp.moving_px = res.rgb, res.pixel_size_um
+            inp.stack, inp.msi_mask, inp.mz = ions.stack, ions.mask, ions.mz
+        else:
+            inp.stack = total_ion_image(imz)[None]
+            inp.msi_mask, inp.moving_px = imz.measured_mask(), inp.msi_px
+            if mz:
+                ions = yield from iter_ion_images(imz, [float(v) for v in mz], cancel=cancel)
+                inp.stack, inp.mz = ions.stack, ions.mz
+
+
+def iter_register_job(
+    inp: RegisterInputs, cfg: RegisterConfig, cancel: CancelToken | None = None
+) -> Generator[Progress, None, RegistrationResult]:
+    """Register the moving image of ``inp`` to its H&E and judge the result.
+
+    Parameters
+    ----------
+    inp : RegisterInputs
+        From :func:`iter_read_inputs` (CLI) or from the viewer's layers (Register widget).
+    cfg : RegisterConfig
+    cancel : CancelToken, optional
+
+    Returns
+    -------
+    RegistrationResult
+        The transform (fixed world -> moving world, ITK convention), before/after metrics, the
+        verdict, and landmark TRE when landmarks were given. ``transform.meta`` records the
+        sources, the pixel sizes and the metrics.
+    """
+    route_moving = (
+        {"synth_rgb": inp.synth}
+        if cfg.route == "synthesis"
+        else {"msi_stack": inp.stack, "msi_mask": inp.msi_mask}
+    )
+    if cfg.route == "synthesis" and inp.synth is None:
+        raise ValueError("the synthesis route needs a synthetic H&E (or an imzML and a model)")
+    if cfg.route == "direct" and inp.stack is None:
+        raise ValueError("the direct route needs an MSI image")
+    reg = yield from iter_register_msi(
+        inp.he_rgb,
+        inp.he_px,
+        cfg.route,
+        inp.moving_px,
+        opts=cfg.options(),
+        landmarks_fixed=inp.landmarks_fixed,
+        landmarks_moving=inp.landmarks_moving,
+        landmarks_use=cfg.landmarks_use,
+        msi_pixel_um=float(np.mean(inp.msi_px or inp.moving_px)),
+        summary=cfg.summary,
+        fixed_mask=inp.fixed_mask,
+        moving_mask=inp.moving_mask,
+        cancel=cancel,
+        **route_moving,
+    )
+    reg.transform.meta.update(
+        {
+            **inp.sources,
+            "fixed_pixel_size_um": list(inp.he_px),
+            "moving_pixel_size_um": list(inp.moving_px),
+            "metrics": reg.metrics,
+        }
+    )
+    return reg
+
+
+def registered_layers(inp: RegisterInputs, reg: RegistrationResult):
+    """The moving data resampled onto the H&E grid: every MSI image, else the synthetic H&E.
+
+    Returns
+    -------
+    stack : ndarray
+        ``(C, Y, X)`` float32 on the H&E grid, NaN outside the moved image.
+    names : list of str
+        ``mz=...`` per ion image, ``channel N`` for unnamed images, or ``R``, ``G``, ``B``.
+    """
+    shape = inp.he_rgb.shape[:2]
+    layers = []
+    if inp.stack is not None:
+        px = inp.msi_px or inp.moving_px
+        for c in range(inp.stack.shape[0]):
+            layers.append(
+                reg.transform.resample_moving_to_fixed(inp.stack[c], px, shape, inp.he_px)
+            )
+        names = (
+            [f"mz={m:.4f}" for m in inp.mz]
+            if inp.mz is not None
+            else [f"channel {c}" for c in range(len(layers))]
+        )
+    else:
+        for c in range(3):
+            layers.append(
+                reg.transform.resample_moving_to_fixed(
+                    inp.synth[..., c].astype(np.float32), inp.moving_px, shape, inp.he_px
+                )
+            )
+        names = ["R", "G", "B"]
+    return np.stack(layers).astype(np.float32), names
+
+
+def write_outputs(folder, cfg: RegisterConfig, inp: RegisterInputs, reg: RegistrationResult):
+    """Write transform.json/.h5, registered.ome.tif and report.json into ``folder``.
+
+    Parameters
+    ----------
+    folder : path-like
+        An existing, empty folder (the CLI's temporary output folder).
+    cfg : RegisterConfig
+    inp : RegisterInputs
+    reg : RegistrationResult
+
+    Returns
+    -------
+    dict
+        The report written to report.json.
+    """
+    from .._limits import check_allocation
+    from ..io.histology import write_ome_tiff
+
+    folder = Path(folder)
+    n = 3 if inp.stack is None else inp.stack.shape[0]
+    h, w = inp.he_rgb.shape[:2]
+    check_allocation(
+        2.0 * n * h * w * 4,
+        f"{n} registered float32 images of {h} x {w} px",
+        inp.sources.get("fixed", "the H&E"),
+    )
+    reg.transform.save(folder / "transform.json", folder / "transform.h5")
+    stack, names = registered_layers(inp, reg)
+    write_ome_tiff(folder / "registered.ome.tif", stack, inp.he_px, channel_names=names)
+    report = {
+        "route": cfg.route,
+        "stages": list(cfg.stages),
+        "seconds": reg.seconds,
+        "verdict": reg.verdict,
+        "metrics": reg.metrics,
+        "landmarks": reg.landmarks,
+        "seed": cfg.seed,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+    }
+    (folder / "report.json").write_text(json.dumps(report, indent=1))
+    return report
