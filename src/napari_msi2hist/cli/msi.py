@@ -82,8 +82,8 @@ def cmd_phantom(args) -> int:
 def cmd_synthesize(args) -> int:
     from ..io.histology import write_ome_tiff
     from ..models.inference import InferenceOptions
-    from ..models.synthesis import iter_synthesize_imzml
     from ..progress import run_to_end
+    from ..workflows.synthesize import iter_synthesize_job
 
     out = Path(args.out)
     opts = InferenceOptions(
@@ -96,7 +96,9 @@ def cmd_synthesize(args) -> int:
     )
     px = (args.moving_pixel_um,) * 2 if args.moving_pixel_um else None
     res = run_to_end(
-        iter_synthesize_imzml(args.file, args.model, opts, strict=args.strict, pixel_size_um=px),
+        iter_synthesize_job(
+            args.model, imzml=args.file, opts=opts, strict=args.strict, pixel_size_um=px
+        ),
         ProgressBar(args.quiet),
     )
     print_domain_warnings(res)

@@ -25,9 +25,10 @@ from qtpy.QtWidgets import (
 
 from ..io._napari_reader import robust_limits
 from ..io.imzml import open_imzml
-from ..msi.ion_images import Tolerance, iter_ion_images
-from ..msi.peaks import parse_mz_list, pick_peaks
-from ..msi.spectra import NORMALISATIONS, iter_mean_spectrum
+from ..msi.ion_images import Tolerance
+from ..msi.peaks import parse_mz_list
+from ..msi.spectra import NORMALISATIONS
+from ..workflows import peaks as _peaks_workflow
 from ._common import (
     cancel_if_running,
     msi2hist_kind,
@@ -182,19 +183,18 @@ class PeakSelectionWidget(QWidget):
     # ---------------------------------------------------------------- jobs (worker thread)
     @staticmethod
     def _pick_job(params: PeakParams, mz, cancel=None):
-        with open_imzml(params.file) as imz:
-            ms = yield from iter_mean_spectrum(imz, norm=params.norm, cancel=cancel)
-        if mz is None:
-            peaks = pick_peaks(ms.mz, ms.intensity, n_peaks=params.n_peaks).mz
-        else:
-            peaks = mz
-        return ms, peaks
+        with open_imzml(params.file) as imz:  # the peaks workflow's picking step
+            return (
+                yield from _peaks_workflow.iter_pick(
+                    imz, params.n_peaks, params.norm, mz, cancel=cancel
+                )
+            )
 
     @staticmethod
     def _extract_job(params: PeakParams, mz, cancel=None):
-        with open_imzml(params.file) as imz:
-            res = yield from iter_ion_images(
-                imz, mz, tolerance=params.tolerance, norm=params.norm, cancel=cancel
+        with open_imzml(params.file) as imz:  # the peaks workflow, with the picked m/z
+            res = yield from _peaks_workflow.iter_peaks(
+                imz, None, mz, params.tolerance, params.norm, cancel
             )
         return params, res
 

@@ -20,12 +20,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..io.imzml import is_imzml_path, open_imzml
-from ..models.checkpoint import load_checkpoint
-from ..models.contract import ContractMismatchError
+from ..io.imzml import is_imzml_path
 from ..models.inference import InferenceOptions
-from ..models.synthesis import extract_for_contract, iter_synthesize
 from ..msi.ion_images import IonImages, Tolerance
+from ..workflows import synthesize as _synthesize_workflow
 from ._common import (
     cancel_if_running,
     msi2hist_kind,
@@ -197,20 +195,19 @@ class SynthesisWidget(QWidget):
 
     @staticmethod
     def _job(params: SynthParams, stack: IonImages | None, cancel=None):
-        ckpt = load_checkpoint(params.checkpoint)
-        if stack is not None:
-            try:
-                return params, (yield from iter_synthesize(stack, ckpt, params.options, cancel))
-            except ContractMismatchError:
-                if not (params.reextract and is_imzml_path(params.file)):
-                    raise
-        if not is_imzml_path(params.file):
+        imzml = params.file if is_imzml_path(params.file) else None
+        if stack is None and imzml is None:
             raise ValueError(
                 f"{params.layer_name}: no imzML to extract the model's m/z channels from"
             )
-        with open_imzml(params.file) as imz:
-            ions = yield from extract_for_contract(imz, ckpt, cancel)
-        return params, (yield from iter_synthesize(ions, ckpt, params.options, cancel))
+        res = yield from _synthesize_workflow.iter_synthesize_job(  # as the CLI runs it
+            params.checkpoint,
+            imzml=imzml if (stack is None or params.reextract) else None,
+            ions=stack,
+            opts=params.options,
+            cancel=cancel,
+        )
+        return params, res
 
     def _on_progress(self, p):
         show_progress(self.progress, self.status, p)

@@ -5,9 +5,41 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 
+import numpy as np
+
 from ..msi.ion_images import IonImages, Tolerance, iter_ion_images
-from ..msi.peaks import iter_top_peaks
+from ..msi.peaks import pick_peaks
+from ..msi.spectra import MeanSpectrum, iter_mean_spectrum
 from ..progress import CancelToken, Progress
+
+
+def iter_pick(
+    imz, n_peaks: int | None, norm: str, mz_list=None, cancel: CancelToken | None = None
+) -> Generator[Progress, None, tuple[MeanSpectrum, np.ndarray]]:
+    """The mean spectrum and the peaks: its top-N (seed 000's selection), or ``mz_list``.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    n_peaks : int or None
+        How many peaks to pick (ignored when ``mz_list`` is given).
+    norm : str
+        Per-spectrum normalisation before averaging.
+    mz_list : sequence of float, optional
+        Explicit m/z values.
+    cancel : CancelToken, optional
+
+    Returns
+    -------
+    mean_spectrum : MeanSpectrum
+    mz : ndarray
+        The picked m/z.
+    """
+    ms = yield from iter_mean_spectrum(imz, norm=norm, cancel=cancel)
+    if mz_list is not None:
+        return ms, np.asarray(mz_list, float)
+    return ms, pick_peaks(ms.mz, ms.intensity, n_peaks=n_peaks).mz
 
 
 def iter_peaks(
@@ -41,7 +73,7 @@ def iter_peaks(
         The ion-image stack with its m/z, tolerance and normalisation.
     """
     if mz_list is None:
-        mz_list = yield from iter_top_peaks(imz, n_peaks, norm, cancel=cancel)
+        _, mz_list = yield from iter_pick(imz, n_peaks, norm, cancel=cancel)
     return (yield from iter_ion_images(imz, mz_list, tolerance=tolerance, norm=norm, cancel=cancel))
 
 

@@ -1,0 +1,140 @@
+"""Every CLI command and its widget run the same workflow function (issue 14): a spy on the
+workflow records the calls of ``msi2hist <command>`` and of the widget's button pressed through Qt."""
+
+from pathlib import Path
+
+import pytest
+
+from napari_msi2hist.cli import main
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Wrap ``module.name`` (a generator function); returns the list of callers' keyword sets."""
+    calls = {}
+
+    def _spy(module, name):
+        real = getattr(module, name)
+        calls[name] = []
+
+        def wrapper(*a, **kw):
+            calls[name].append((a, kw))
+            return (yield from real(*a, **kw))
+
+        monkeypatch.setattr(module, name, wrapper)
+        return calls[name]
+
+    return _spy
+
+
+def test_peaks_cli_and_widget_share_the_peaks_workflow(
+    make_napari_viewer, open_phantom, qtbot, phantom_dir, tmp_path, spy, click
+):
+    from napari_msi2hist.widgets.peaks import PeakSelectionWidget
+    from napari_msi2hist.workflows import peaks
+
+    calls = spy(peaks, "iter_peaks")
+    out = tmp_path / "ions.ome.tif"
+    assert (
+        main(
+            [
+                "peaks",
+                str(phantom_dir / "msi.imzML"),
+                "--n-peaks",
+                "4",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert len(calls) == 1 and out.is_file()
+    viewer = make_napari_viewer()
+    open_phantom(viewer)
+    w = PeakSelectionWidget(viewer)
+    w.n_peaks.setValue(4)
+    click(w.pick_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    click(w.add_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    assert len(calls) == 2, "the widget's Add button did not run workflows.peaks.iter_peaks"
+
+
+def test_synthesize_cli_and_widget_share_the_synthesis_workflow(
+    make_napari_viewer,
+    open_phantom,
+    qtbot,
+    phantom_dir,
+    tmp_path,
+    trained_checkpoint,
+    spy,
+    click,
+):
+    from napari_msi2hist.widgets.synthesis import SynthesisWidget
+    from napari_msi2hist.workflows import synthesize
+
+    calls = spy(synthesize, "iter_synthesize_job")
+    out = tmp_path / "synth.ome.tif"
+    assert (
+        main(
+            [
+                "synthesize",
+                str(phantom_dir / "msi.imzML"),
+                "--model",
+                str(trained_checkpoint),
+                "--out",
+                str(out),
+                "--tile",
+                "64",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert len(calls) == 1 and out.is_file()
+    viewer = make_napari_viewer()
+    open_phantom(viewer)
+    w = SynthesisWidget(viewer)
+    w.ckpt_box.setCurrentText(str(trained_checkpoint))
+    w.tile.setValue(64)
+    click(w.run_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    assert w.last_result is not None, w.status.text()
+    assert len(calls) == 2, "the Synthesise button did not run the synthesis workflow"
+
+
+def test_register_cli_and_widget_share_the_register_job(
+    make_napari_viewer, open_phantom, qtbot, phantom_dir, tmp_path, spy, click
+):
+    from napari_msi2hist.widgets.registration import RegisterWidget
+    from napari_msi2hist.workflows import register
+
+    calls = spy(register, "iter_register_job")
+    out = tmp_path / "reg"
+    rc = main(
+        [
+            "register",
+            "--fixed",
+            str(phantom_dir / "he.ome.tif"),
+            "--moving",
+            str(phantom_dir / "msi.imzML"),
+            "--route",
+            "direct",
+            "--out",
+            str(out),
+            "--allow-failed",
+            "--quiet",
+        ]
+    )
+    assert rc == 0 and (out / "transform.json").is_file()
+    assert len(calls) == 1 and calls[0][0][1].route == "direct"
+    viewer = make_napari_viewer()
+    open_phantom(viewer)
+    w = RegisterWidget(viewer)
+    w.moving_box.setCurrentText("msi TIC")
+    click(w.run_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert w.result is not None, w.status.text()
+    assert len(calls) == 2, "the Register button did not run workflows.register.iter_register_job"
+    assert calls[1][0][1].route == "direct" and Path(str(out)).is_dir()
