@@ -138,3 +138,26 @@ def test_register_cli_and_widget_share_the_register_job(
     assert w.result is not None, w.status.text()
     assert len(calls) == 2, "the Register button did not run workflows.register.iter_register_job"
     assert calls[1][0][1].route == "direct" and Path(str(out)).is_dir()
+
+
+def test_superres_cli_and_widget_share_the_superres_job(
+    make_napari_viewer, open_phantom, qtbot, small_phantom, tmp_path, spy, click
+):
+    from napari_msi2hist.widgets.crossmodal import SuperResWidget
+    from napari_msi2hist.workflows import superres
+
+    calls = spy(superres, "iter_superres_job")
+    p = small_phantom.paths
+    out = tmp_path / "sr"
+    args = ["superres", "--imzml", p["imzml"], "--he", p["he"], "--out", str(out), "--method",
+            "bicubic", "--landmarks-msi", p["landmarks_msi"], "--landmarks-he", p["landmarks_he"]]
+    assert main([*args, "--n-peaks", "2", "--quiet"]) == 0
+    assert len(calls) == 1
+    viewer = make_napari_viewer()
+    open_phantom(viewer, aligned=True)
+    w = SuperResWidget(viewer)
+    w.method.setCurrentText("bicubic")
+    click(w.run_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    assert w.result is not None, w.status.text()
+    assert len(calls) == 2, "the Super-resolve button did not run workflows.superres"

@@ -216,13 +216,13 @@ def _classify(args, out) -> int:
 
 
 def _superres(args, out) -> int:
-    from ..crossmodal.superres import default_factor, guide_on_fine_grid, iter_superresolve
     from ..io.histology import read_histology, to_uint8_rgb, write_ome_tiff
     from ..io.imzml import open_imzml
     from ..models.datasets import align_function
     from ..msi.ion_images import Tolerance
     from ..progress import run_to_end
     from ..workflows.peaks import pick_and_extract
+    from ..workflows.superres import iter_superres_job
     from ._common import CLIError, ProgressBar
 
     if args.transform:
@@ -247,23 +247,30 @@ def _superres(args, out) -> int:
         ions = pick_and_extract(imz, args.n_peaks, mz, tol, args.norm, bar)
     he = read_histology(args.he)
     rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
-    he_px = he.pixel_size_um or (1.0, 1.0)
-    factor = args.factor or default_factor(px, he_px)
-    from .._limits import check_allocation
-
-    if factor < 1:
-        raise CLIError(f"--factor {factor}: give a positive integer")
-    n_fine = float(ions.stack.shape[1] * factor) * float(ions.stack.shape[2] * factor)
-    check_allocation(4.0 * n_fine * (2 * len(ions.mz) + 3), f"a {factor}x finer grid", args.imzml)
-    guide, coverage, fine_px = guide_on_fine_grid(
-        rgb, he_px, msi_to_he, ions.stack.shape[1:], px, factor
+    if he.pixel_size_um is None:
+        raise CLIError(f"{args.he}: no pixel size in the H&E; super-resolution needs it")
+    res = run_to_end(
+        iter_superres_job(
+            ions.stack,
+            rgb,
+            he.pixel_size_um,
+            msi_to_he,
+            px,
+            factor=args.factor,
+            method=args.method,
+            model=args.model,
+            mask=ions.mask,
+            source=args.imzml,
+        ),
+        bar,
     )
-    if coverage < 0.05:
-        raise CLIError(
-            f"{args.he}: the H&E covers {100 * coverage:.1f}% of the MSI; check the alignment"
-        )
-    stack = np.where(ions.mask[None], ions.stack, 0.0)
-    hr = run_to_end(iter_superresolve(stack, guide, factor, args.method, args.model), bar)
+    hr, guide, fine_px, factor, coverage = (
+        res.images,
+        res.guide,
+        res.pixel_size_um,
+        res.factor,
+        res.coverage,
+    )
     names = [f"{m:.4f}" for m in ions.mz]
     write_ome_tiff(out / "superres.ome.tif", hr, (fine_px, fine_px), names)
     write_ome_tiff(out / "guide.ome.tif", guide, (fine_px, fine_px))

@@ -405,14 +405,19 @@ class SuperResWidget(QWidget):
 
 
 def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, cancel=None):
-    from ..crossmodal.superres import guide_on_fine_grid, iter_superresolve
+    """The super-resolve workflow on the layers as displayed (as ``msi2hist superres`` runs it)."""
+    from ..workflows import superres
 
-    guide, coverage, fine = guide_on_fine_grid(
-        he_rgb, he_px, _matrix_fn(msi_to_he_m), stack.shape[1:], px, factor
+    res = yield from superres.iter_superres_job(
+        stack,
+        he_rgb,
+        he_px,
+        _matrix_fn(msi_to_he_m),
+        px,
+        factor=factor,
+        method=method,
+        model=model,
+        source="the ion-image layer",
+        cancel=cancel,
     )
-    if coverage < 0.05:
-        raise ValueError("the H&E does not cover the ion images as displayed: register them first")
-    hr = yield from iter_superresolve(
-        np.nan_to_num(stack), guide, factor, method, model, cancel=cancel
-    )
-    return hr, fine, factor, method
+    return res.images, res.pixel_size_um, res.factor, res.method
