@@ -149,8 +149,21 @@ def test_superres_cli_and_widget_share_the_superres_job(
     calls = spy(superres, "iter_superres_job")
     p = small_phantom.paths
     out = tmp_path / "sr"
-    args = ["superres", "--imzml", p["imzml"], "--he", p["he"], "--out", str(out), "--method",
-            "bicubic", "--landmarks-msi", p["landmarks_msi"], "--landmarks-he", p["landmarks_he"]]
+    args = [
+        "superres",
+        "--imzml",
+        p["imzml"],
+        "--he",
+        p["he"],
+        "--out",
+        str(out),
+        "--method",
+        "bicubic",
+        "--landmarks-msi",
+        p["landmarks_msi"],
+        "--landmarks-he",
+        p["landmarks_he"],
+    ]
     assert main([*args, "--n-peaks", "2", "--quiet"]) == 0
     assert len(calls) == 1
     viewer = make_napari_viewer()
