@@ -92,7 +92,7 @@ def run_demo(
     from .models.datasets import he_on_msi_grid
     from .models.inference import InferenceOptions
     from .models.synthesis import extract_for_contract, iter_synthesize
-    from .msi.ion_images import Tolerance, iter_ion_images
+    from .msi.ion_images import DEFAULT_TOLERANCE, iter_ion_images
     from .msi.peaks import iter_top_peaks
     from .phantom import PhantomConfig, iter_make_phantom
     from .registration.intensity import RegistrationOptions, od_image
@@ -110,7 +110,7 @@ def run_demo(
         t = time.monotonic()
         peaks = run_to_end(iter_top_peaks(imz, n_peaks, "tic"), progress)
         ions = run_to_end(
-            iter_ion_images(imz, peaks, tolerance=Tolerance(10.0, "ppm"), norm="tic"), progress
+            iter_ion_images(imz, peaks, tolerance=DEFAULT_TOLERANCE, norm="tic"), progress
         )
         timings["peaks"] = time.monotonic() - t
         model_ions = run_to_end(extract_for_contract(imz, ckpt), progress)

@@ -85,12 +85,36 @@ def add_pixel_args(p, fixed: bool = True, moving: bool = True) -> None:
         )
 
 
-def tolerance_from_args(args):
-    from ..msi.ion_images import Tolerance
+def add_tolerance_args(p) -> None:
+    """The one m/z-tolerance option group of every command that extracts ion images:
+    ``--tol-ppm`` or ``--tol-da`` (default: :data:`~napari_msi2hist.msi.ion_images.DEFAULT_TOLERANCE`).
+    The older spelling ``--tolerance V --tolerance-unit U`` is still accepted, unlisted."""
+    import argparse
 
-    if args.tol_da is not None:
+    from ..msi.ion_images import DEFAULT_TOLERANCE
+
+    t = p.add_mutually_exclusive_group()
+    t.add_argument(
+        "--tol-ppm",
+        type=float,
+        help=f"half-width of each m/z window in ppm (default {DEFAULT_TOLERANCE})",
+    )
+    t.add_argument("--tol-da", type=float, help="half-width of each m/z window in Da")
+    t.add_argument("--tolerance", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--tolerance-unit", choices=["ppm", "da"], default="ppm", help=argparse.SUPPRESS)
+
+
+def tolerance_from_args(args):
+    """The Tolerance the options of :func:`add_tolerance_args` ask for."""
+    from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
+
+    if getattr(args, "tol_da", None) is not None:
         return Tolerance(args.tol_da, "da")
-    return Tolerance(args.tol_ppm if args.tol_ppm is not None else 10.0, "ppm")
+    if getattr(args, "tol_ppm", None) is not None:
+        return Tolerance(args.tol_ppm, "ppm")
+    if getattr(args, "tolerance", None) is not None:
+        return Tolerance(args.tolerance, getattr(args, "tolerance_unit", "ppm"))
+    return DEFAULT_TOLERANCE
 
 
 def add_training_args(p) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import rows_to_csv, write_text_atomic
+from ._common import add_tolerance_args, tolerance_from_args
 
 
 def _entries(args):
@@ -31,7 +32,7 @@ def _build(args, entries, bar):
             backbone=args.features,
             stage=args.stage,
             norm=args.norm,
-            tolerance=(args.tolerance, args.tolerance_unit),
+            tolerance=tolerance_from_args(args),
         ),
         bar,
     )
@@ -219,7 +220,6 @@ def _superres(args, out) -> int:
     from ..io.histology import read_histology, to_uint8_rgb, write_ome_tiff
     from ..io.imzml import open_imzml
     from ..models.datasets import align_function
-    from ..msi.ion_images import Tolerance
     from ..progress import run_to_end
     from ..workflows.peaks import pick_and_extract
     from ..workflows.superres import iter_superres_job
@@ -243,7 +243,7 @@ def _superres(args, out) -> int:
         if px is None:
             raise CLIError(f"{args.imzml}: no pixel size in the imzML; super-resolution needs it")
         mz = [float(v) for v in args.mz.split(",")] if args.mz else None
-        tol = Tolerance(args.tolerance, args.tolerance_unit)
+        tol = tolerance_from_args(args)
         ions = pick_and_extract(imz, args.n_peaks, mz, tol, args.norm, bar)
     he = read_histology(args.he)
     rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
@@ -311,8 +311,7 @@ def _add_table_args(p) -> None:
     p.add_argument("--n-peaks", type=int, default=50, help="top-N peaks of the first sample")
     p.add_argument("--mz", help="comma-separated m/z list instead of top-N")
     p.add_argument("--norm", default="tic", choices=["tic", "rms", "median", "none"])
-    p.add_argument("--tolerance", type=float, default=10.0)
-    p.add_argument("--tolerance-unit", default="ppm", choices=["ppm", "da"])
+    add_tolerance_args(p)
     p.add_argument("--n-components", type=int, default=10, help="MSI PCA modes")
     p.add_argument("--scale", action="store_true", help="unit-variance m/z before PCA")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -388,8 +387,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--mz", help="comma-separated m/z (default: top --n-peaks)")
     p.add_argument("--n-peaks", type=int, default=10)
     p.add_argument("--norm", default="tic", choices=["tic", "rms", "median", "none"])
-    p.add_argument("--tolerance", type=float, default=10.0)
-    p.add_argument("--tolerance-unit", default="ppm", choices=["ppm", "da"])
+    add_tolerance_args(p)
     p.add_argument("--factor", type=int, default=0, help="upsampling factor (0: pixel ratio)")
     p.add_argument("--method", default="learned", choices=["learned", "guided", "bicubic"])
     p.add_argument(

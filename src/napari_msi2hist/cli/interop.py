@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import add_tolerance_args, tolerance_from_args
+
 
 def _bar(args):
     from ._common import ProgressBar
@@ -28,7 +30,7 @@ def cmd_export_spatialdata(args) -> int:
     from ..progress import run_to_end
     from ..workflows.export import SpatialDataExportConfig, iter_export_spatialdata
 
-    tol = (args.tol_da, "da") if args.tol_da is not None else (args.tol_ppm, "ppm")
+    tol = tolerance_from_args(args)
     cfg = SpatialDataExportConfig(
         he=args.he,
         msi=args.msi,
@@ -206,9 +208,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--transform", help="transform.json from msi2hist register (moving = MSI)")
     p.add_argument("--mz", help="comma-separated m/z (default: top --n-peaks)")
     p.add_argument("--n-peaks", type=int, default=50)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--tol-ppm", type=float, default=10.0)
-    g.add_argument("--tol-da", type=float)
+    add_tolerance_args(p)
     p.add_argument("--norm", default="tic", choices=["tic", "rms", "median", "none"])
     p.add_argument("--synthetic", help="synthetic H&E OME-TIFF (from msi2hist synthesize)")
     p.add_argument("--landmarks-he", help="napari points CSV on the H&E (world um)")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import ProgressBar, add_pixel_args, print_domain_warnings, tolerance_from_args
+from ._common import (
+    ProgressBar,
+    add_pixel_args,
+    add_tolerance_args,
+    print_domain_warnings,
+    tolerance_from_args,
+)
 from ._policy import declare, get_plan
 
 
@@ -55,7 +61,9 @@ def cmd_peaks(args) -> int:
         )
     names = [f"mz={m:.4f}" for m in res.mz]
     with get_plan(args).file(out) as tmp:
-        write_ome_tiff(tmp, res.stack, imz.pixel_size_um, channel_names=names)
+        write_ome_tiff(
+            tmp, res.stack, imz.pixel_size_um, channel_names=names, annotations=res.annotations()
+        )
     if not args.quiet:
         print(
             f"wrote {out}: {res.stack.shape[0]} ion images of {res.stack.shape[1]}x{res.stack.shape[2]} px "
@@ -129,11 +137,7 @@ def add_parsers(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--n-peaks", type=int, help="top-N peaks of the mean spectrum (seed 000: 50)")
     g.add_argument("--mz", help="comma-separated m/z list, e.g. 760.585,782.567")
-    t = p.add_mutually_exclusive_group()
-    t.add_argument(
-        "--tol-ppm", type=float, help="half-width of each m/z window in ppm (default 10)"
-    )
-    t.add_argument("--tol-da", type=float, help="half-width of each m/z window in Da")
+    add_tolerance_args(p)
     p.add_argument(
         "--norm",
         choices=["none", "tic", "rms", "median"],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
 from ..progress import CancelToken, Progress
 from .features import (
     COLOUR_FEATURES,
@@ -95,7 +96,7 @@ def iter_build_table(
     backbone: str | os.PathLike | None = None,
     stage: int = 3,
     norm: str = "tic",
-    tolerance=(10.0, "ppm"),
+    tolerance=DEFAULT_TOLERANCE,
     tissue_only: bool = True,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, Table]:
@@ -105,12 +106,12 @@ def iter_build_table(
     from ..io.histology import read_histology, to_uint8_rgb
     from ..io.imzml import ImzMLFile
     from ..models.datasets import align_function
-    from ..msi.ion_images import Tolerance, ion_images
+    from ..msi.ion_images import ion_images
     from ..msi.peaks import iter_top_peaks
 
     if not entries:
         raise ValueError("no samples given")
-    tol = Tolerance(*tolerance)
+    tol = Tolerance.coerce(tolerance)
     if mz is None:
         with ImzMLFile(entries[0]["imzml"]) as imz:
             mz = (yield from iter_top_peaks(imz, n_peaks, norm, cancel)).tolist()

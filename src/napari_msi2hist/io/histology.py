@@ -47,6 +47,7 @@ class HistologyImage:
     path: str
     warnings: list[str] = field(default_factory=list)
     channel_names: list[str] | None = None
+    annotations: dict[str, str] = field(default_factory=dict)  # ours, e.g. tolerance, normalisation
 
     @property
     def data(self):
@@ -67,10 +68,38 @@ def is_histology_path(path) -> bool:
     return p.endswith(TIFF_SUFFIXES) or p.endswith(RASTER_SUFFIXES)
 
 
-def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
+ANNOTATION_NAMESPACE = "napari-msi2hist"  # our key/value pairs in an OME MapAnnotation
+
+
+def _ome_root(ome_xml):
+    """The OME-XML element tree, or None when it does not parse. A DOCTYPE (the only way to
+    declare entities) is refused: image metadata never needs one."""
+    raw = ome_xml.encode() if isinstance(ome_xml, str) else bytes(ome_xml)
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+        return None
     try:
-        root = ET.fromstring(ome_xml.encode() if isinstance(ome_xml, str) else ome_xml)
+        return ET.fromstring(raw)
     except ET.ParseError:
+        return None
+
+
+def _ome_annotations(root) -> dict[str, str]:
+    """Key/value pairs of the MapAnnotation in our namespace (tolerance, normalisation, ...)."""
+    out: dict[str, str] = {}
+    if root is None:
+        return out
+    for el in root.iter():
+        if el.tag.endswith("MapAnnotation") and el.get("Namespace") == ANNOTATION_NAMESPACE:
+            for m in el.iter():
+                if m.tag.endswith("}M") or m.tag == "M":
+                    if m.get("K"):
+                        out[m.get("K")] = m.text or ""
+    return out
+
+
+def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
+    root = _ome_root(ome_xml)
+    if root is None:
         return None
     for el in root.iter():
         if el.tag.endswith("Pixels"):
@@ -139,6 +168,7 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
     warnings: list[str] = []
     px = None
     channel_names = None
+    annotations: dict[str, str] = {}
     try:
         if low.endswith(TIFF_SUFFIXES):
             import tifffile
@@ -149,12 +179,11 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
                 use_lazy = nbytes > LAZY_BYTES if lazy is None else lazy
                 if tf.is_ome:
                     px = _ome_pixel_size(tf.ome_metadata)
-                    try:
-                        root = ET.fromstring(tf.ome_metadata.encode())
+                    root = _ome_root(tf.ome_metadata)
+                    if root is not None:
                         names = [el.get("Name") for el in root.iter() if el.tag.endswith("Channel")]
                         channel_names = names if names and all(names) else None
-                    except ET.ParseError:
-                        pass
+                        annotations = _ome_annotations(root)
                 if px is None and tf.is_svs:
                     px = _svs_mpp(tf.pages[0].description)
                 if px is None:
@@ -192,7 +221,7 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
         warnings.append(
             f"{path.name}: no pixel size in the file (give one: --fixed-pixel-um or --moving-pixel-um)"
         )
-    return HistologyImage(levels, px, str(path), warnings, channel_names)
+    return HistologyImage(levels, px, str(path), warnings, channel_names, annotations)
 
 
 def to_uint8_rgb(img: np.ndarray) -> np.ndarray:
@@ -215,10 +244,13 @@ def write_ome_tiff(
     channel_names: list[str] | None = None,
     overwrite: bool = True,
     pyramid: bool | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> Path:
     """Write ``(Y, X, 3)`` uint8 RGB or a ``(C, Y, X)`` stack as OME-TIFF, atomically.
 
-    Pixel size goes to ``PhysicalSizeX/Y`` in micrometres; channel names to ``Channel/@Name``.
+    Pixel size goes to ``PhysicalSizeX/Y`` in micrometres; channel names to ``Channel/@Name``;
+    ``annotations`` (e.g. the m/z tolerance and normalisation of ion images) to an OME
+    ``MapAnnotation`` in the ``napari-msi2hist`` namespace, read back by :func:`read_histology`.
     Large images get a pyramid of 2x downsampled sub-resolutions.
     """
     import tifffile
@@ -247,6 +279,11 @@ def write_ome_tiff(
         )
     if channel_names is not None:
         meta["Channel"] = {"Name": list(channel_names)}
+    if annotations:
+        meta["MapAnnotation"] = {
+            "Namespace": ANNOTATION_NAMESPACE,
+            "Value": {str(k): str(v) for k, v in annotations.items()},
+        }
     ny, nx = (data.shape[0], data.shape[1]) if rgb or data.ndim == 2 else data.shape[1:]
     if pyramid is None:
         pyramid = max(ny, nx) > 4096

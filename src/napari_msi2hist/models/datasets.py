@@ -34,7 +34,7 @@ import numpy as np
 
 from ..io.histology import read_histology, to_uint8_rgb
 from ..io.imzml import ImzMLFile
-from ..msi.ion_images import IonImages, ion_images
+from ..msi.ion_images import DEFAULT_TOLERANCE, IonImages, Tolerance, ion_images
 from ..msi.peaks import iter_top_peaks
 from ..progress import run_to_end
 from .contract import ChannelContract, prepare_input
@@ -216,7 +216,7 @@ def contract_from_data(
     entries: list[dict],
     n_peaks: int = 50,
     mz: list[float] | None = None,
-    tolerance=(10.0, "ppm"),
+    tolerance=DEFAULT_TOLERANCE,
     norm: str = "tic",
     working_pixel_um: float = 10.0,
     padding: str = "white",
@@ -230,8 +230,8 @@ def contract_from_data(
             mz = run_to_end(iter_top_peaks(imz, n_peaks, norm)).tolist()
     c = ChannelContract(
         mz=tuple(float(m) for m in mz),
-        tolerance_value=tolerance[0],
-        tolerance_unit=tolerance[1],
+        tolerance_value=Tolerance.coerce(tolerance).value,
+        tolerance_unit=Tolerance.coerce(tolerance).unit,
         spectrum_norm=norm,
         working_pixel_um=working_pixel_um,
         padding=padding,

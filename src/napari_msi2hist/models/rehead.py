@@ -80,5 +80,5 @@ def reheaded_contract_kwargs(base_contract) -> dict:
         "working_pixel_um": c.working_pixel_um,
         "padding": c.padding,
         "norm": c.spectrum_norm,
-        "tolerance": (c.tolerance_value, c.tolerance_unit),
+        "tolerance": c.tolerance,
     }

@@ -64,6 +64,35 @@ class Tolerance:
     def __str__(self) -> str:
         return f"{self.value:g} {'ppm' if self.unit == 'ppm' else 'Da'}"
 
+    @classmethod
+    def parse(cls, text: str) -> Tolerance:
+        """The inverse of ``str()``: ``"10 ppm"`` or ``"0.01 Da"``."""
+        try:
+            value, unit = str(text).split()
+            return cls(float(value), unit.lower())
+        except ValueError as e:
+            raise ValueError(f"m/z tolerance {text!r}: expected e.g. '10 ppm' or '0.01 Da'") from e
+
+    @classmethod
+    def coerce(cls, t) -> Tolerance:
+        """A Tolerance from a Tolerance, a ``(value, unit)`` pair, a dict or ``"10 ppm"``."""
+        if isinstance(t, Tolerance):
+            return t
+        if isinstance(t, dict):
+            return cls.from_dict(t)
+        if isinstance(t, str):
+            return cls.parse(t)
+        value, unit = t
+        return cls(float(value), str(unit).lower())
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Tolerance:
+        """The inverse of :meth:`as_dict`; None gives the default tolerance."""
+        return DEFAULT_TOLERANCE if d is None else cls(float(d["value"]), str(d["unit"]).lower())
+
+
+DEFAULT_TOLERANCE = Tolerance(10.0, "ppm")  # the one default window half-width (ppm)
+
 
 @dataclass
 class IonImages:
@@ -77,6 +106,10 @@ class IonImages:
     pixel_size_um: tuple[float, float] | None
     source: str = ""
     meta: dict = field(default_factory=dict)
+
+    def annotations(self) -> dict[str, str]:
+        """What an OME-TIFF of these images keeps so that they survive a file round trip."""
+        return {"tolerance": str(self.tolerance), "normalisation": self.norm}
 
     def metadata(self) -> dict:
         return {
@@ -289,7 +322,7 @@ def _check_finite(imz: ImzMLFile, stack: np.ndarray):
 def iter_ion_images(
     imz: ImzMLFile,
     mz: np.ndarray,
-    tolerance: Tolerance = Tolerance(10.0, "ppm"),
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
     norm: str = "none",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     cancel: CancelToken | None = None,
@@ -343,7 +376,7 @@ def total_ion_image(imz: ImzMLFile, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> n
 def lazy_ion_images(
     imz: ImzMLFile,
     mz,
-    tolerance: Tolerance = Tolerance(10.0, "ppm"),
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
     norm: str = "none",
     rows_per_block: int | None = None,
 ):

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from ..io.imzml import is_imzml_path
 from ..models.inference import InferenceOptions
-from ..msi.ion_images import IonImages, Tolerance
+from ..msi.ion_images import DEFAULT_TOLERANCE, IonImages, Tolerance
 from ..workflows import synthesize as _synthesize_workflow
 from ._common import (
     cancel_if_running,
@@ -158,7 +158,7 @@ class SynthesisWidget(QWidget):
     def _stack_from_layer(self, name: str) -> IonImages:
         ly = self.viewer.layers[name]
         md = ly.metadata["msi2hist"]
-        tol = md.get("tolerance", {"value": 10.0, "unit": "ppm"})
+        tol = md.get("tolerance", DEFAULT_TOLERANCE.as_dict())
         data = np.asarray(ly.data)
         mask = md.get("mask")
         mask = np.ones(data.shape[-2:], bool) if mask is None else np.asarray(mask)

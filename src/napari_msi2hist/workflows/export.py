@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
 from ..progress import CancelToken, Progress
 from ._inputs import _finish_dir, _fresh_dir, he_geometry, msi_geometry
 from .annotations import (
@@ -37,7 +38,7 @@ class SpatialDataExportConfig:
     transform: str | None = None
     mz: tuple[float, ...] | None = None  # None: the top n_peaks of the mean spectrum
     n_peaks: int = 50
-    tolerance: tuple[float, str] = (10.0, "ppm")
+    tolerance: Tolerance | tuple[float, str] = DEFAULT_TOLERANCE
     norm: str = "tic"
     synthetic: str | None = None
     landmarks_he: str | None = None
@@ -89,7 +90,7 @@ def iter_export_spatialdata(
     else:
         rgb = to_uint8_rgb(np.asarray(lv0)[..., :3])
     yield Progress(1, 5, "H&E read")
-    tol = Tolerance(*cfg.tolerance)
+    tol = Tolerance.coerce(cfg.tolerance)
     with open_imzml(cfg.msi) as imz:
         msi_px = imz.pixel_size_um or ((cfg.msi_pixel_um,) * 2 if cfg.msi_pixel_um else None)
         if msi_px is None:

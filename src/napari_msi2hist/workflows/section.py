@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
 from ..progress import CancelToken, Progress
 
 RECORD = "section.json"
@@ -55,7 +56,7 @@ class SectionConfig:
     route: str = "synthesis"  # synthesis | direct
     n_peaks: int = 50
     mz: tuple[float, ...] | None = None  # explicit m/z list instead of top-N
-    tolerance_ppm: float = 10.0
+    tolerance_ppm: float = DEFAULT_TOLERANCE.value  # ppm
     norm: str = "tic"
     he_pixel_um: tuple[float, float] | None = None
     msi_pixel_um: tuple[float, float] | None = None
@@ -263,7 +264,7 @@ def iter_section(
     """
     from ..io.histology import read_histology, write_ome_tiff
     from ..io.imzml import open_imzml
-    from ..msi.ion_images import Tolerance, iter_ion_images
+    from ..msi.ion_images import iter_ion_images
     from ..msi.peaks import iter_top_peaks
     from ..phantom import read_points_csv
     from ..registration.intensity import RegistrationOptions
