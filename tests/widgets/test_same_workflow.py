@@ -174,3 +174,33 @@ def test_superres_cli_and_widget_share_the_superres_job(
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert w.result is not None, w.status.text()
     assert len(calls) == 2, "the Super-resolve button did not run workflows.superres"
+
+
+def test_train_cli_and_widget_share_the_train_job(
+    make_napari_viewer, open_phantom, qtbot, phantom_entries, tmp_path, spy, click
+):
+    import yaml
+
+    from napari_msi2hist.widgets.training import TrainWidget
+    from napari_msi2hist.workflows import train
+
+    calls = spy(train, "iter_train_job")
+    keys = ("name", "imzml", "he", "align", "split")
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(
+        yaml.safe_dump({"samples": [{k: e[k] for k in keys} for e in phantom_entries]})
+    )
+    small = ["--ngf", "4", "--depth", "4", "--ndf", "4", "--patch", "32", "--batch-size", "2"]
+    args = ["train", "--pairs", str(pairs), "--out", str(tmp_path / "run"), "--max-steps", "2"]
+    assert main([*args, *small, "--n-peaks", "4", "--quiet"]) == 0
+    assert len(calls) == 1
+    viewer = make_napari_viewer()
+    open_phantom(viewer, aligned=True)
+    w = TrainWidget(viewer)
+    w.steps.setValue(2)
+    w.device.setCurrentText("cpu")
+    w.out_dir.setText(str(tmp_path / "wrun"))
+    click(w.run_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert w.last_checkpoint, w.status.text()
+    assert len(calls) == 2, "the Train button did not run workflows.train.iter_train_job"

@@ -83,9 +83,9 @@ def cmd_compare(args) -> int:
 def cmd_train(args) -> int:
     import shutil
 
-    from ..models.datasets import contract_from_data, load_samples, read_pairs_yaml, split_by_sample
-    from ..models.training import iter_train
+    from ..models.datasets import read_pairs_yaml, split_by_sample
     from ..progress import Cancelled, CancelToken, run_to_end
+    from ..workflows.train import TrainJob, contract_and_samples, iter_train_job, load_base
     from ._policy import signals_to_cancel
 
     entries = read_pairs_yaml(args.pairs)
@@ -93,11 +93,23 @@ def cmd_train(args) -> int:
         for k in ("fixed_pixel_um", "moving_pixel_um"):
             if e.get(k) is None and getattr(args, k, None) is not None:
                 e[k] = getattr(args, k)
-    cfg = _train_config(args, args.model)
     out = Path(args.out)
-    last = out / "checkpoints" / "last.pt"
     if args.resume and args.base:
         raise CLIError("--resume continues OUT's own checkpoint; --base starts a new run from one")
+    # --base with --n-peaks/--mz: a re-headed model (the base's body and decoder, a new input layer
+    # for these channels); --base alone: the base's own m/z channels
+    job = TrainJob(
+        out_dir=str(out),
+        cfg=_train_config(args, args.model),
+        base=args.base,
+        resume=args.resume,
+        rehead=bool(args.base) and (args.n_peaks is not None or bool(args.mz)),
+        n_peaks=args.n_peaks,
+        mz=tuple(float(v) for v in args.mz.split(",")) if args.mz else None,
+        working_pixel_um=args.working_pixel_um,
+        padding=args.padding,
+    )
+    last = job.last_checkpoint
     if args.resume and not last.is_file():
         raise CLIError(f"{last}: no checkpoint to resume (start the run without --resume)")
     if not args.resume and out.is_dir() and any(out.iterdir()):
@@ -109,40 +121,19 @@ def cmd_train(args) -> int:
         for name in ("config.yaml", "metrics.jsonl", "model.pt"):  # the run's own files only
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    base = None
-    # --base with --n-peaks/--mz: a re-headed model (the base's body and decoder, a new input layer
-    # for these channels); --base alone: the base's own m/z channels
-    rehead = bool(args.base) and not args.resume and (args.n_peaks is not None or bool(args.mz))
-    if (args.base or args.resume) and not rehead:
-        from ..models.checkpoint import load_checkpoint
-
-        base = load_checkpoint(last if args.resume else args.base)
-        contract = base.contract
-        samples = load_samples(entries, contract)
-    else:
-        mz = [float(v) for v in args.mz.split(",")] if args.mz else None
-        kw = {"working_pixel_um": args.working_pixel_um, "padding": args.padding}
-        if rehead:
-            from ..models.checkpoint import load_checkpoint
-            from ..models.rehead import reheaded_contract_kwargs
-
-            base = load_checkpoint(args.base)
-            kw = reheaded_contract_kwargs(base.contract)
-        contract, stacks = contract_from_data(
-            entries, n_peaks=args.n_peaks if args.n_peaks is not None else 50, mz=mz, **kw
-        )
-        samples = load_samples(entries, contract, stacks)
+    base = load_base(job)
+    contract, samples = contract_and_samples(entries, job, base)
     train, val = split_by_sample(samples)
-    bar = ProgressBar(args.quiet)
     info = {
         "pairs": str(Path(args.pairs).resolve()),
         "train": [s.name for s in train],
         "val": [s.name for s in val],
     }
+    cfg = job.cfg
     if not args.quiet:
         print(
             f"training {cfg.max_steps} steps on {len(train)} train / {len(val)} validation pair(s); "
-            f"checkpoints every {cfg.checkpoint_every} steps in {out / 'checkpoints' / 'last.pt'} "
+            f"checkpoints every {cfg.checkpoint_every} steps in {last} "
             f"(resume with --resume), losses and validation in {out / 'metrics.jsonl'}",
             file=sys.stderr,
         )
@@ -150,19 +141,8 @@ def cmd_train(args) -> int:
     try:
         with signals_to_cancel(token):  # Ctrl-C / SIGTERM: save a checkpoint, then stop
             final = run_to_end(
-                iter_train(
-                    train,
-                    val,
-                    contract,
-                    cfg,
-                    out,
-                    resume=args.resume,
-                    base=None if args.resume else base,
-                    data_info=info,
-                    cancel=token,
-                    rehead=rehead,
-                ),
-                bar,
+                iter_train_job(train, val, contract, job, base, data_info=info, cancel=token),
+                ProgressBar(args.quiet),
             )
     except Cancelled:
         if not last.is_file():  # stopped before the first step: leave no half-made run folder

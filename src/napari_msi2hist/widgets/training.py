@@ -86,71 +86,27 @@ def landmark_msi_to_he(moving_pts, fixed_pts) -> np.ndarray:
 
 
 def training_job(p: TrainParams, cancel=None):
-    """Worker: build the pairs, then train (a progress generator)."""
-    from ..io.imzml import open_imzml
-    from ..models.checkpoint import load_checkpoint
-    from ..models.datasets import (
-        contract_from_data,
-        load_samples,
-        make_sample,
-        read_pairs_yaml,
-        split_by_sample,
-    )
-    from ..models.pairing import check_pair_overlap
-    from ..models.rehead import reheaded_contract_kwargs
-    from ..models.training import iter_train
-    from ..msi.ion_images import ion_images
+    """Worker: build the pairs, then train: the train workflow, as ``msi2hist train`` runs it."""
+    from ..models.datasets import read_pairs_yaml, split_by_sample
+    from ..workflows import train as wf
 
-    base = load_checkpoint(p.base) if p.base else None
-    # a re-head keeps the base's grid, padding, tolerance and normalisation
-    own = reheaded_contract_kwargs(base.contract) if base is not None and p.rehead else {}
+    job = wf.TrainJob(
+        out_dir=p.out_dir,
+        cfg=p.cfg,
+        base=None if p.resume else (p.base or None),  # a resumed run continues its own checkpoint
+        resume=p.resume,
+        rehead=bool(p.base) and p.rehead and not p.resume,
+        n_peaks=p.n_peaks,
+    )
+    base = wf.load_base(job)
     if p.source == "file":
-        entries = read_pairs_yaml(p.pairs_file)
-        if base is not None and not p.rehead:
-            contract = base.contract
-            samples = load_samples(entries, contract)
-        else:
-            contract, stacks = contract_from_data(entries, n_peaks=p.n_peaks, **own)
-            samples = load_samples(entries, contract, stacks)
+        contract, samples = wf.contract_and_samples(read_pairs_yaml(p.pairs_file), job, base)
         train, val = split_by_sample(samples)
     else:
-        entry = {"name": Path(p.imzml).stem, "imzml": p.imzml, "he": "", "split": "train"}
-        if base is not None and not p.rehead:
-            contract = base.contract
-            with open_imzml(p.imzml) as imz:
-                ions = ion_images(
-                    imz,
-                    np.asarray(contract.mz),
-                    tolerance=contract.tolerance,
-                    norm=contract.spectrum_norm,
-                )
-        else:
-            contract, stacks = contract_from_data([entry], n_peaks=p.n_peaks, **own)
-            ions = stacks[0]
-        m = p.msi_to_he_matrix
-
-        def msi_to_he(pts):
-            return pts @ m[:2, :2].T + m[:2, 2]
-
-        s = make_sample(entry["name"], ions, p.he_rgb, p.he_pixel_um, msi_to_he, contract)
-        px = ions.pixel_size_um or (contract.working_pixel_um,) * 2
-        check_pair_overlap(
-            s, ions.mask, px, contract, p.he_rgb, p.he_pixel_um
-        )  # refuses unrelated or misaligned pairs
-        train, val = [s], [replace(s, split="val")]  # one pair: its validation is the pair itself
-    return (
-        yield from iter_train(
-            train,
-            val,
-            contract,
-            p.cfg,
-            p.out_dir,
-            resume=p.resume,
-            base=base,
-            cancel=cancel,
-            rehead=p.rehead and base is not None,
+        contract, train, val = wf.sample_from_arrays(
+            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he_matrix, job, base
         )
-    )
+    return (yield from wf.iter_train_job(train, val, contract, job, base, cancel=cancel))
 
 
 class TrainWidget(QWidget):
