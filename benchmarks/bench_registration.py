@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_model import ensure_model  # noqa: E402
 from napari_msi2hist.io.imzml import ImzMLFile  # noqa: E402
+from napari_msi2hist.metrics import landmark_tre_um  # noqa: E402
 from napari_msi2hist.models.checkpoint import load_checkpoint  # noqa: E402
 from napari_msi2hist.models.inference import InferenceOptions  # noqa: E402
 from napari_msi2hist.models.synthesis import extract_for_contract, iter_synthesize  # noqa: E402
@@ -150,7 +151,7 @@ def reference_similarity(he_rgb, he_px, tic, msi_px, starts: int = 12) -> Transf
 
 
 def tre_px(tr: Transform, he_pts, msi_true, px) -> float:
-    return float(np.median(np.linalg.norm(tr.fixed_to_moving(he_pts) - msi_true, axis=1)) / px)
+    return float(np.median(landmark_tre_um(tr, msi_true, he_pts)) / px)
 
 
 def run_phantom(cfg: PhantomConfig, work: Path, ckpt, stages_syn, stages_dir) -> dict:

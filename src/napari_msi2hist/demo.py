@@ -91,12 +91,17 @@ def run_demo(
     from .models.checkpoint import load_checkpoint
     from .models.datasets import he_on_msi_grid
     from .models.inference import InferenceOptions
-    from .models.synthesis import extract_for_contract, iter_synthesize
-    from .msi.ion_images import DEFAULT_TOLERANCE, iter_ion_images
-    from .msi.peaks import iter_top_peaks
+    from .msi.ion_images import DEFAULT_TOLERANCE
     from .phantom import PhantomConfig, iter_make_phantom
-    from .registration.intensity import RegistrationOptions, od_image
-    from .registration.pipeline import iter_register_msi
+    from .registration.intensity import od_image
+    from .workflows.peaks import iter_peaks
+    from .workflows.register import (
+        RegisterConfig,
+        RegisterInputs,
+        iter_register_job,
+        registered_layers,
+    )
+    from .workflows.synthesize import iter_synthesize_job
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,15 +113,15 @@ def run_demo(
     ckpt = load_checkpoint(model)
     with open_imzml(ph.paths["imzml"]) as imz:
         t = time.monotonic()
-        peaks = run_to_end(iter_top_peaks(imz, n_peaks, "tic"), progress)
-        ions = run_to_end(
-            iter_ion_images(imz, peaks, tolerance=DEFAULT_TOLERANCE, norm="tic"), progress
-        )
+        ions = run_to_end(iter_peaks(imz, n_peaks, None, DEFAULT_TOLERANCE, "tic"), progress)
+        peaks = ions.mz
         timings["peaks"] = time.monotonic() - t
-        model_ions = run_to_end(extract_for_contract(imz, ckpt), progress)
     t = time.monotonic()
     syn = run_to_end(
-        iter_synthesize(model_ions, ckpt, InferenceOptions(tile=256, overlap=32)), progress
+        iter_synthesize_job(
+            ckpt, imzml=ph.paths["imzml"], opts=InferenceOptions(tile=256, overlap=32)
+        ),
+        progress,
     )
     timings["synthesis"] = time.monotonic() - t
     write_ome_tiff(out / "synthetic_he.ome.tif", syn.rgb, syn.pixel_size_um)
@@ -140,24 +145,20 @@ def run_demo(
     fixed_od = od_image(ph.he_rgb)
     for route in ("synthesis", "direct"):
         t = time.monotonic()
-        res = run_to_end(
-            iter_register_msi(
-                ph.he_rgb,
-                he_px,
-                route,
-                syn.pixel_size_um if route == "synthesis" else msi_px,
-                synth_rgb=syn.rgb,
-                msi_stack=ions.stack,
-                msi_mask=ions.mask,
-                opts=RegistrationOptions(stages=("rigid", "affine")),
-                landmarks_fixed=lm_he,
-                landmarks_moving=lm_msi,
-                landmarks_use="eval",
-                msi_pixel_um=cfg.msi_pixel_um,
-            ),
-            progress,
+        inp = RegisterInputs(  # the register workflow, as `msi2hist register` runs it
+            ph.he_rgb,
+            he_px,
+            syn.pixel_size_um if route == "synthesis" else msi_px,
+            synth=syn.rgb if route == "synthesis" else None,
+            stack=ions.stack,
+            msi_mask=ions.mask,
+            msi_px=msi_px,
+            mz=ions.mz,
+            landmarks_fixed=lm_he,
+            landmarks_moving=lm_msi,
         )
-        err = np.linalg.norm(res.transform.fixed_to_moving(lm_he) - lm_msi, axis=1)
+        res = run_to_end(iter_register_job(inp, RegisterConfig(route=route)), progress)
+        err = np.asarray(res.landmarks["tre_um"])  # TRE as the registration reports it
         res.transform.meta.update(
             {  # relative to the folder: the demo is written elsewhere, then moved into place
                 "fixed": os.path.relpath(ph.paths["he"], out),
@@ -181,7 +182,7 @@ def run_demo(
             res.moving_image, res.moving_px, fixed_od.shape, he_px
         )
         if route == "synthesis":
-            best = res
+            best, best_inputs = res, inp
     # the two routes check each other: far apart means one of them is wrong
     from .registration.verdict import judge, route_disagreement_px
 
@@ -200,17 +201,13 @@ def run_demo(
         **warped,
     }
     # the registered MSI: every ion image on the H&E grid, via the synthesis route
-    stack = np.stack(
-        [
-            best.transform.resample_moving_to_fixed(c, msi_px, fixed_od.shape, he_px)
-            for c in ions.stack
-        ]
-    )
+    stack, names = registered_layers(best_inputs, best)
     write_ome_tiff(
         out / "registered_msi.ome.tif",
-        stack.astype(np.float32),
+        stack,
         he_px,
-        channel_names=[f"mz={m:.4f}" for m in ions.mz],
+        channel_names=names,
+        annotations=ions.annotations(),
     )
     figs = _figures(out, ph, syn.rgb, truth_rgb, fixed_od, warped, tre_px)
     report = {

@@ -99,3 +99,27 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 def tre(moved_um: np.ndarray, target_um: np.ndarray) -> np.ndarray:
     """Target registration error per point (um): distance between mapped and true positions."""
     return np.linalg.norm(np.asarray(moved_um) - np.asarray(target_um), axis=-1)
+
+
+def landmark_tre_um(transform, moving_um: np.ndarray, fixed_um: np.ndarray) -> np.ndarray:
+    """The one TRE of the project: per landmark pair, in the moving (MSI) frame (um).
+
+    Each fixed (H&E) landmark is mapped into the MSI frame (``transform.fixed_to_moving``) and
+    compared with its MSI landmark, so dividing by the MSI pixel gives the error in MSI pixels, the
+    unit of every registration figure. (Measured in the H&E frame instead, the error would carry the
+    transform's scale.)
+
+    Parameters
+    ----------
+    transform : object with ``fixed_to_moving``
+        A registration :class:`~napari_msi2hist.registration.transforms.Transform` or any mapping
+        with that method (world um, (y, x)).
+    moving_um, fixed_um : ndarray
+        ``(N, 2)`` paired landmarks (y, x um).
+
+    Returns
+    -------
+    ndarray
+        ``(N,)`` errors in um.
+    """
+    return tre(transform.fixed_to_moving(np.asarray(fixed_um, float)), moving_um)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..metrics import mutual_information
+from ..metrics import landmark_tre_um, mutual_information
 from ..progress import CancelToken, Progress
 from .intensity import RegistrationOptions, iter_register, jacobian_folds, msi_summary, od_image
 from .landmarks import landmark_report
@@ -240,8 +240,7 @@ def iter_register_msi(
         "bspline": tr.meta.get("bspline"),
     }
     if have_lm:
-        mapped = tr.moving_to_fixed(landmarks_moving)
-        err = np.linalg.norm(mapped - landmarks_fixed, axis=1)
+        err = landmark_tre_um(tr, landmarks_moving, landmarks_fixed)
         res.landmarks = {
             "use": landmarks_use,
             "tre_um": err.tolist(),

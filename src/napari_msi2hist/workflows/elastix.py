@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import landmark_tre_um
 from ..progress import CancelToken, Progress
 from ._inputs import he_geometry, msi_geometry
 
@@ -127,7 +128,7 @@ def iter_import_elastix(
         lf, lm = read_points_csv(cfg.landmarks_he), read_points_csv(cfg.landmarks_msi)
         if len(lf) != len(lm):
             raise ValueError("the two landmark files have different numbers of points")
-        err = np.linalg.norm(tr.moving_to_fixed(lm) - lf, axis=1)
+        err = landmark_tre_um(tr, lm, lf)
         px = float(np.mean(msi_px))
         qa = {
             "tre_um": err.tolist(),
