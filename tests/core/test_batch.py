@@ -87,7 +87,8 @@ def _check_section(folder: Path, ph) -> dict:
     rec = json.loads((folder / "section.json").read_text())
     assert rec["status"] == "done"
     tr = Transform.load(folder / "transform.json")
-    err = np.linalg.norm(tr.moving_to_fixed(ph.landmarks_msi_um) - ph.landmarks_he_um, axis=1)
+    # TRE in the MSI frame (metrics.landmark_tre_um), recomputed here from the saved transform
+    err = np.linalg.norm(tr.fixed_to_moving(ph.landmarks_he_um) - ph.landmarks_msi_um, axis=1)
     tre_px = float(np.median(err)) / ph.config.msi_pixel_um
     assert rec["landmarks"]["tre_median_msi_px"] == pytest.approx(tre_px, rel=1e-6)
     assert tre_px < 2.0  # the synthesis route registers these phantoms to well under 2 MSI px

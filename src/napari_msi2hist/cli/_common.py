@@ -118,25 +118,46 @@ def tolerance_from_args(args):
 
 
 def add_training_args(p) -> None:
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--gan-mode", choices=["vanilla", "lsgan", "wgangp"], default="vanilla")
-    p.add_argument("--lambda-l1", type=float, default=200.0, help="L1 weight (seed 000: 200)")
-    p.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (seed 000: 2e-5)")
+    """Training options; every default is :class:`~napari_msi2hist.config.TrainConfig`'s (the Train
+    widget starts from the same values)."""
+    from ..config import TrainConfig
+    from ..models.contract import ChannelContract
+
+    d = TrainConfig()
+    c = ChannelContract.__dataclass_fields__
+    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--gan-mode", choices=["vanilla", "lsgan", "wgangp"], default=d.gan_mode)
+    p.add_argument("--lambda-l1", type=float, default=d.lambda_l1, help="L1 weight (seed 000: 200)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (seed 000: 2e-5)")
     p.add_argument(
         "--decay-start", type=int, default=None, help="step from which the LR decays linearly to 0"
     )
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
-        "--patch", type=int, default=128, help="training crop in working pixels (0: whole images)"
+        "--patch",
+        type=int,
+        default=d.patch,
+        help="training crop in working pixels (0: whole images)",
     )
-    # defaults shared with the Train widget: TrainConfig's (the bundled demo model's architecture)
-    p.add_argument("--ngf", type=int, default=16, help="generator width (pix2pix; default 16)")
-    p.add_argument("--depth", type=int, default=6, help="generator U-Net depth (default 6)")
-    p.add_argument("--ndf", type=int, default=32, help="PatchGAN discriminator width (default 32)")
-    p.add_argument("--working-pixel-um", type=float, default=10.0, help="model grid pixel (um)")
-    p.add_argument("--padding", choices=["white", "black"], default="white")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    # the bundled demo model's architecture (see TrainConfig)
+    p.add_argument(
+        "--ngf", type=int, default=d.ngf, help=f"generator width (pix2pix; default {d.ngf})"
+    )
+    p.add_argument(
+        "--depth", type=int, default=d.depth, help=f"generator U-Net depth (default {d.depth})"
+    )
+    p.add_argument(
+        "--ndf", type=int, default=d.ndf, help=f"PatchGAN discriminator width (default {d.ndf})"
+    )
+    p.add_argument(
+        "--working-pixel-um",
+        type=float,
+        default=c["working_pixel_um"].default,
+        help="model grid pixel (um)",
+    )
+    p.add_argument("--padding", choices=["white", "black"], default=c["padding"].default)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--quiet", action="store_true")

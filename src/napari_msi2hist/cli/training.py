@@ -11,7 +11,7 @@ from ._policy import declare
 
 
 def _train_config(args, model: str):
-    from ..models.training import TrainConfig
+    from ..config import TrainConfig
 
     return TrainConfig(
         model=model,

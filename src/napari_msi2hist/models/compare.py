@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from .._files import rows_to_csv, write_text_atomic
+from ..config import TrainConfig
 from ..metrics import all_metrics
 from ..progress import CancelToken, Progress
 from .checkpoint import load_checkpoint
 from .datasets import contract_from_data, load_samples, split_by_sample
 from .inference import to_rgb_uint8
-from .training import TrainConfig, iter_train, predict_sample
+from .training import iter_train, predict_sample
 
 METRICS = ("mi", "nmi", "ssim", "psnr")
 

@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import DEFAULT_TOLERANCE, PairEntry, Tolerance
 from ..io.histology import read_histology, to_uint8_rgb
 from ..io.imzml import ImzMLFile
-from ..msi.ion_images import DEFAULT_TOLERANCE, IonImages, Tolerance, ion_images
+from ..msi.ion_images import IonImages, ion_images
 from ..msi.peaks import iter_top_peaks
 from ..progress import run_to_end
 from .contract import ChannelContract, prepare_input
@@ -143,7 +144,8 @@ def _load_yaml_no_aliases(path: Path):
         raise ValueError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
+def read_pairs_yaml(path: str | os.PathLike) -> list[PairEntry]:
+    """The entries of a pairs YAML file, validated, with paths resolved against its folder."""
     from .._files import validate_name
 
     path = Path(path)
@@ -171,18 +173,18 @@ def read_pairs_yaml(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}: sample {i} has alignment {align!r}")
         name = validate_name(s.get("name", f"sample{i}"), path)
         out.append(
-            {
-                "name": name,
-                "imzml": str(path.parent / s["imzml"]),
-                "he": str(path.parent / s["he"]),
-                "align": align,
-                "split": s.get("split", "train"),
-                "base": str(path.parent),
-                **({"label": str(path.parent / s["label"])} if s.get("label") else {}),
+            PairEntry(
+                name=name,
+                imzml=str(path.parent / s["imzml"]),
+                he=str(path.parent / s["he"]),
+                align=align,
+                split=s.get("split", "train"),
+                base=str(path.parent),
+                label=str(path.parent / s["label"]) if s.get("label") else None,
                 # pixel sizes (um) for files that carry none, or to override them
-                "fixed_pixel_um": _opt_px(s, "fixed_pixel_um", path, i),
-                "moving_pixel_um": _opt_px(s, "moving_pixel_um", path, i),
-            }
+                fixed_pixel_um=_opt_px(s, "fixed_pixel_um", path, i),
+                moving_pixel_um=_opt_px(s, "moving_pixel_um", path, i),
+            )
         )
     dup = {e["name"] for e in out if [f["name"] for f in out].count(e["name"]) > 1}
     if dup:

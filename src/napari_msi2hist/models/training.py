@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,58 +30,13 @@ import torch
 from torch import nn
 
 from .._files import write_text_atomic
+from ..config import TrainConfig
 from ..progress import Cancelled, CancelToken, Progress
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .contract import ChannelContract
 from .datasets import PairedSample, PatchSampler
 from .inference import pick_device
 from .networks import build_discriminator, build_generator, init_weights
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: str = "pix2pix"  # or "unet" (baseline, MSE)
-    gan_mode: str = "vanilla"  # vanilla | lsgan | wgangp
-    lambda_l1: float = 200.0
-    lr: float = 2e-5
-    beta1: float = 0.5
-    max_steps: int = 1000
-    decay_start: int | None = None
-    batch_size: int = 4
-    patch: int = 128  # 0: whole images
-    # one default architecture for CLI and widget: the bundled demo model's (ngf 16, depth 6, ndf 32),
-    # so a model from scratch has the shape of the re-headed/fine-tuned demo and trains on a CPU at
-    # ~0.45 s/step; wider models (--ngf 64 --depth 7) are for GPUs and many pairs (docs/own_data.md)
-    ngf: int = 16
-    depth: int = 6
-    norm: str = "batch"
-    dropout: float = 0.5
-    ndf: int = 32
-    d_layers: int = 3
-    gp_weight: float = 10.0
-    baseline_base: int = 32
-    baseline_patch: int = 32
-    checkpoint_every: int = 100
-    val_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-
-    def __post_init__(self):
-        if self.model not in ("pix2pix", "unet"):
-            raise ValueError(f"model must be pix2pix or unet, not {self.model!r}")
-        if self.gan_mode not in ("vanilla", "lsgan", "wgangp"):
-            raise ValueError(f"gan_mode must be vanilla, lsgan or wgangp, not {self.gan_mode!r}")
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(asdict(self), sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def generator_arch(cfg: TrainConfig, in_channels: int) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._limits import check_allocation
+from ..config import DEFAULT_TOLERANCE, Tolerance
 from ..io.imzml import ImzMLFile, ImzMLNonFiniteError
 from ..progress import CancelToken, Progress, run_to_end
 from ._chunks import (
@@ -34,64 +35,6 @@ from .spectra import check_norm, dense_factors, flat_factors
 MAX_QUERIES_PER_CHUNK = (
     1_000_000  # (spectrum, window) pairs searched at once: ~120 MB of work arrays
 )
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """m/z tolerance: ``value`` in ``unit`` ("ppm" or "da")."""
-
-    value: float
-    unit: str = "ppm"
-
-    def __post_init__(self):
-        if self.unit not in ("ppm", "da"):
-            raise ValueError(f"tolerance unit must be 'ppm' or 'da', not {self.unit!r}")
-        if not self.value >= 0:
-            raise ValueError(f"tolerance must be >= 0, got {self.value}")
-
-    def half_width(self, mz: np.ndarray) -> np.ndarray:
-        mz = np.asarray(mz, dtype=np.float64)
-        return mz * self.value * 1e-6 if self.unit == "ppm" else np.full_like(mz, self.value)
-
-    def windows(self, mz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mz = np.asarray(mz, dtype=np.float64)
-        h = self.half_width(mz)
-        return mz - h, mz + h
-
-    def as_dict(self) -> dict:
-        return {"value": float(self.value), "unit": self.unit}
-
-    def __str__(self) -> str:
-        return f"{self.value:g} {'ppm' if self.unit == 'ppm' else 'Da'}"
-
-    @classmethod
-    def parse(cls, text: str) -> Tolerance:
-        """The inverse of ``str()``: ``"10 ppm"`` or ``"0.01 Da"``."""
-        try:
-            value, unit = str(text).split()
-            return cls(float(value), unit.lower())
-        except ValueError as e:
-            raise ValueError(f"m/z tolerance {text!r}: expected e.g. '10 ppm' or '0.01 Da'") from e
-
-    @classmethod
-    def coerce(cls, t) -> Tolerance:
-        """A Tolerance from a Tolerance, a ``(value, unit)`` pair, a dict or ``"10 ppm"``."""
-        if isinstance(t, Tolerance):
-            return t
-        if isinstance(t, dict):
-            return cls.from_dict(t)
-        if isinstance(t, str):
-            return cls.parse(t)
-        value, unit = t
-        return cls(float(value), str(unit).lower())
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> Tolerance:
-        """The inverse of :meth:`as_dict`; None gives the default tolerance."""
-        return DEFAULT_TOLERANCE if d is None else cls(float(d["value"]), str(d["unit"]).lower())
-
-
-DEFAULT_TOLERANCE = Tolerance(10.0, "ppm")  # the one default window half-width (ppm)
 
 
 @dataclass

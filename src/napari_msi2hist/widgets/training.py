@@ -29,8 +29,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..config import TrainConfig
 from ..io.histology import to_uint8_rgb
-from ..models.training import TrainConfig
 from . import synthesis as synth_widget
 from ._common import cancel_if_running, layer_names, msi2hist_kind, refill_combo, show_user_error
 from ._workers import start_job

@@ -18,72 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import RegisterConfig
 from ..progress import CancelToken, Progress
-from ..registration.intensity import RegistrationOptions
 from ..registration.pipeline import RegistrationResult, iter_register_msi
-
-ROUTES = ("synthesis", "direct")
-STAGES = ("rigid", "affine", "bspline")
-
-
-@dataclass(frozen=True)
-class RegisterConfig:
-    """How to register: one default for each choice, shared by the CLI options and the widget.
-
-    Parameters
-    ----------
-    route : {"synthesis", "direct"}
-        Register the synthetic H&E (unimodal) or an MSI summary image (multimodal).
-    model : str
-        Checkpoint of the synthesis route (``demo``: the bundled model).
-    stages : tuple of str
-        Registration stages, from ``rigid``, ``affine``, ``bspline``.
-    rotation_search : int
-        Start angles of the global pose search (0: moments start only).
-    landmarks_use : {"eval", "fit", "hybrid"}
-        What landmarks do: only evaluate, fit the transform, or start the intensity registration.
-    summary : {"tic", "pca"}
-        Direct route: the MSI image registered.
-    scale_range, scale_steps : float, int
-        Scales searched in ``[1/R, R]`` around the pixel-size ratio.
-    seed : int
-        Seed of the metric sampling (same seed, same transform).
-    device : str
-        Torch device of the synthesis route.
-    """
-
-    route: str = "synthesis"
-    model: str = "demo"
-    stages: tuple[str, ...] = ("rigid", "affine")
-    rotation_search: int = 12
-    landmarks_use: str = "eval"
-    summary: str = "tic"
-    scale_range: float = 1.25
-    scale_steps: int = 5
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        if self.route not in ROUTES:
-            raise ValueError(f"route {self.route!r}: choose from {', '.join(ROUTES)}")
-        bad = [s for s in self.stages if s not in STAGES]
-        if bad or not self.stages:
-            raise ValueError(f"stages {','.join(self.stages)!r}: choose from {', '.join(STAGES)}")
-
-    def options(self) -> RegistrationOptions:
-        """The registration options of this config.
-
-        Returns
-        -------
-        RegistrationOptions
-        """
-        return RegistrationOptions(
-            stages=tuple(self.stages),
-            rotation_search=self.rotation_search,
-            seed=self.seed,
-            scale_range=self.scale_range,
-            scale_steps=self.scale_steps if self.scale_range > 1 else 1,
-        )
 
 
 @dataclass

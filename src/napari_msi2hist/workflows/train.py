@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import TrainConfig
 from ..models.checkpoint import Checkpoint, load_checkpoint
-from ..models.training import TrainConfig, iter_train
+from ..models.training import iter_train
 from ..progress import CancelToken, Progress
 
 DEFAULT_N_PEAKS = 50  # seed 000

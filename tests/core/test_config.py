@@ -1,4 +1,5 @@
-"""One m/z tolerance: the same options on every command, and it survives a file round trip."""
+"""Typed configs (config.py): one m/z tolerance with the same options on every command, surviving a
+file round trip; pairs entries; training defaults shared by the CLI and the config."""
 
 import numpy as np
 import pytest
@@ -61,3 +62,37 @@ def test_ome_metadata_with_a_doctype_is_not_parsed(tmp_path):
     from napari_msi2hist.io.histology import _ome_pixel_size, _ome_root
 
     assert _ome_root(evil) is None and _ome_pixel_size(evil) is None
+
+
+def test_pairs_entries_are_typed_and_read_like_mappings(tmp_path):
+    from napari_msi2hist.config import PairEntry
+    from napari_msi2hist.models.datasets import read_pairs_yaml
+
+    p = tmp_path / "pairs.yaml"
+    p.write_text("samples:\n  - {name: a, imzml: a.imzML, he: a.tif, moving_pixel_um: 20}\n")
+    (e,) = read_pairs_yaml(p)
+    assert isinstance(e, PairEntry) and e.moving_pixel_um == 20.0 and e["split"] == "train"
+    assert e.get("label") is None and "label" not in e and e.imzml == str(tmp_path / "a.imzML")
+    e["fixed_pixel_um"] = 0.5
+    assert e.fixed_pixel_um == 0.5
+    with pytest.raises(KeyError):
+        e["pixel"] = 1.0
+    with pytest.raises(ValueError, match="split"):
+        PairEntry("b", "b.imzML", "b.tif", split="holdout")
+
+
+def test_cli_training_defaults_are_the_config_defaults():
+    from napari_msi2hist.config import TrainConfig
+
+    args = build_parser().parse_args(["train", "--pairs", "p.yaml", "--out", "o"])
+    d = TrainConfig()
+    for k in ("max_steps", "lambda_l1", "lr", "batch_size", "patch", "ngf", "depth", "ndf", "seed"):
+        assert getattr(args, k) == getattr(d, k), k
+
+
+def test_extraction_config_refuses_unknown_normalisation():
+    from napari_msi2hist.config import ExtractionConfig
+
+    assert ExtractionConfig().tolerance == DEFAULT_TOLERANCE
+    with pytest.raises(ValueError, match="normalisation"):
+        ExtractionConfig(norm="l2")
