@@ -202,3 +202,73 @@ def landmark_report(
     return LandmarkReport(
         model, np.linalg.norm(fre_vec, axis=1), fre_vec, tre, tre_vec, out, msi_pixel_um
     )
+
+
+class LandmarkEditor:
+    """Paired landmarks as a user edits them: undo/redo of whole states, the live error report and
+    its text. Qt-free: the Register widget keeps one and mirrors it into two Points layers.
+
+    A state is ``(fixed, moving)``: two ``(N, 2)`` arrays of (y, x) world um (H&E and MSI).
+    """
+
+    MIN_PAIRS = 4  # fewer pairs give no leave-one-out TRE of an affine fit
+
+    def __init__(self):
+        self.undo_stack: list[tuple[np.ndarray, np.ndarray]] = []
+        self.redo_stack: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @staticmethod
+    def _state(fixed, moving) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(fixed, float)[:, -2:].copy(), np.array(moving, float)[:, -2:].copy()
+
+    def record(self, fixed, moving, edit: bool = True) -> None:
+        """Add a state; an ``edit`` (not the first state) makes redo impossible."""
+        self.undo_stack.append(self._state(fixed, moving))
+        if edit:
+            self.redo_stack.clear()
+
+    def undo(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Step back; returns the state to show, or None when there is nothing to undo."""
+        if len(self.undo_stack) < 2:
+            return None
+        self.redo_stack.append(self.undo_stack.pop())
+        return self.undo_stack[-1]
+
+    def redo(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Step forward again; returns the state to show, or None."""
+        if not self.redo_stack:
+            return None
+        state = self.redo_stack.pop()
+        self.undo_stack.append(state)
+        return state
+
+    @classmethod
+    def report(cls, fixed, moving, msi_pixel_um: float) -> LandmarkReport | None:
+        """The affine fit's FRE and leave-one-out TRE, or None with too few or unpaired points."""
+        f, m = np.asarray(fixed, float)[:, -2:], np.asarray(moving, float)[:, -2:]
+        if len(f) != len(m) or len(f) < cls.MIN_PAIRS:
+            return None
+        return landmark_report(m, f, "affine", msi_pixel_um=msi_pixel_um)
+
+    @classmethod
+    def text(cls, fixed, moving, msi_pixel_um: float) -> str:
+        """The report as the widget shows it: a summary line, then one line per landmark."""
+        rep = cls.report(fixed, moving, msi_pixel_um)
+        if rep is None:
+            return (
+                f"{len(fixed)} H&E and {len(moving)} MSI landmarks: pair at least "
+                f"{cls.MIN_PAIRS} (same order) to see errors"
+            )
+        s = rep.summary()
+        lines = [
+            f"affine fit: FRE median {s['fre_median_um']:.1f} um; leave-one-out TRE median "
+            f"{s['tre_median_um']:.1f} um ({s['tre_median_msi_px']:.2f} MSI px), "
+            f"p90 {s['tre_p90_um']:.1f} um"
+        ]
+        for r in rep.rows():
+            flag = "  OUTLIER" if r["outlier"] else ""
+            lines.append(
+                f"#{r['index']}: TRE {r['tre_um']:.1f} um ({r['tre_msi_px']:.2f} px), "
+                f"dy {r['dy_um']:+.1f}, dx {r['dx_um']:+.1f}{flag}"
+            )
+        return "\n".join(lines)

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
-from ..registration.landmarks import landmark_report
+from ..registration.landmarks import LandmarkEditor
 from ..registration.pipeline import checkerboard
 from ._common import (
     cancel_if_running,
@@ -70,8 +70,7 @@ class RegisterWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.result = None
-        self.undo_stack: list[tuple[np.ndarray, np.ndarray]] = []
-        self.redo_stack: list[tuple[np.ndarray, np.ndarray]] = []
+        self.landmarks = LandmarkEditor()  # undo/redo and the error report, Qt-free
         self._restoring = False
 
         self.fixed_box, self.moving_box = QComboBox(), QComboBox()
@@ -425,19 +424,20 @@ class RegisterWidget(QWidget):
         self._update_landmarks()
         return fixed, moving
 
-    def _snapshot(self):
+    def _snapshot(self, edit: bool = False):
         fixed, moving = self.landmark_layers()
         if fixed is not None and moving is not None:
-            self.undo_stack.append((np.array(fixed.data), np.array(moving.data)))
+            self.landmarks.record(fixed.data, moving.data, edit=edit)
 
     def _on_landmarks_edited(self, event=None):
         if self._restoring:
             return
-        self._snapshot()
-        self.redo_stack.clear()
+        self._snapshot(edit=True)
         self._update_landmarks()
 
     def _restore(self, state):
+        if state is None:
+            return
         fixed, moving = self.landmark_layers()
         self._restoring = True
         try:
@@ -447,62 +447,40 @@ class RegisterWidget(QWidget):
         self._update_landmarks()
 
     def undo(self):
-        if len(self.undo_stack) < 2:
-            return
-        self.redo_stack.append(self.undo_stack.pop())
-        self._restore(self.undo_stack[-1])
+        self._restore(self.landmarks.undo())
 
     def redo(self):
-        if not self.redo_stack:
-            return
-        state = self.redo_stack.pop()
-        self.undo_stack.append(state)
-        self._restore(state)
+        self._restore(self.landmarks.redo())
+
+    def _msi_pixel_um(self) -> float:
+        name = self.moving_box.currentText()
+        if not name:
+            raise ValueError("choose the moving (MSI) image: its pixel size scales the errors")
+        return float(np.mean(self.viewer.layers[name].scale[-2:]))
 
     def current_report(self):
         fixed, moving = self.landmark_layers()
-        if fixed is None or moving is None:
+        if fixed is None or moving is None or not self.moving_box.currentText():
             return None
-        f, m = np.asarray(fixed.data)[:, -2:], np.asarray(moving.data)[:, -2:]
-        if len(f) != len(m) or len(f) < 4:
-            return None
-        px = (
-            float(np.mean(self.viewer.layers[self.moving_box.currentText()].scale[-2:]))
-            if self.moving_box.currentText()
-            else 1.0
-        )
-        return landmark_report(m, f, "affine", msi_pixel_um=px)
+        return LandmarkEditor.report(fixed.data, moving.data, self._msi_pixel_um())
 
     def _update_landmarks(self):
         fixed, moving = self.landmark_layers()
         if fixed is None or moving is None:
             return
-        nf, nm = len(fixed.data), len(moving.data)
         rep = self.current_report()
-        if rep is None:
-            self.lm_table.setText(
-                f"{nf} H&E and {nm} MSI landmarks: pair at least 4 (same order) to see errors"
-            )
+        if rep is not None:
+            rows = rep.rows()
+            for ly in (fixed, moving):
+                ly.features = {
+                    "tre_um": [r["tre_um"] for r in rows],
+                    "outlier": [r["outlier"] for r in rows],
+                }
+                ly.text = {"string": "{tre_um:.0f} um", "size": 9, "color": "yellow"}
+        if not self.moving_box.currentText():
+            self.lm_table.setText("choose the moving (MSI) image to see landmark errors")
             return
-        rows = rep.rows()
-        for ly in (fixed, moving):
-            ly.features = {
-                "tre_um": [r["tre_um"] for r in rows],
-                "outlier": [r["outlier"] for r in rows],
-            }
-            ly.text = {"string": "{tre_um:.0f} um", "size": 9, "color": "yellow"}
-        s = rep.summary()
-        lines = [
-            f"affine fit: FRE median {s['fre_median_um']:.1f} um; leave-one-out TRE median "
-            f"{s['tre_median_um']:.1f} um ({s['tre_median_msi_px']:.2f} MSI px), p90 {s['tre_p90_um']:.1f} um"
-        ]
-        for r in rows:
-            flag = "  OUTLIER" if r["outlier"] else ""
-            lines.append(
-                f"#{r['index']}: TRE {r['tre_um']:.1f} um ({r['tre_msi_px']:.2f} px), "
-                f"dy {r['dy_um']:+.1f}, dx {r['dx_um']:+.1f}{flag}"
-            )
-        self.lm_table.setText("\n".join(lines))
+        self.lm_table.setText(LandmarkEditor.text(fixed.data, moving.data, self._msi_pixel_um()))
 
     def fit_from_landmarks(self):
         from ..registration.landmarks import fit_linear
