@@ -165,6 +165,12 @@ class PairEntry:
     def keys(self):
         return [f.name for f in fields(self) if f.name in self]
 
+    def items(self):
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
     def as_dict(self) -> dict:
         """The entry as a plain mapping (``label`` only when given)."""
         d = asdict(self)

@@ -80,6 +80,54 @@ def test_reader_contract(shared_data, small_phantom, tmp_path):
     assert data.shape == tuple(small_phantom.msi_shape_yx)
     he = get_reader(small_phantom.paths["he"])(small_phantom.paths["he"])
     assert he[0][1]["rgb"] and he[0][1]["scale"] == (4.0, 4.0)
-    # a grey-scale TIFF is left to other readers
-    tifffile.imwrite(tmp_path / "g.tif", np.zeros((8, 8), np.uint16))
-    assert get_reader(str(tmp_path / "g.tif"))(str(tmp_path / "g.tif")) is None
+    # a single-channel image (a MALDI export) is an MSI layer with its pixel size, or with none
+    g = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    tifffile.imwrite(tmp_path / "g.tif", g)
+    with pytest.warns(UserWarning, match="g.tif: no pixel size in the file; shown at 1 unit"):
+        ((data, kw, kind),) = get_reader(str(tmp_path / "g.tif"))(str(tmp_path / "g.tif"))
+    md = kw["metadata"]["msi2hist"]
+    assert kind == "image" and md["kind"] == "msi" and md["pixel_size_um"] is None
+    np.testing.assert_array_equal(data, g.astype(np.float32))
+    from napari_msi2hist.io.histology import write_ome_tiff
+
+    write_ome_tiff(tmp_path / "g2.ome.tif", g.astype(np.float32), (12.5, 12.5))
+    ((_, kw2, _),) = get_reader(str(tmp_path / "g2.ome.tif"))(str(tmp_path / "g2.ome.tif"))
+    assert kw2["scale"] == (12.5, 12.5) and kw2["metadata"]["msi2hist"]["pixel_size_um"] == [
+        12.5,
+        12.5,
+    ]
+    # a multi-channel stack without m/z is left to other readers
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((5, 8, 8), np.uint16))
+    assert get_reader(str(tmp_path / "s.tif"))(str(tmp_path / "s.tif")) is None
+
+
+def test_ion_stack_layer_keeps_its_extraction(small_phantom, tmp_path):
+    """peaks -> OME-TIFF -> the plugin reader: m/z, tolerance and normalisation survive."""
+    from napari_msi2hist.cli import main
+
+    out = tmp_path / "ions.ome.tif"
+    args = ["peaks", small_phantom.paths["imzml"], "--n-peaks", "3", "--tol-ppm", "25"]
+    assert main([*args, "--norm", "median", "--out", str(out), "--quiet"]) == 0
+    ((data, kw, _),) = get_reader(str(out))(str(out))
+    md = kw["metadata"]["msi2hist"]
+    assert md["kind"] == "ion_stack" and len(md["mz"]) == 3 == data.shape[0]
+    assert md["tolerance"] == {"value": 25.0, "unit": "ppm"} and md["normalisation"] == "median"
+
+
+def test_imzml_without_pixel_size_warns_and_assumes_nothing(small_phantom, tmp_path):
+    import re
+    import shutil
+
+    src = Path(small_phantom.paths["imzml"])
+    text = src.read_text()
+    stripped = re.sub(r"<cvParam[^>]*IMS:100004[67][^>]*/>", "", text)
+    assert stripped != text
+    dst = tmp_path / "nopx.imzML"
+    dst.write_text(stripped)
+    shutil.copy(src.with_suffix(".ibd"), dst.with_suffix(".ibd"))
+    with pytest.warns(UserWarning, match="nopx.imzML: no pixel size in the file") as rec:
+        ((data, kw, _),) = get_reader(str(dst))(str(dst))
+    assert not any("assuming" in str(r.message) for r in rec)
+    md = kw["metadata"]["msi2hist"]
+    assert md["pixel_size_um"] is None and md["pixel_size_assumed"] is True
+    assert data.shape == tuple(small_phantom.msi_shape_yx)

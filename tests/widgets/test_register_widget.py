@@ -115,3 +115,50 @@ def test_direct_route_with_mask_layer_pixel_fields_and_coloured_verdict(
     qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
     assert tuple(viewer.layers["msi TIC"].scale[-2:]) == (25.0, 25.0)
     assert w.result.moving_px == (25.0, 25.0)
+
+
+def test_real_maldi_image_opens_as_msi_and_registers_once_pixel_sizes_are_set(
+    make_napari_viewer, qtbot, shared_data, click
+):
+    """A vendor-exported single-channel MALDI TIFF (no spectra, no pixel size) opens through the
+    plugin as an MSI layer, is offered as Register's moving image, is refused until pixel sizes are
+    set (a message, no traceback), then registers by the direct route."""
+    import warnings
+
+    pairs = shared_data / "msi_he_pairs"
+    he_file = pairs / "he" / "A12_lowres_he_128.tif"
+    maldi_file = next((pairs / "msi").glob("A12_*maldi_mask.tif"))
+    viewer = make_napari_viewer()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viewer.open(str(he_file), plugin="napari-msi2hist")
+        viewer.open(str(maldi_file), plugin="napari-msi2hist")
+    texts = [str(c.message) for c in caught]
+    assert any("no pixel size" in t and maldi_file.name in t for t in texts), texts
+    assert not any("assuming" in t for t in texts)
+    msi = viewer.layers[-1]
+    assert msi.metadata["msi2hist"]["kind"] == "msi" and msi.data.ndim == 2
+    assert msi.metadata["msi2hist"]["pixel_size_um"] is None
+    w = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert [w.moving_box.itemText(i) for i in range(w.moving_box.count())] == [msi.name]
+    assert w.he_px.value() == 0.0 and w.msi_px.value() == 0.0  # "unknown": nothing assumed
+    click(w.run_btn)
+    assert "no pixel size" in w.status.text() and w.worker is None
+    w.he_px.setValue(1.0)  # nominal sizes, as in benchmarks/bench_real_pairs.py
+    w.msi_px.setValue(1.5)
+    click(w.run_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
+    assert w.result is not None and w.result.route == "direct", w.status.text()
+    assert tuple(msi.scale[-2:]) == (1.5, 1.5)
+    m = w.result.metrics
+    assert m["after"]["dice"] >= m["before"]["dice"]
+    assert w.verdict.text().startswith("Verdict:")
+
+
+def test_a_grey_image_opened_by_another_reader_is_offered_as_moving(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 50)), name="maldi export")
+    viewer.add_image(np.zeros((40, 50, 3), np.uint8), rgb=True, name="he")
+    w = RegisterWidget(viewer)
+    assert w.moving_box.currentText() == "maldi export" and w.fixed_box.currentText() == "he"

@@ -1,9 +1,14 @@
 """napari reader contribution (no napari import: it returns plain LayerData tuples).
 
 ``*.imzML`` gives a TIC image layer; RGB images (H&E) give an RGB layer, multiscale when the file is
-pyramidal; OME-TIFF ion stacks written by ``msi2hist peaks`` give a channel stack. Every layer has
-``scale`` in micrometres and ``metadata["msi2hist"]`` describing where it came from. Files this plugin
-does not handle (e.g. a grey-scale TIFF) return None so that other readers can take them.
+pyramidal; OME-TIFF ion stacks written by ``msi2hist peaks`` give a channel stack (with the m/z, the
+tolerance and the normalisation they were extracted with); a single-channel image (a MALDI image
+exported by vendor software as TIFF/PNG) gives an MSI layer that the Register widget can use as its
+moving image. Every layer has ``scale`` in micrometres and ``metadata["msi2hist"]`` describing where
+it came from, with ``pixel_size_um`` None when the file has none: the layer is then shown at one
+unit per pixel, a visible warning says so, and every widget asks for the pixel size before using it.
+Files this plugin does not handle (e.g. a multi-channel stack without m/z) return None so that other
+readers can take them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,18 @@ def robust_limits(values) -> tuple[float, float]:
     return (float(lo), float(hi if hi > lo else lo + 1.0))
 
 
+UNKNOWN_SCALE = (1.0, 1.0)  # display scale of a file without a pixel size: one unit per pixel
+
+
+def no_pixel_size_message(path) -> str:
+    """The visible warning for a file without a pixel size (never a silent default)."""
+    return (
+        f"{Path(path).name}: no pixel size in the file; shown at 1 unit per pixel. Set the pixel "
+        "size (um) in the widget's pixel field (Register, Train) or give --moving-pixel-um / "
+        "--fixed-pixel-um on the command line"
+    )
+
+
 def get_reader(path):
     if isinstance(path, list):
         if len(path) != 1:
@@ -48,14 +65,10 @@ def imzml_layer_data(path) -> list[tuple]:
 
     with open_imzml(path) as imz:
         if imz.pixel_size_um is None:
-            warnings.warn(
-                f"{Path(path).name}: no pixel size (IMS:1000046/47); assuming 1 um per pixel",
-                UserWarning,
-                stacklevel=2,
-            )
+            warnings.warn(no_pixel_size_message(path), UserWarning, stacklevel=2)
         tic = total_ion_image(imz)
         info = imz.info()
-        px = imz.pixel_size_um or (1.0, 1.0)
+        px = imz.pixel_size_um or UNKNOWN_SCALE
         measured = imz.measured_mask()
     meta = {
         "msi2hist": {
@@ -83,7 +96,7 @@ def read_imzml_layers(path):
 
 
 def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple] | None:
-    px = img.pixel_size_um or (1.0, 1.0)
+    px = img.pixel_size_um or UNKNOWN_SCALE
     meta = {
         "msi2hist": {
             "kind": "he" if img.rgb else "stack",
@@ -115,6 +128,13 @@ def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple
     ):
         meta["msi2hist"]["kind"] = "ion_stack"
         meta["msi2hist"]["mz"] = [float(n[3:]) for n in img.channel_names]
+        ann = img.annotations  # written by msi2hist peaks: the extraction survives the round trip
+        if "tolerance" in ann:
+            from ..config import Tolerance
+
+            meta["msi2hist"]["tolerance"] = Tolerance.parse(ann["tolerance"]).as_dict()
+        if "normalisation" in ann:
+            meta["msi2hist"]["normalisation"] = ann["normalisation"]
         return [
             (
                 data,
@@ -122,6 +142,20 @@ def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple
                 "image",
             )
         ]
+    lv0 = img.levels[0]
+    if lv0.ndim == 2 or (lv0.ndim == 3 and lv0.shape[-1] == 1):  # a single-channel MSI image
+        import numpy as np
+
+        arr = np.asarray(lv0).reshape(lv0.shape[:2]).astype(np.float32)
+        meta["msi2hist"].update(kind="msi", image="single-channel")
+        kw = {
+            "name": name,
+            "scale": px,
+            "metadata": meta,
+            "colormap": "magma",
+            "contrast_limits": robust_limits(arr),
+        }
+        return [(arr, kw, "image")]
     return None
 
 
@@ -132,5 +166,7 @@ def read_image_layers(path):
         path = path[0]
     img = read_histology(path)
     for w in img.warnings:  # napari shows Python warnings as notifications
+        if img.pixel_size_um is None and "no pixel size" in w:
+            w = no_pixel_size_message(path)
         warnings.warn(w, UserWarning, stacklevel=2)
     return image_layer_data(img)

@@ -143,6 +143,11 @@ def _tiff_resolution(page) -> tuple[float, float] | None:
 def _to_yxc(arr, axes: str):
     """Bring a tifffile series to ``(Y, X, S)`` for RGB samples, ``(C, Y, X)`` for channels, or ``(Y, X)``."""
     axes = axes.upper()
+    if "C" not in axes:  # a plain multi-page TIFF (pages as Q/I): its pages are channels, not
+        for a in "QI":  # planes to drop silently
+            if a in axes:
+                axes = axes.replace(a, "C", 1)
+                break
     keep = {"Y", "X", "S", "C"}
     idx = tuple(slice(None) if a in keep else 0 for a in axes)
     arr = arr[idx]

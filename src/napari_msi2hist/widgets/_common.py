@@ -55,3 +55,25 @@ def upsert_image(viewer, name: str, data, **kwargs):
                 setattr(ly, k, v)
         return ly
     return viewer.add_image(data, name=name, **kwargs)
+
+
+def layer_pixel_size(layer) -> tuple[float, float] | None:
+    """A layer's pixel size (um): from its file (our metadata), else its ``scale`` once a user (or
+    the Register widget's pixel field) has set one; None when neither is known. Never assumed."""
+    md = layer.metadata.get("msi2hist", {})
+    px = md.get("pixel_size_um")
+    if px is not None:
+        return tuple(float(v) for v in px[-2:])
+    scale = tuple(float(v) for v in layer.scale[-2:])
+    return None if scale == (1.0, 1.0) else scale
+
+
+def require_pixel_size(layer, what: str) -> tuple[float, float]:
+    """:func:`layer_pixel_size`, or a message that says where to set it."""
+    px = layer_pixel_size(layer)
+    if px is None:
+        raise ValueError(
+            f"{layer.name}: no pixel size; set the {what} pixel size (um) in the Register "
+            "widget's pixel field (the layer's scale follows)"
+        )
+    return px

@@ -28,6 +28,7 @@ from ._common import (
     layer_names,
     msi2hist_kind,
     refill_combo,
+    require_pixel_size,
     show_progress,
     show_user_error,
     upsert_image,
@@ -363,8 +364,8 @@ class SuperResWidget(QWidget):
             st, he_l = self.viewer.layers[name], self.viewer.layers[he]
             data = np.asarray(st.data, np.float32)
             stack = data if data.ndim == 3 else data[None]
-            px = tuple(float(v) for v in st.scale[-2:])
-            he_px = tuple(float(v) for v in he_l.scale[-2:])
+            px = require_pixel_size(st, "MSI")
+            he_px = require_pixel_size(he_l, "H&E")
             factor = self.factor.value() or default_factor(px, he_px)
             m = displayed_msi_to_he(st, he_l)
             params = (stack, _he_rgb(he_l), he_px, m, px, factor)

@@ -59,6 +59,21 @@ VERDICT_COLOURS = {"ok": "#2e7d32", "doubtful": "#ef6c00", "failed": "#c62828"}
 DETECT = "(detect tissue)"
 
 
+def _is_moving_candidate(ly) -> bool:
+    """A moving image: a synthetic H&E, an MSI layer of this plugin, or a single-channel image
+    opened by another reader (a MALDI export), which has no metadata of ours."""
+    kind = msi2hist_kind(ly)
+    if kind in ("synthetic_he", "msi", "ion_stack"):
+        return True
+    return (
+        kind is None
+        and ly.__class__.__name__ == "Image"
+        and not getattr(ly, "rgb", False)
+        and not getattr(ly, "multiscale", False)
+        and ly.ndim == 2
+    )
+
+
 def _source_file(layer) -> str:
     md = layer.metadata.get("msi2hist", {})
     return md.get("file") or md.get("source") or ""
@@ -171,7 +186,7 @@ class RegisterWidget(QWidget):
         )
         refill_combo(
             self.moving_box,
-            layer_names(v, lambda ly: msi2hist_kind(ly) in ("synthetic_he", "msi", "ion_stack")),
+            layer_names(v, _is_moving_candidate),
         )
         refill_combo(
             self.mask_box,

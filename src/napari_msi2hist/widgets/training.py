@@ -32,7 +32,15 @@ from qtpy.QtWidgets import (
 from ..config import TrainConfig
 from ..io.histology import to_uint8_rgb
 from . import synthesis as synth_widget
-from ._common import cancel_if_running, layer_names, msi2hist_kind, refill_combo, show_user_error
+from ._common import (
+    cancel_if_running,
+    layer_names,
+    layer_pixel_size,
+    msi2hist_kind,
+    refill_combo,
+    require_pixel_size,
+    show_user_error,
+)
 from ._workers import start_job
 
 KEEP_CHANNELS = "the base model's m/z"
@@ -61,6 +69,7 @@ class TrainParams:
     cfg: TrainConfig
     n_peaks: int
     rehead: bool = False  # new input layer for the data's top n_peaks m/z (models/rehead.py)
+    msi_pixel_um: float | None = None  # set in the viewer for an imzML without one
 
 
 def _layer_matrix(layer) -> np.ndarray:
@@ -104,7 +113,7 @@ def training_job(p: TrainParams, cancel=None):
         train, val = split_by_sample(samples)
     else:
         contract, train, val = wf.sample_from_arrays(
-            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he_matrix, job, base
+            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he_matrix, job, base, p.msi_pixel_um
         )
     return (yield from wf.iter_train_job(train, val, contract, job, base, cancel=cancel))
 
@@ -275,12 +284,14 @@ class TrainWidget(QWidget):
             matrix = displayed_msi_to_he(msi_l, he_l)
         data = he_l.data[0] if he_l.multiscale else he_l.data
         rgb = to_uint8_rgb(np.asarray(data)[..., :3])
+        he_px = require_pixel_size(he_l, "H&E")
+        msi_px = layer_pixel_size(msi_l)  # None: the imzML's own (refused when it has none)
         return TrainParams(
             "layers",
             "",
             msi_l.metadata["msi2hist"]["file"],
             rgb,
-            tuple(he_l.scale[-2:]),
+            he_px,
             self.align.currentText(),
             matrix,
             base,
@@ -289,6 +300,7 @@ class TrainWidget(QWidget):
             cfg,
             self.n_peaks.value(),
             rehead,
+            float(np.mean(msi_px)) if msi_px else None,
         )
 
     def _run_or_cancel(self):
