@@ -38,7 +38,7 @@ def _wait(qtbot, w, timeout=300_000):
 
 
 def test_own_data_journey_in_a_real_window(
-    make_napari_viewer, qtbot, own_sections, tmp_path, click, capsys
+    make_napari_viewer, qtbot, own_sections, tmp_path, click, capsys, monkeypatch
 ):
     from napari_msi2hist.cli import main
     from napari_msi2hist.widgets.layout import dock_widgets, fit_window, show_he_under_msi
@@ -55,9 +55,18 @@ def test_own_data_journey_in_a_real_window(
     demo_mz = np.asarray(load_checkpoint("demo").contract.mz)
     assert ((demo_mz < 500) | (demo_mz > 1000)).any()  # the demo model does not know this data
 
-    # 1. open my files; dock every widget; the window fits a 1920x1080 screen
+    # 1. open my files (my H&E scan has no pixel size in it: a visible warning, nothing assumed);
+    # dock every widget; the window fits a 1920x1080 screen
+    import tifffile
+
+    from napari_msi2hist.io.histology import read_histology
+
+    he_file = tmp_path / "my_scan" / "he.tif"
+    he_file.parent.mkdir()
+    tifffile.imwrite(he_file, np.asarray(read_histology(a.paths["he"]).levels[0]))
     viewer = make_napari_viewer(show=True)
-    viewer.open(a.paths["he"], plugin="napari-msi2hist")
+    with pytest.warns(UserWarning, match="he.tif: no pixel size in the file"):
+        viewer.open(str(he_file), plugin="napari-msi2hist")
     viewer.open(a.paths["imzml"], plugin="napari-msi2hist")
     peaks, synth = PeakSelectionWidget(viewer), SynthesisWidget(viewer)
     train, reg = TrainWidget(viewer), RegisterWidget(viewer)
@@ -81,6 +90,19 @@ def test_own_data_journey_in_a_real_window(
 
     tabs = [bar.tabText(i) for bar in win.findChildren(QTabBar) for i in range(bar.count())]
     assert "Synthesise H&&E" in tabs  # the "&" is shown, not taken as a mnemonic
+
+    # 1b. set the H&E pixel size (4 um, from the scanner's report) in the Register widget: typed
+    # into the field, the layer's scale and metadata follow at once, for every widget
+    from qtpy.QtCore import Qt
+
+    docks[3].raise_()
+    he_layer = viewer.layers["he"]
+    assert he_layer.metadata["msi2hist"]["pixel_size_um"] is None and reg.he_px.value() == 0.0
+    reg.he_px.lineEdit().selectAll()
+    qtbot.keyClicks(reg.he_px.lineEdit(), "4")
+    qtbot.keyClick(reg.he_px.lineEdit(), Qt.Key.Key_Return)
+    assert tuple(he_layer.scale[-2:]) == (4.0, 4.0)
+    assert he_layer.metadata["msi2hist"]["pixel_size_um"] == [4.0, 4.0]
 
     # 2. pick peaks: the spectrum keeps a usable height; the slider's m/z is shown
     docks[0].raise_()
@@ -164,13 +186,45 @@ def test_own_data_journey_in_a_real_window(
     viewer.reset_view()
     _shot(viewer, qtbot, shots, "own_05_registered.png")
 
-    # 7. export: the synthetic H&E and the landmarks through napari's own writers
+    # 7. export: the transform through the Register widget's Save button, the landmarks through
+    # napari's writer, then the Export widget's buttons (elastix, and SpatialData with that extra)
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_msi2hist.widgets.export import ExportWidget
+
     out = tmp_path / "export"
     out.mkdir()
-    viewer.layers["msi synthetic H&E"].save(str(out / "synthetic_he.tif"))
+    saved = str(out / "transform.json")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (saved, "")))
+    click(reg.save_btn)
+    assert (out / "transform.json").is_file() and (out / "transform.h5").is_file(), (
+        reg.status.text()
+    )
     fixed.save(str(out / "landmarks_he.csv"))
-    reg.result.transform.save(out / "transform.json", out / "transform.h5")
-    assert all((out / n).is_file() for n in ("synthetic_he.tif", "landmarks_he.csv"))
+    moving.save(str(out / "landmarks_msi.csv"))
+    exp = ExportWidget(viewer)
+    viewer.window.add_dock_widget(exp, name="Export", tabify=True)
+    for key, value in (
+        ("he", str(he_file)),
+        ("msi", a.paths["imzml"]),
+        ("transform", saved),
+        ("landmarks_he", str(out / "landmarks_he.csv")),
+        ("landmarks_msi", str(out / "landmarks_msi.csv")),
+        ("out", str(out)),
+    ):
+        exp.edits[key].setText(value)
+    exp.he_px.setValue(4.0)  # the scan still has no pixel size in its file
+    click(exp.elx_export_btn)
+    qtbot.waitUntil(lambda: exp.worker is None, timeout=120_000)
+    assert (out / "elastix" / "TransformParameters.0.txt").is_file(), exp.status.text()
+    try:
+        import spatialdata  # noqa: F401
+    except ImportError:
+        spatialdata = None
+    if spatialdata is not None:
+        click(exp.sd_export_btn)
+        qtbot.waitUntil(lambda: exp.worker is None, timeout=300_000)
+        assert (out / "section.zarr").is_dir(), exp.status.text()
 
     # 8. the rest of the sections, from the command line with my model: in domain, registered, and
     # every image written is readable by evaluate

@@ -14,6 +14,7 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -105,6 +106,15 @@ class ExportWidget(QWidget):
         self.mz = QLineEdit()
         self.mz.setPlaceholderText("m/z list (blank: top 20 peaks)")
         form.addRow("m/z", self.mz)
+        self.he_px, self.msi_px = QDoubleSpinBox(), QDoubleSpinBox()
+        for box, what in ((self.he_px, "H&E"), (self.msi_px, "MSI")):
+            box.setRange(0.0, 10000.0)
+            box.setDecimals(3)
+            box.setSuffix(" um")
+            box.setSpecialValueText("from the file")
+            box.setToolTip(f"{what} pixel size, for a file that has none (never assumed)")
+        form.addRow("H&&E pixel", self.he_px)
+        form.addRow("MSI pixel", self.msi_px)
         self.regions_box = QComboBox()
         self.regions_box.setToolTip("a Labels layer on the MSI grid to export as GeoJSON")
         form.addRow("MSI regions", self.regions_box)
@@ -160,6 +170,13 @@ class ExportWidget(QWidget):
             )
         return v or None
 
+    def _px(self) -> dict:
+        """The pixel sizes typed in the widget (0: the file's own)."""
+        return {
+            "he_pixel_um": self.he_px.value() or None,
+            "msi_pixel_um": self.msi_px.value() or None,
+        }
+
     def _out(self, name: str) -> str:
         return str(Path(self._get("out")) / name)
 
@@ -207,6 +224,7 @@ class ExportWidget(QWidget):
             landmarks_he=self._get("landmarks_he", False),
             landmarks_msi=self._get("landmarks_msi", False),
             overwrite=self.overwrite.isChecked(),
+            **self._px(),
         )
 
         def done(path):
@@ -219,8 +237,8 @@ class ExportWidget(QWidget):
     @_guard
     def export_elastix(self):
         cfg = jobs.ElastixExportConfig(
-            self._get("transform"), self._out("elastix"), self._get("he"), None,
-            self.overwrite.isChecked(),
+            self._get("transform"), self._out("elastix"), self._get("he"),
+            self._px()["he_pixel_um"], self.overwrite.isChecked(),
         )  # fmt: skip
 
         def done(paths):
@@ -243,6 +261,7 @@ class ExportWidget(QWidget):
             msi=self._get("msi"),
             out=self._out(f"{name}_he.geojson"),
             overwrite=self.overwrite.isChecked(),
+            **self._px(),
         )
 
         def done(path):
@@ -261,6 +280,7 @@ class ExportWidget(QWidget):
             msi=self._get("msi"),
             out_dir=self._out("annotations_msi"),
             overwrite=self.overwrite.isChecked(),
+            **self._px(),
         )
 
         def done(res):

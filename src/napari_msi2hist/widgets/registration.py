@@ -114,13 +114,19 @@ class RegisterWidget(QWidget):
         self.moving_box.currentTextChanged.connect(
             lambda *_: self._load_px(self.moving_box, self.msi_px)
         )
+        # a pixel size typed by the user applies to the layer at once (scale and metadata), so
+        # every widget sees it; the file is never changed
+        self.he_px.editingFinished.connect(lambda: self._set_px(self.fixed_box, self.he_px))
+        self.msi_px.editingFinished.connect(lambda: self._set_px(self.moving_box, self.msi_px))
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
         self.stage_boxes = {s: QCheckBox(s) for s in ("rigid", "affine", "bspline")}
         self.stage_boxes["rigid"].setChecked(True)
         self.stage_boxes["affine"].setChecked(True)
         self.stage_boxes["bspline"].setToolTip(
-            "Smooth deformation on top of the affine (mesh 250 um)"
+            f"Smooth deformation on top of the affine (control-point mesh "
+            f"{RegistrationOptions().bspline_mesh_um:g} um); kept only when it improves the "
+            "metric on held-out tissue pixels without folding"
         )
         row = QHBoxLayout()
         for b in self.stage_boxes.values():
@@ -130,6 +136,11 @@ class RegisterWidget(QWidget):
         self.checker_btn.setCheckable(True)
         self.checker_btn.setToolTip(
             "Show the H&E and the registered moving image in a checkerboard"
+        )
+        self.save_btn = QPushButton("Save transform...")
+        self.save_btn.setToolTip(
+            "Write the last result as transform.json (+ .h5): the input of msi2hist "
+            "transform-points, export-elastix, export-spatialdata and the Export widget"
         )
         self.lm_btn = QPushButton("Add landmark layers")
         self.fit_btn = QPushButton("Fit from landmarks")
@@ -156,6 +167,7 @@ class RegisterWidget(QWidget):
         lay.addWidget(self.metrics)
         lay.addWidget(self.verdict)
         lay.addWidget(self.checker_btn)
+        lay.addWidget(self.save_btn)
         lm_row = QHBoxLayout()
         for b in (self.lm_btn, self.fit_btn, self.undo_btn, self.redo_btn):
             lm_row.addWidget(b)
@@ -166,6 +178,7 @@ class RegisterWidget(QWidget):
 
         self.run_btn.clicked.connect(self._run_or_cancel)
         self.checker_btn.toggled.connect(self._toggle_checker)
+        self.save_btn.clicked.connect(lambda *_: self.save_transform())
         # clicked(bool) would arrive as the first argument: call the slots without it
         self.lm_btn.clicked.connect(lambda *_: self.add_landmark_layers())
         self.fit_btn.clicked.connect(lambda *_: self.fit_from_landmarks())
@@ -207,6 +220,41 @@ class RegisterWidget(QWidget):
             md = ly.metadata.get("msi2hist", {})
             known = md.get("pixel_size_um") is not None or tuple(ly.scale[-2:]) != (1.0, 1.0)
             box.setValue(float(ly.scale[-1]) if known else 0.0)
+
+    def _set_px(self, combo, box):
+        name, v = combo.currentText(), box.value()
+        if not name or name not in self.viewer.layers or v <= 0:
+            return
+        ly = self.viewer.layers[name]
+        if tuple(ly.scale[-2:]) != (v, v):
+            ly.scale = (*tuple(ly.scale[:-2]), v, v)
+        md = dict(ly.metadata.get("msi2hist", {}))
+        md.update(pixel_size_um=[v, v], pixel_size_source="set in the viewer")
+        ly.metadata = {**ly.metadata, "msi2hist": md}
+
+    def save_transform(self, path: str | None = None) -> str | None:
+        """Write the last registration as ``transform.json`` and ``transform.h5`` (atomic)."""
+        if self.result is None:
+            self.status.setText("register first: there is no transform to save")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save transform", "transform.json", "transform (*.json)"
+            )
+        if not path:
+            return None
+        from pathlib import Path
+
+        j = Path(path).with_suffix(".json")
+        try:
+            self.result.transform.save(j, j.with_suffix(".h5"))
+        except (OSError, ValueError) as e:
+            show_user_error(self.status, e)
+            return None
+        self.status.setText(f"wrote {j} and {j.with_suffix('.h5').name}")
+        return str(j)
 
     def _pixel(self, box, layer, what) -> tuple[float, float]:
         v = box.value()
