@@ -152,3 +152,31 @@ def test_domain_statistics_against_an_independent_count():
     finally:
         domain.MAX_PIXELS = small
     assert sub.intensity_ratio == pytest.approx(100.0, rel=0.1) and not sub.ok
+
+
+def test_train_refuses_a_pairs_file_whose_msi_misses_the_he_tissue(
+    small_phantom, tmp_path, capsys
+):
+    """An MSI paired with an unrelated H&E (here: a slide of glass and a stain blot far from where
+    the MSI lands) is refused before training, naming the pair's files, in one line."""
+    import numpy as np
+
+    from napari_msi2hist.io.histology import write_ome_tiff
+
+    he = np.full((400, 400, 3), 245, np.uint8)
+    he[300:380, 300:380] = (150, 60, 160)  # tissue, but not under the MSI at the identity
+    bad_he = tmp_path / "other_he.ome.tif"
+    write_ome_tiff(bad_he, he, (4.0, 4.0))
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(
+        "samples:\n"
+        f"  - {{name: a, imzml: {small_phantom.paths['imzml']}, he: {bad_he}, split: train}}\n"
+        f"  - {{name: b, imzml: {small_phantom.paths['imzml']}, he: {bad_he}, split: val}}\n"
+    )
+    out = tmp_path / "run"
+    args = ["train", "--pairs", str(pairs), "--out", str(out), "--max-steps", "1", "--n-peaks", "4"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "outside the H&E tissue" in err
+    assert "other_he.ome.tif" in err and "Traceback" not in err
+    assert not (out / "model.pt").exists()

@@ -90,3 +90,42 @@ def check_pair_overlap(
             f"{100 * MIN_OVERLAP:.0f} %). Register the pair, or use landmarks, and check both pixel sizes"
         )
     return f
+
+
+def check_entries_overlap(entries, samples: list[PairedSample], contract: ChannelContract) -> None:
+    """:func:`check_pair_overlap` for pairs read from a pairs file (one sample per entry, same order).
+
+    Parameters
+    ----------
+    entries : list of PairEntry
+        The pairs file's entries (pixel sizes resolved as for loading).
+    samples : list of PairedSample
+        What :func:`~napari_msi2hist.models.datasets.load_samples` made of them.
+    contract : ChannelContract
+
+    Raises
+    ------
+    PairOverlapError
+        For the first pair whose MSI footprint misses the H&E tissue; the message names the pair
+        and both of its files.
+    """
+    from ..io.histology import read_histology, to_uint8_rgb
+    from ..io.imzml import open_imzml
+    from ..pixel_size import resolve_pixel_size
+
+    for e, s in zip(entries, samples, strict=True):
+        with open_imzml(e["imzml"]) as imz:
+            px = resolve_pixel_size(
+                imz.pixel_size_um, e.get("moving_pixel_um"), "moving", e["imzml"]
+            )
+            mask = imz.measured_mask()
+        he = read_histology(e["he"])
+        he_px = resolve_pixel_size(he.pixel_size_um, e.get("fixed_pixel_um"), "fixed", e["he"])
+        rgb = np.asarray(he.levels[-1] if len(he.levels) > 1 else he.levels[0])
+        if len(he.levels) > 1:  # tissue area from the coarsest level, in its own pixel size
+            full = he.levels[0].shape
+            he_px = (he_px[0] * full[0] / rgb.shape[0], he_px[1] * full[1] / rgb.shape[1])
+        try:
+            check_pair_overlap(s, mask, px, contract, to_uint8_rgb(rgb[..., :3]), he_px)
+        except PairOverlapError as err:
+            raise PairOverlapError(f"{err} [pair {e['imzml']} + {e['he']}]") from None

@@ -104,10 +104,13 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
     samples : list of PairedSample
     """
     from ..models.datasets import contract_from_data, load_samples
+    from ..models.pairing import check_entries_overlap
     from ..models.rehead import reheaded_contract_kwargs
 
     if base is not None and not job.rehead:
-        return base.contract, load_samples(entries, base.contract)
+        samples = load_samples(entries, base.contract)
+        check_entries_overlap(entries, samples, base.contract)  # refuses unrelated pairs
+        return base.contract, samples
     if base is not None:
         kw = reheaded_contract_kwargs(base.contract)
     else:
@@ -122,7 +125,9 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
         mz=list(job.mz) if job.mz else None,
         **kw,
     )
-    return contract, load_samples(entries, contract, stacks)
+    samples = load_samples(entries, contract, stacks)
+    check_entries_overlap(entries, samples, contract)  # refuses unrelated or misaligned pairs
+    return contract, samples
 
 
 def sample_from_arrays(
