@@ -162,24 +162,13 @@ def cmd_train(args) -> int:
 
 
 def _evaluable_rgb(path, a):
-    """An image as ``(Y, X, 3)`` uint8 for evaluate: RGB as read, or a ``(3, Y, X)`` / ``(1, Y, X)``
-    stack such as ``register``'s registered.ome.tif (NaN outside the moved image becomes white)."""
-    import numpy as np
+    """An image as ``(Y, X, 3)`` uint8 for evaluate (:func:`..io.histology.as_rgb_uint8`)."""
+    from ..io.histology import as_rgb_uint8
 
-    from ..io.histology import to_uint8_rgb
-
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (3, 4):
-        a = np.moveaxis(a, 0, -1)
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
-        a = np.repeat(a.reshape(a.shape[:2] + (1,)), 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise CLIError(
-            f"{path}: a {a.shape} image: evaluate compares RGB images (or 3-channel stacks)"
-        )
-    a = a[..., :3]
-    if a.dtype.kind == "f":
-        a = np.where(np.isfinite(a), a, 255.0 if np.nanmax(a) > 1.0 else 1.0)
-    return to_uint8_rgb(a)
+    try:
+        return as_rgb_uint8(a, path)
+    except ValueError as e:
+        raise CLIError(f"{e}: evaluate compares RGB images (or 3-channel stacks)") from None
 
 
 def cmd_evaluate(args) -> int:

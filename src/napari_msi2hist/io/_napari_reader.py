@@ -143,6 +143,16 @@ def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple
             )
         ]
     lv0 = img.levels[0]
+    if lv0.ndim == 3 and img.channel_names:  # a named channel stack (e.g. registered.ome.tif)
+        meta["msi2hist"]["kind"] = "stack"
+        meta["msi2hist"]["channels"] = list(img.channel_names)
+        return [
+            (
+                data,
+                {"name": name, "scale": (1.0, *px), "metadata": meta, "colormap": "gray"},
+                "image",
+            )
+        ]
     if lv0.ndim == 2 or (lv0.ndim == 3 and lv0.shape[-1] == 1):  # a single-channel MSI image
         import numpy as np
 

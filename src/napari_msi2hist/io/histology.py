@@ -229,6 +229,44 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
     return HistologyImage(levels, px, str(path), warnings, channel_names, annotations)
 
 
+def as_rgb_uint8(a, path="the image") -> np.ndarray:
+    """Any image this tool writes or reads as an H&E-like ``(Y, X, 3)`` uint8.
+
+    RGB/RGBA ``(Y, X, 3|4)`` as read; a ``(3, Y, X)`` or ``(1, Y, X)`` stack (``register``'s
+    registered.ome.tif); grey ``(Y, X)`` repeated. Float data is rescaled by its range; NaN (outside
+    a moved image) becomes white, like glass.
+
+    Parameters
+    ----------
+    a : array-like
+    path : str
+        Named in the error.
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X, 3)`` uint8.
+
+    Raises
+    ------
+    ValueError
+        For other shapes (e.g. a stack of many ion images).
+    """
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
+        a = np.repeat(a.reshape(a.shape[:2] + (1,)), 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(f"{path}: a {a.shape} image, where an RGB image (or 3 channels) is needed")
+    a = a[..., :3]
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a)
+        top = float(np.nanmax(a)) if finite.any() else 1.0
+        a = np.where(finite, a, 255.0 if top > 1.0 else 1.0)
+    return to_uint8_rgb(a)
+
+
 def to_uint8_rgb(img: np.ndarray) -> np.ndarray:
     """RGB image as uint8 without silent wrap-around: 16-bit and float are rescaled by their range."""
     a = np.asarray(img)

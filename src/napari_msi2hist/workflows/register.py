@@ -106,7 +106,7 @@ def iter_read_inputs(
     -------
     RegisterInputs
     """
-    from ..io.histology import read_histology, to_uint8_rgb
+    from ..io.histology import as_rgb_uint8, read_histology, to_uint8_rgb
     from ..io.imzml import is_imzml_path
     from ..phantom import read_points_csv
     from ..pixel_size import resolve_pixel_size
@@ -114,7 +114,7 @@ def iter_read_inputs(
 
     he = read_histology(fixed)
     warnings = list(he.warnings)
-    he_rgb = _rgb_uint8(to_uint8_rgb, np.asarray(he.levels[0]), fixed)
+    he_rgb = as_rgb_uint8(np.asarray(he.levels[0]), fixed)
     he_px = resolve_pixel_size(he.pixel_size_um, fixed_pixel_um, "fixed", fixed)
     lm_f = read_points_csv(landmarks_fixed) if landmarks_fixed else None
     lm_m = read_points_csv(landmarks_moving) if landmarks_moving else None
@@ -152,15 +152,6 @@ def iter_read_inputs(
     inp.fixed_mask = _read_mask(fixed_mask, he_rgb.shape[:2])
     inp.moving_mask = _read_mask(moving_mask, inp.moving_shape)
     return inp
-
-
-def _rgb_uint8(to_uint8_rgb, a: np.ndarray, path) -> np.ndarray:
-    """An H&E read as ``(Y, X, 3)`` uint8 (an alpha channel dropped, grayscale repeated)."""
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"{path}: a {a.shape} image: the fixed image must be an RGB H&E")
-    return to_uint8_rgb(a[..., :3])
 
 
 def _read_imzml(inp, cfg, moving, moving_pixel_um, mz, cancel):
