@@ -154,9 +154,7 @@ def test_domain_statistics_against_an_independent_count():
     assert sub.intensity_ratio == pytest.approx(100.0, rel=0.1) and not sub.ok
 
 
-def test_train_refuses_a_pairs_file_whose_msi_misses_the_he_tissue(
-    small_phantom, tmp_path, capsys
-):
+def test_train_refuses_a_pairs_file_whose_msi_misses_the_he_tissue(small_phantom, tmp_path, capsys):
     """An MSI paired with an unrelated H&E (here: a slide of glass and a stain blot far from where
     the MSI lands) is refused before training, naming the pair's files, in one line."""
     import numpy as np
