@@ -46,7 +46,7 @@ def ensure_sample_phantom() -> Path:
 
 
 def phantom_sample():
-    from .io._napari_reader import imzml_layer_data, read_image_layers
+    from ._reader import imzml_layer_data, read_image_layers
 
     d = ensure_sample_phantom()
     return read_image_layers(str(d / "he.ome.tif")) + imzml_layer_data(d / "msi.imzML")

@@ -272,20 +272,3 @@ class RegisterConfig:
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ValueError(f"stages {','.join(self.stages)!r}: choose from {', '.join(STAGES)}")
-
-    def options(self):
-        """The registration options of this config.
-
-        Returns
-        -------
-        RegistrationOptions
-        """
-        from .registration.intensity import RegistrationOptions
-
-        return RegistrationOptions(
-            stages=tuple(self.stages),
-            rotation_search=self.rotation_search,
-            seed=self.seed,
-            scale_range=self.scale_range,
-            scale_steps=self.scale_steps if self.scale_range > 1 else 1,
-        )

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ._files import write_text_atomic
+from .crossmodal.features import tissue_classes
+from .io.points import read_points_csv, write_points_csv  # noqa: F401  (re-exported)
 from .progress import Progress, run_to_end
 from .registration.transforms import (
     DisplacementField,
@@ -175,28 +177,6 @@ def _cut_tissue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out[~blob] = _glass((int((~blob).sum()),), rng)
     out[dark_grey] = _glass((int(dark_grey.sum()),), rng)
     return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def tissue_classes(rgb: np.ndarray) -> np.ndarray:
-    """Soft class maps ``(4, Y, X)`` (background, nuclei, stroma, other) from colour deconvolution."""
-    from scipy import ndimage as ndi
-    from skimage.color import rgb2hed
-
-    hed = rgb2hed(rgb)
-    h, e = hed[..., 0], hed[..., 1]
-    od = -np.log(np.clip(rgb.astype(np.float64), 1, 255) / 255.0).sum(-1)
-    tissue = ndi.gaussian_filter((od > 0.25).astype(np.float64), 1.0)
-    t = tissue > 0.5
-    if t.sum() < 10:
-        t = np.ones_like(t)
-    hz = (h - np.median(h[t])) / (h[t].std() + 1e-9)
-    ez = (e - np.median(e[t])) / (e[t].std() + 1e-9)
-    p_nuc = 1 / (1 + np.exp(-2.5 * (hz - 0.6)))
-    p_str = (1 - p_nuc) / (1 + np.exp(-2.5 * (ez - 0.0 - 0.5 * hz)))
-    p_oth = 1 - p_nuc - p_str
-    cls = np.stack([1 - tissue, tissue * p_nuc, tissue * p_str, tissue * p_oth])
-    cls = np.clip(cls, 0, None)
-    return cls / cls.sum(0, keepdims=True)
 
 
 # ------------------------------------------------------------------- geometry
@@ -594,44 +574,3 @@ def load_truth(path: str | os.PathLike) -> PhantomTransform:
 
 def _write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1))
-
-
-def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
-    """napari points CSV: ``index,axis-0,axis-1`` with world (y, x) coordinates in micrometres."""
-    path = Path(path)
-    lines = ["index,axis-0,axis-1"] + [
-        f"{i},{float(p[0])!r},{float(p[1])!r}"
-        for i, p in enumerate(np.asarray(points_yx_um, float))
-    ]
-    write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def read_points_csv(path: str | os.PathLike) -> np.ndarray:
-    """Read a napari points CSV (``index,axis-0,axis-1``) into an ``(N, 2)`` yx array in world units."""
-    path = Path(path)
-    try:
-        rows = path.read_text(encoding="utf-8").strip().splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text (UTF-8) points CSV") from None
-    if not rows:
-        raise ValueError(f"{path}: empty; not a napari points CSV")
-    header = [h.strip() for h in rows[0].split(",")]
-    try:
-        iy, ix = header.index("axis-0"), header.index("axis-1")
-    except ValueError:
-        raise ValueError(
-            f"{path}: not a napari points CSV (needs columns axis-0, axis-1)"
-        ) from None
-    pts = []
-    for n, r in enumerate(rows[1:], start=2):
-        if not r.strip():
-            continue
-        cells = r.split(",")
-        try:
-            pts.append([float(cells[iy]), float(cells[ix])])
-        except (IndexError, ValueError):
-            raise ValueError(f"{path}: line {n}: expected numbers in axis-0, axis-1") from None
-    out = np.array(pts, dtype=np.float64).reshape(-1, 2)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{path}: holds NaN or infinite coordinates")
-    return out

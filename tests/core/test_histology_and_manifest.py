@@ -7,7 +7,7 @@ import tifffile
 import yaml
 
 import napari_msi2hist
-from napari_msi2hist.io._napari_reader import get_reader
+from napari_msi2hist._reader import get_reader
 from napari_msi2hist.io.histology import (
     HistologyError,
     read_histology,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_msi2hist.cli import main
-from napari_msi2hist.phantom import read_points_csv
+from napari_msi2hist.io.points import read_points_csv
 from napari_msi2hist.registration.transforms import Transform
 
 HE_PX, MSI_PX = 4.0, 20.0
@@ -100,7 +100,7 @@ def test_handwritten_elastix_chain_follows_the_manual(tmp_path):
     """Files written by hand as in the elastix manual: an Euler transform, then a B-spline whose
     coefficients are all (dx, dy) (partition of unity: a constant shift inside its grid), chained with
     InitialTransformParametersFileName and combined by "Compose": T(p) = BSpline(Euler(p))."""
-    from napari_msi2hist.io.elastix import ElastixFormatError, read_elastix
+    from napari_msi2hist.interop.elastix import ElastixFormatError, read_elastix
 
     th, c, t, d = 0.3, np.array([50.0, 40.0]), np.array([5.0, -3.0]), np.array([2.5, -1.5])
     (tmp_path / "TP.0.txt").write_text(
@@ -203,7 +203,7 @@ def test_elastix_export_matches_transformix_and_imports_back(registered, kind, t
 
 def test_import_elastix_with_the_msi_as_fixed_image(registered, tmp_path):
     """image2image-reg users often register the H&E onto the MSI: the file maps MSI -> H&E."""
-    from napari_msi2hist.io.elastix import write_elastix
+    from napari_msi2hist.interop.elastix import write_elastix
 
     p, trs = registered
     tr = Transform.load(trs["linear"])
@@ -224,7 +224,7 @@ def test_import_elastix_with_the_msi_as_fixed_image(registered, tmp_path):
 # ----------------------------------------------------------------------------- GeoJSON
 @pytest.mark.parametrize("kind", ["linear", "bspline"])
 def test_geojson_round_trip_he_msi_he(registered, kind, tmp_path):
-    from napari_msi2hist.io.geojson import read_geojson
+    from napari_msi2hist.interop.geojson import read_geojson
 
     p, trs = registered
     src = tmp_path / "qupath.geojson"
@@ -300,7 +300,7 @@ def test_class_counts_match_direct_rasterisation(registered, kind, tmp_path):
 def test_label_image_traces_back_exactly():
     from scipy import ndimage as ndi
 
-    from napari_msi2hist.io.regions import labels_to_features, rasterize
+    from napari_msi2hist.interop.regions import labels_to_features, rasterize
 
     rng = np.random.default_rng(4)
     lab = (ndi.gaussian_filter(rng.random((40, 50)), 2.5) * 40).astype(int) % 4
@@ -327,7 +327,7 @@ def test_bad_geojson_is_one_line(tmp_path, capsys, registered):
 def test_core_works_without_spatialdata(tmp_path):
     code = (
         "import sys; sys.modules['spatialdata'] = None\n"
-        "import napari_msi2hist.io.spatialdata_store, napari_msi2hist.workflows.export\n"
+        "import napari_msi2hist.interop.spatialdata_store, napari_msi2hist.workflows.export\n"
         "from napari_msi2hist.cli import main\n"
         "sys.exit(main(['export-spatialdata', '--he', 'x.tif', '--msi', 'x.imzML', '--out', 'o.zarr']))"
     )
@@ -343,7 +343,7 @@ def test_spatialdata_round_trip(registered, kind, tmp_path):
     sd = pytest.importorskip("spatialdata", reason='needs the extra: pip install ".[spatialdata]"')
     from spatialdata.transformations import get_transformation
 
-    from napari_msi2hist.io.spatialdata_store import msi_to_global
+    from napari_msi2hist.interop.spatialdata_store import msi_to_global
     from napari_msi2hist.models.datasets import read_pairs_yaml
 
     p, trs = registered

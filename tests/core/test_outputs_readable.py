@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_msi2hist._reader import get_reader
 from napari_msi2hist.cli import main
-from napari_msi2hist.io._napari_reader import get_reader
 from napari_msi2hist.io.histology import read_histology
 
 

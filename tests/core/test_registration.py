@@ -180,7 +180,7 @@ def test_resampling_both_directions_agrees_with_point_mapping():
 
 def test_register_and_transform_points_cli(tmp_path, small_phantom, trained_checkpoint):
     from napari_msi2hist.cli import main
-    from napari_msi2hist.phantom import read_points_csv
+    from napari_msi2hist.io.points import read_points_csv
 
     p = small_phantom.paths
     out = tmp_path / "reg"

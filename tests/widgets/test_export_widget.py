@@ -62,7 +62,7 @@ def _press(qtbot, w, button):
 
 
 def test_geojson_and_elastix_buttons(make_napari_viewer, qtbot, registered_dir):
-    from napari_msi2hist.io.geojson import read_geojson
+    from napari_msi2hist.interop.geojson import read_geojson
     from napari_msi2hist.registration.transforms import Transform
 
     p, transform, tmp = registered_dir
@@ -131,7 +131,7 @@ def test_store_opens_in_napari_spatialdata(qtbot, registered_dir):
     import spatialdata as sd
     from napari_spatialdata import Interactive
 
-    from napari_msi2hist.phantom import read_points_csv
+    from napari_msi2hist.io.points import read_points_csv
 
     p, transform, tmp = registered_dir
     store = tmp / "s.zarr"

@@ -99,7 +99,7 @@ def _print_verdict(reg, args) -> None:
 def cmd_transform_points(args) -> int:
     import numpy as np
 
-    from ..phantom import read_points_csv, write_points_csv
+    from ..io.points import read_points_csv, write_points_csv
     from ..registration.transforms import Transform
 
     tr = Transform.load(args.transform)

@@ -7,7 +7,7 @@ Two feature sources:
   by tile (tiles overlap by a margin that is cropped away, so tile seams do not show).
 - ``colour``: the documented fallback when no weights are given: colour deconvolution (haematoxylin,
   eosin, DAB optical densities, ``skimage.color.rgb2hed``), the tissue class fractions used across this
-  project (:func:`napari_msi2hist.phantom.tissue_classes`), and local mean / standard deviation of the
+  project (:func:`tissue_classes`), and local mean / standard deviation of the
   H and E densities at two scales (texture).
 
 :func:`features_on_msi_grid` averages a feature map over each MSI pixel's footprint (area-weighted:
@@ -46,8 +46,6 @@ def colour_texture_features(rgb: np.ndarray) -> np.ndarray:
     """``(15, Y, X)`` float32 colour/texture features of an RGB uint8 H&E (names: COLOUR_FEATURES)."""
     from scipy import ndimage as ndi
     from skimage.color import rgb2hed
-
-    from ..phantom import tissue_classes
 
     rgb = np.asarray(rgb)[..., :3]
     hed = rgb2hed(rgb)
@@ -138,3 +136,25 @@ def features_on_msi_grid(
         out[i] = v.reshape(ny, s, nx, s).mean((1, 3))
     valid = inside.reshape(ny, s, nx, s).all((1, 3))
     return out, valid
+
+
+def tissue_classes(rgb: np.ndarray) -> np.ndarray:
+    """Soft class maps ``(4, Y, X)`` (background, nuclei, stroma, other) from colour deconvolution."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+
+    hed = rgb2hed(rgb)
+    h, e = hed[..., 0], hed[..., 1]
+    od = -np.log(np.clip(rgb.astype(np.float64), 1, 255) / 255.0).sum(-1)
+    tissue = ndi.gaussian_filter((od > 0.25).astype(np.float64), 1.0)
+    t = tissue > 0.5
+    if t.sum() < 10:
+        t = np.ones_like(t)
+    hz = (h - np.median(h[t])) / (h[t].std() + 1e-9)
+    ez = (e - np.median(e[t])) / (e[t].std() + 1e-9)
+    p_nuc = 1 / (1 + np.exp(-2.5 * (hz - 0.6)))
+    p_str = (1 - p_nuc) / (1 + np.exp(-2.5 * (ez - 0.0 - 0.5 * hz)))
+    p_oth = 1 - p_nuc - p_str
+    cls = np.stack([1 - tissue, tissue * p_nuc, tissue * p_str, tissue * p_oth])
+    cls = np.clip(cls, 0, None)
+    return cls / cls.sum(0, keepdims=True)

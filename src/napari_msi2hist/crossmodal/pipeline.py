@@ -170,8 +170,8 @@ def iter_build_table(
     return Table(out, mz_arr, names, meta)
 
 
-# QuPath GeoJSON reading lives in io/geojson.py; re-exported here for existing callers
-from ..io.geojson import rasterize_geojson  # noqa: E402
+# QuPath GeoJSON reading lives in interop/geojson.py; re-exported here for existing callers
+from ..interop.geojson import rasterize_geojson  # noqa: E402
 
 
 def pixels_to_images(values: np.ndarray, table: Table) -> list[np.ndarray]:

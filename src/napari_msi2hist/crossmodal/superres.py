@@ -250,12 +250,13 @@ def make_sr_phantom(
     noise: float = 0.02,
 ) -> SRPhantom:
     """A fine-resolution truth from an H&E: each ion image is a positive mix of the tissue class
-    fractions (nuclei, stroma, other, background; :func:`napari_msi2hist.phantom.tissue_classes`),
+    fractions (nuclei, stroma, other, background; :func:`.features.tissue_classes`),
     blurred by one fine pixel and modulated by a smooth field the H&E does not show; the measured MSI
     is its ``factor x factor`` footprint mean plus Gaussian noise (``noise`` x the image's max)."""
     from scipy import ndimage as ndi
 
-    from ..phantom import PhantomConfig, load_texture, procedural_he, tissue_classes
+    from ..phantom import PhantomConfig, load_texture, procedural_he
+    from .features import tissue_classes
 
     rng = np.random.default_rng(seed)
     if texture is None:

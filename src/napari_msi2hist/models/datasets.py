@@ -53,13 +53,12 @@ class PairedSample:
 
 
 def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares affine ``dst = A @ src + t`` (yx, um)."""
-    src, dst = np.asarray(src_yx, float), np.asarray(dst_yx, float)
-    if len(src) < 3:
-        raise ValueError("an affine needs at least 3 landmark pairs")
-    g = np.column_stack([src, np.ones(len(src))])
-    sol, *_ = np.linalg.lstsq(g, dst, rcond=None)
-    return sol[:2].T, sol[2]
+    """Least-squares affine ``dst = A @ src + t`` (yx, um): the project's one landmark fitter,
+    :func:`napari_msi2hist.registration.landmarks.fit_linear`, as ``(A, t)``."""
+    from ..registration.landmarks import fit_linear
+
+    m = fit_linear(np.asarray(src_yx, float), np.asarray(dst_yx, float), "affine")
+    return m[:2, :2], m[:2, 2]
 
 
 def he_on_msi_grid(
@@ -110,7 +109,7 @@ def _align_function(align, base: Path):
 
         return Transform.load(base / align["transform"]).moving_to_fixed
     if "landmarks_msi" in align:
-        from ..phantom import read_points_csv
+        from ..io.points import read_points_csv
         from ..registration.landmarks import check_landmark_pairs
 
         f_msi, f_he = base / align["landmarks_msi"], base / align["landmarks_he"]

@@ -15,28 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def px_to_um(points_yx_px, pixel_size_yx_um) -> np.ndarray:
-    return np.asarray(points_yx_px, dtype=np.float64) * np.asarray(
-        pixel_size_yx_um, dtype=np.float64
-    )
-
-
-def um_to_px(points_yx_um, pixel_size_yx_um) -> np.ndarray:
-    return np.asarray(points_yx_um, dtype=np.float64) / np.asarray(
-        pixel_size_yx_um, dtype=np.float64
-    )
-
-
-def yx_to_xy(a) -> np.ndarray:
-    """Swap the last axis of points (N, 2) or a 2x2 matrix between yx and xy order."""
-    a = np.asarray(a, dtype=np.float64)
-    if a.shape == (2, 2):
-        return a[::-1, ::-1].copy()
-    return a[..., ::-1].copy()
-
-
-xy_to_yx = yx_to_xy
+from ..axes import px_to_um, um_to_px, xy_to_yx, yx_to_xy  # noqa: F401  (re-exported)
 
 
 def rotation_scale_matrix_yx(angle_deg: float, scale: float = 1.0) -> np.ndarray:

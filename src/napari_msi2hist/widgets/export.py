@@ -49,7 +49,7 @@ def annotation_layers(features, he_px, name: str) -> list:
         ``(data, kwargs, "shapes" | "points")`` in H&E world um; holes are their own polygons with the
         feature ``hole`` True (napari shapes have no holes).
     """
-    from ..io.geojson import qupath_xy_to_world_yx_um
+    from ..interop.geojson import qupath_xy_to_world_yx_um
 
     polys, cls, hole = [], [], []
     pts, pcls = [], []
@@ -286,7 +286,7 @@ class ExportWidget(QWidget):
         def done(res):
             import tifffile
 
-            from ..io.geojson import read_geojson
+            from ..interop.geojson import read_geojson
             from ..registration.transforms import Transform
 
             self.last = res
@@ -313,7 +313,7 @@ class ExportWidget(QWidget):
         store = self._get("store")
 
         def job(tok):
-            from ..io.spatialdata_store import read_spatialdata
+            from ..interop.spatialdata_store import read_spatialdata
             from ..progress import Progress
 
             sec = read_spatialdata(store)
@@ -328,7 +328,7 @@ class ExportWidget(QWidget):
         v.add_image(sec.he_rgb, name=f"{name} H&E", rgb=True, scale=sec.he_px, metadata=meta)
         aff = None
         if sec.transform is not None:
-            from ..io.spatialdata_store import registration_parts
+            from ..interop.spatialdata_store import registration_parts
 
             # napari shows affines only: a B-spline result is drawn with its least-squares affine
             aff = registration_parts(sec.transform, sec.ion_stack.shape[-2:], sec.msi_px)[0]

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..io._napari_reader import robust_limits
+from .._reader import robust_limits
 from ..io.imzml import open_imzml
 from ..msi.ion_images import Tolerance
 from ..msi.peaks import parse_mz_list

@@ -63,13 +63,13 @@ def msi_geometry(path, pixel_um: float | None = None):
 
 
 def _fresh_dir(out: Path, overwrite: bool, inputs=()):
-    from ..io._interop_files import check_writable, temp_sibling_dir
+    from ..interop._files import check_writable, temp_sibling_dir
 
     check_writable(out, overwrite, inputs)
     return temp_sibling_dir(out)
 
 
 def _finish_dir(tmp: Path, out: Path) -> None:
-    from ..io._interop_files import replace_dir
+    from ..interop._files import replace_dir
 
     replace_dir(tmp, out)

@@ -52,9 +52,9 @@ def iter_annotations_to_msi(
     import tifffile
 
     from .._files import rows_to_csv
-    from ..io._interop_files import check_writable
-    from ..io.geojson import map_features, mapper, read_geojson, write_geojson
-    from ..io.regions import class_counts, class_names, class_table_rows, rasterize
+    from ..interop._files import check_writable
+    from ..interop.geojson import map_features, mapper, read_geojson, write_geojson
+    from ..interop.regions import class_counts, class_names, class_table_rows, rasterize
     from ..registration.transforms import Transform
 
     check_writable(cfg.out_dir, cfg.overwrite, [cfg.geojson, cfg.transform, cfg.he, cfg.msi])
@@ -155,9 +155,9 @@ def iter_msi_regions_to_geojson(
     Path
         The GeoJSON written.
     """
-    from ..io._interop_files import check_writable
-    from ..io.geojson import map_features, mapper, read_geojson, write_geojson
-    from ..io.regions import labels_to_features
+    from ..interop._files import check_writable
+    from ..interop.geojson import map_features, mapper, read_geojson, write_geojson
+    from ..interop.regions import labels_to_features
     from ..registration.transforms import Transform
 
     check_writable(cfg.out, cfg.overwrite, [cfg.regions or None, cfg.transform, cfg.he, cfg.msi])

@@ -42,7 +42,7 @@ def iter_export_elastix(
     list of Path
         The files; the last one is for transformix ``-tp``.
     """
-    from ..io.elastix import write_elastix
+    from ..interop.elastix import write_elastix
     from ..registration.transforms import Transform
 
     tr = Transform.load(cfg.transform)
@@ -93,9 +93,9 @@ def iter_import_elastix(
     dict
         ``transform`` (as saved and loaded back), ``landmarks`` (TRE QA or None) and ``path``.
     """
-    from ..io._interop_files import check_writable
-    from ..io.elastix import invert_linear, read_elastix
-    from ..phantom import read_points_csv
+    from ..interop._files import check_writable
+    from ..interop.elastix import invert_linear, read_elastix
+    from ..io.points import read_points_csv
     from ..registration.transforms import Transform
 
     if cfg.units not in ("um", "px"):

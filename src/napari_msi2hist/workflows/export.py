@@ -69,14 +69,14 @@ def iter_export_spatialdata(
     Path
         The store.
     """
-    from ..io._interop_files import check_writable
-    from ..io.geojson import read_geojson
+    from ..interop._files import check_writable
+    from ..interop.geojson import read_geojson
+    from ..interop.spatialdata_store import Section, _require, write_spatialdata
     from ..io.histology import read_histology, to_uint8_rgb
     from ..io.imzml import open_imzml
-    from ..io.spatialdata_store import Section, _require, write_spatialdata
+    from ..io.points import read_points_csv
     from ..msi.ion_images import Tolerance, iter_ion_images
     from ..msi.peaks import iter_top_peaks
-    from ..phantom import read_points_csv
     from ..registration.transforms import Transform
 
     _require()  # fail before any long work when the extra is missing
@@ -167,11 +167,11 @@ def iter_import_spatialdata(
     """
     import yaml
 
-    from ..io._interop_files import check_writable
-    from ..io.geojson import write_geojson
+    from ..interop._files import check_writable
+    from ..interop.geojson import write_geojson
+    from ..interop.spatialdata_store import read_spatialdata
     from ..io.histology import write_ome_tiff
-    from ..io.spatialdata_store import read_spatialdata
-    from ..phantom import write_points_csv
+    from ..io.points import write_points_csv
 
     check_writable(cfg.out_dir, cfg.overwrite, [cfg.store])
     sec = read_spatialdata(cfg.store)

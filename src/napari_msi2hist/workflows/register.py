@@ -20,7 +20,28 @@ import numpy as np
 
 from ..config import RegisterConfig
 from ..progress import CancelToken, Progress
+from ..registration.intensity import RegistrationOptions
 from ..registration.pipeline import RegistrationResult, iter_register_msi
+
+
+def registration_options(cfg: RegisterConfig) -> RegistrationOptions:
+    """The registration algorithm's options for a :class:`~napari_msi2hist.config.RegisterConfig`.
+
+    Parameters
+    ----------
+    cfg : RegisterConfig
+
+    Returns
+    -------
+    RegistrationOptions
+    """
+    return RegistrationOptions(
+        stages=tuple(cfg.stages),
+        rotation_search=cfg.rotation_search,
+        seed=cfg.seed,
+        scale_range=cfg.scale_range,
+        scale_steps=cfg.scale_steps if cfg.scale_range > 1 else 1,
+    )
 
 
 @dataclass
@@ -108,7 +129,7 @@ def iter_read_inputs(
     """
     from ..io.histology import as_rgb_uint8, read_histology, to_uint8_rgb
     from ..io.imzml import is_imzml_path
-    from ..phantom import read_points_csv
+    from ..io.points import read_points_csv
     from ..pixel_size import resolve_pixel_size
     from ..registration.landmarks import check_landmark_pairs
 
@@ -214,7 +235,7 @@ def iter_register_job(
         inp.he_px,
         cfg.route,
         inp.moving_px,
-        opts=cfg.options(),
+        opts=registration_options(cfg),
         landmarks_fixed=inp.landmarks_fixed,
         landmarks_moving=inp.landmarks_moving,
         landmarks_use=cfg.landmarks_use,

@@ -264,9 +264,9 @@ def iter_section(
     """
     from ..io.histology import read_histology, write_ome_tiff
     from ..io.imzml import open_imzml
+    from ..io.points import read_points_csv
     from ..msi.ion_images import iter_ion_images
     from ..msi.peaks import iter_top_peaks
-    from ..phantom import read_points_csv
     from ..registration.intensity import RegistrationOptions
     from ..registration.pipeline import iter_register_msi
     from .wholeslide import iter_apply, registration_level

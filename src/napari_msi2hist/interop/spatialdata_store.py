@@ -322,7 +322,7 @@ def write_spatialdata(
     """
     import shutil
 
-    from ._interop_files import check_writable, replace_dir, temp_sibling_dir
+    from ._files import check_writable, replace_dir, temp_sibling_dir
 
     path = check_writable(path, overwrite, inputs)
     sdata = to_spatialdata(sec, field_step)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .histology import HistologyImage, is_histology_path, read_histology
-from .imzml import is_imzml_path
+from .io.histology import HistologyImage, is_histology_path, read_histology
+from .io.imzml import is_imzml_path
 
 
 def robust_limits(values) -> tuple[float, float]:
@@ -60,8 +60,8 @@ def get_reader(path):
 def imzml_layer_data(path) -> list[tuple]:
     import warnings
 
-    from ..msi.ion_images import total_ion_image
-    from .imzml import open_imzml
+    from .io.imzml import open_imzml
+    from .msi.ion_images import total_ion_image
 
     with open_imzml(path) as imz:
         if imz.pixel_size_um is None:
@@ -130,7 +130,7 @@ def image_layer_data(img: HistologyImage, name: str | None = None) -> list[tuple
         meta["msi2hist"]["mz"] = [float(n[3:]) for n in img.channel_names]
         ann = img.annotations  # written by msi2hist peaks: the extraction survives the round trip
         if "tolerance" in ann:
-            from ..config import Tolerance
+            from .config import Tolerance
 
             meta["msi2hist"]["tolerance"] = Tolerance.parse(ann["tolerance"]).as_dict()
         if "normalisation" in ann:

@@ -241,7 +241,7 @@ def write_elastix(
         The files; the LAST is the one to give transformix (``-tp``). It names the previous file (absolute
         path) in ``InitialTransformParametersFileName``, and so on back to file 0.
     """
-    from ._interop_files import check_writable, write_texts_atomic
+    from ._files import check_writable, write_texts_atomic
 
     out_dir = Path(out_dir)
     sets = elastix_parameter_sets(transform, fixed_shape_yx, fixed_pixel_yx_um)

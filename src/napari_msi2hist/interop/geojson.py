@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registration.transforms import Transform, px_to_um, um_to_px, xy_to_yx, yx_to_xy
+from ..axes import px_to_um, um_to_px, xy_to_yx, yx_to_xy
+from ..registration.transforms import Transform
 
 # a colour per class for files we write (QuPath shows them); unknown names cycle through these
 _COLOURS = [(200, 0, 0), (0, 150, 0), (0, 0, 200), (200, 150, 0), (150, 0, 200), (0, 150, 200)]
@@ -218,7 +219,7 @@ def write_geojson(
     Path
     """
     from .._files import write_text_atomic
-    from ._interop_files import check_writable
+    from ._files import check_writable
 
     path = check_writable(path, overwrite, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)

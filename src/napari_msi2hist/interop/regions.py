@@ -1,6 +1,6 @@
 """Annotation regions on a pixel grid: rasterise polygons to labels (classes per pixel, counts,
 a per-pixel table) and trace labels back to polygons with holes. Polygons are
-:class:`~napari_msi2hist.io.geojson.Feature` objects in QuPath pixels of the grid (pixel ``(r, c)``
+:class:`~napari_msi2hist.interop.geojson.Feature` objects in QuPath pixels of the grid (pixel ``(r, c)``
 has its centre at ``(c + 0.5, r + 0.5)``).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registration.transforms import px_to_um
+from ..axes import px_to_um
 from .geojson import Feature
 
 
