@@ -37,15 +37,18 @@ class Tolerance:
             raise ValueError(f"tolerance must be >= 0, got {self.value}")
 
     def half_width(self, mz: np.ndarray) -> np.ndarray:
+        """Half-width of the window around each m/z (in m/z units)."""
         mz = np.asarray(mz, dtype=np.float64)
         return mz * self.value * 1e-6 if self.unit == "ppm" else np.full_like(mz, self.value)
 
     def windows(self, mz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper window edges around each m/z."""
         mz = np.asarray(mz, dtype=np.float64)
         h = self.half_width(mz)
         return mz - h, mz + h
 
     def as_dict(self) -> dict:
+        """The tolerance as ``{"value", "unit"}``."""
         return {"value": float(self.value), "unit": self.unit}
 
     def __str__(self) -> str:
@@ -160,12 +163,15 @@ class PairEntry:
         return key in names and not (key == "label" and self.label is None)
 
     def get(self, key: str, default=None):
+        """The field ``key``, or ``default`` when it is not set."""
         return self[key] if key in self else default
 
     def keys(self):
+        """Names of the fields that are set (``label`` only when given)."""
         return [f.name for f in fields(self) if f.name in self]
 
     def items(self):
+        """``(name, value)`` of the fields that are set."""
         return [(k, getattr(self, k)) for k in self.keys()]
 
     def __iter__(self):
@@ -181,6 +187,8 @@ class PairEntry:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training and fine-tuning: model, losses, optimiser, steps, architecture (seed 000 defaults: L1 weight 200, lr 2e-5)."""
+
     model: str = "pix2pix"  # or "unet" (baseline, MSE)
     gan_mode: str = "vanilla"  # vanilla | lsgan | wgangp
     lambda_l1: float = 200.0
@@ -215,12 +223,14 @@ class TrainConfig:
             raise ValueError(f"gan_mode must be vanilla, lsgan or wgangp, not {self.gan_mode!r}")
 
     def to_yaml(self) -> str:
+        """The config as YAML (written as ``config.yaml`` next to a run)."""
         import yaml
 
         return yaml.safe_dump(asdict(self), sort_keys=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from a mapping, ignoring unknown keys (older checkpoints)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -51,19 +51,23 @@ class HistologyImage:
 
     @property
     def data(self):
+        """Full-resolution level, ``levels[0]``."""
         return self.levels[0]
 
     @property
     def rgb(self) -> bool:
+        """True for a ``(Y, X, 3)`` colour image."""
         s = self.levels[0].shape
         return len(s) == 3 and s[-1] == 3
 
     @property
     def multiscale(self) -> bool:
+        """True when the file holds a pyramid of levels."""
         return len(self.levels) > 1
 
 
 def is_histology_path(path) -> bool:
+    """True for file names this module reads (TIFF family, PNG, JPEG)."""
     p = str(path).lower()
     return p.endswith(TIFF_SUFFIXES) or p.endswith(RASTER_SUFFIXES)
 

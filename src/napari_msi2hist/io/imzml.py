@@ -61,6 +61,7 @@ DECLARED_RASTER_SLACK_PX = 65536
 
 
 def is_imzml_path(path: str | os.PathLike) -> bool:
+    """True for an ``.imzML`` file name (any case)."""
     return str(path).lower().endswith(".imzml")
 
 
@@ -396,6 +397,7 @@ class ImzMLFile:
 
     # ------------------------------------------------------------------ reading
     def close(self) -> None:
+        """Close the ``.ibd`` file (idempotent)."""
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
             self._fd = None
@@ -417,6 +419,7 @@ class ImzMLFile:
 
     @property
     def n_spectra(self) -> int:
+        """Number of spectra in the file."""
         return len(self.int_offsets)
 
     def read_bytes_into(self, buf: np.ndarray, offset: int) -> None:
@@ -446,6 +449,7 @@ class ImzMLFile:
                 got += k
 
     def read_array(self, offset: int, length: int, dtype: np.dtype) -> np.ndarray:
+        """Read ``length`` values of ``dtype`` at byte ``offset`` of the ``.ibd``; a short read raises."""
         out = np.empty(int(length), dtype=dtype)
         if length:
             self.read_bytes_into(out, int(offset))
@@ -535,6 +539,7 @@ class ImzMLFile:
         return idx
 
     def measured_mask(self) -> np.ndarray:
+        """``(Y, X)`` bool: the raster pixels that hold a spectrum."""
         self._check_raster(1, "a mask")
         m = np.zeros(self.shape_yx, dtype=bool)
         m[self.rows, self.cols] = True
@@ -560,4 +565,5 @@ class ImzMLFile:
 
 
 def open_imzml(path: str | os.PathLike, **kw) -> ImzMLFile:
+    """Open an imzML (its ``.ibd`` beside it); see :class:`ImzMLFile` for the options."""
     return ImzMLFile(path, **kw)

@@ -125,11 +125,13 @@ class ImzMLWriter:
             self._records.append((x, y, self._mz_axis_off, k, start + j * step, k))
 
     def abort(self) -> None:
+        """Stop writing and remove the temporary files; nothing is left behind."""
         self._fh.close()
         for p in (self._tmp_ibd, self._tmp_xml):
             p.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Finish: flush the ``.ibd``, write the XML, and move both into place atomically."""
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

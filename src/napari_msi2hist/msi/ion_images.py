@@ -55,6 +55,7 @@ class IonImages:
         return {"tolerance": str(self.tolerance), "normalisation": self.norm}
 
     def metadata(self) -> dict:
+        """The extraction as layer metadata: file, m/z, tolerance, normalisation, pixel size."""
         return {
             "file": self.source,
             "mz": [float(m) for m in self.mz],
@@ -297,6 +298,7 @@ def iter_ion_images(
 
 
 def ion_images(imz: ImzMLFile, mz, **kw) -> IonImages:
+    """:func:`iter_ion_images` run to the end (no progress, no cancel)."""
     return run_to_end(iter_ion_images(imz, mz, **kw))
 
 

@@ -134,6 +134,8 @@ def native_axis_step(imz: ImzMLFile, n_sample: int = 16) -> tuple[str, float]:
 
 @dataclass(frozen=True)
 class MeanSpectrum:
+    """A mean spectrum: ``intensity`` on the ``mz`` axis over ``n_spectra`` spectra (``rebinned``: put on a common axis first)."""
+
     mz: np.ndarray
     intensity: np.ndarray
     n_spectra: int
@@ -218,6 +220,7 @@ def iter_mean_spectrum(
 
 
 def mean_spectrum(imz: ImzMLFile, **kw) -> MeanSpectrum:
+    """:func:`iter_mean_spectrum` run to the end."""
     return run_to_end(iter_mean_spectrum(imz, **kw))
 
 

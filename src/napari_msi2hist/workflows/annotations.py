@@ -16,6 +16,8 @@ from ._inputs import _finish_dir, _fresh_dir, he_geometry, msi_geometry
 
 @dataclass(frozen=True)
 class AnnotationsToMsiConfig:
+    """QuPath GeoJSON annotations on the H&E -> class labels on the MSI grid (``annotations-to-msi``)."""
+
     geojson: str  # QuPath annotations on the H&E (x, y in H&E pixels)
     transform: str
     he: str
@@ -94,6 +96,8 @@ def iter_annotations_to_msi(
 
 @dataclass(frozen=True)
 class MsiRegionsToGeojsonConfig:
+    """A label image on the MSI grid -> QuPath GeoJSON on the H&E (``regions-to-geojson``)."""
+
     regions: str  # a label image on the MSI grid (.tif/.npy) or a GeoJSON in MSI pixels
     transform: str
     he: str

@@ -51,16 +51,20 @@ class BatchConfig:
 
 @dataclass
 class BatchResult:
+    """A cohort run: one row per section, and the report files."""
+
     rows: list[dict] = field(default_factory=list)
     report_csv: str = ""
     report_html: str = ""
 
     @property
     def failed(self) -> list[str]:
+        """Names of the sections that raised an error."""
         return [r["name"] for r in self.rows if r["status"] == "failed"]
 
     @property
     def bad_verdicts(self) -> list[str]:
+        """Names of the sections whose registration verdict is ``failed``."""
         return [
             r["name"]
             for r in self.rows

@@ -16,6 +16,8 @@ from ._inputs import he_geometry, msi_geometry
 
 @dataclass(frozen=True)
 class ElastixExportConfig:
+    """A ``transform.json`` -> elastix/transformix parameter files (``export-elastix``)."""
+
     transform: str
     out_dir: str
     he: str | None = None  # the fixed image (its size goes into the files); default: meta["fixed"]
@@ -60,6 +62,8 @@ def iter_export_elastix(
 
 @dataclass(frozen=True)
 class ElastixImportConfig:
+    """An elastix parameter chain -> ``transform.json`` (``import-elastix``)."""
+
     parameters: str  # the LAST TransformParameters file of the chain
     out: str  # transform.json (+ .h5 beside it)
     he: str

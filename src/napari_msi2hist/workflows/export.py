@@ -32,6 +32,8 @@ from .elastix import (
 
 @dataclass(frozen=True)
 class SpatialDataExportConfig:
+    """One section -> a SpatialData store (``export-spatialdata``)."""
+
     he: str
     msi: str
     out: str
@@ -137,6 +139,8 @@ def iter_export_spatialdata(
 
 @dataclass(frozen=True)
 class SpatialDataImportConfig:
+    """A SpatialData store of this package -> files (``import-spatialdata``)."""
+
     store: str
     out_dir: str
     overwrite: bool = False

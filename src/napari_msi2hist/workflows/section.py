@@ -89,6 +89,7 @@ class SectionConfig:
         return d
 
     def as_dict(self) -> dict:
+        """The section as JSON-able values (written in its completion record)."""
         return json.loads(json.dumps(asdict(self)))
 
 
