@@ -300,7 +300,7 @@ def test_register_and_transform_points_cli(tmp_path, small_phantom, trained_chec
 def test_lazy_resampling_of_the_whole_imzml(small_phantom):
     from napari_msi2hist.io.imzml import ImzMLFile
     from napari_msi2hist.msi.ion_images import Tolerance, ion_images
-    from napari_msi2hist.registration.transforms import lazy_resample_imzml
+    from napari_msi2hist.registration.resample import lazy_resample_imzml
 
     tr = Transform.from_moving_to_fixed_matrix(_matrix(30.0, 1.0, (10.0, 5.0), (600.0, 600.0)))
     with ImzMLFile(small_phantom.paths["imzml"]) as imz:

@@ -28,7 +28,8 @@ from ..progress import CancelToken, Progress
 from .checkpoint import load_checkpoint
 from .datasets import contract_from_data, load_samples, split_by_sample
 from .inference import to_rgb_uint8
-from .training import iter_train, predict_sample
+from .training import iter_train
+from .validation import predict_sample
 
 METRICS = ("mi", "nmi", "ssim", "psnr")
 

@@ -45,8 +45,6 @@ def bspline_stage(
     """Generator: optimise a B-spline on top of ``linear`` and return ``(transform, info)``."""
     import SimpleITK as sitk
 
-    from .intensity import jacobian_folds
-
     held = holdout_blocks(tissue, opts.bspline_holdout, opts.seed)
     base = score_mask if score_mask is not None else np.ones(tissue.shape, bool)
     train = base & ~held
@@ -110,3 +108,22 @@ def bspline_stage(
         "mesh": mesh,
     }
     return (both if accepted else linear), info
+
+
+def jacobian_folds(transform: Transform, shape_yx, px) -> float:
+    """Fraction of fixed-grid pixels where the fixed->moving mapping folds (det J <= 0)."""
+    import SimpleITK as sitk
+
+    if transform.is_linear:
+        return 0.0
+    ref = sitk_image(np.zeros(shape_yx, np.float32), px)
+    field = sitk.TransformToDisplacementField(
+        transform.itk,
+        sitk.sitkVectorFloat64,
+        ref.GetSize(),
+        ref.GetOrigin(),
+        ref.GetSpacing(),
+        ref.GetDirection(),
+    )
+    det = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
+    return float((det <= 0).mean())

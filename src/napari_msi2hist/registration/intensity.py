@@ -438,22 +438,3 @@ def iter_register(
     }
     yield Progress(total, total, "done")
     return Transform(final, meta)
-
-
-def jacobian_folds(transform: Transform, shape_yx, px) -> float:
-    """Fraction of fixed-grid pixels where the fixed->moving mapping folds (det J <= 0)."""
-    import SimpleITK as sitk
-
-    if transform.is_linear:
-        return 0.0
-    ref = sitk_image(np.zeros(shape_yx, np.float32), px)
-    field = sitk.TransformToDisplacementField(
-        transform.itk,
-        sitk.sitkVectorFloat64,
-        ref.GetSize(),
-        ref.GetOrigin(),
-        ref.GetSpacing(),
-        ref.GetDirection(),
-    )
-    det = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
-    return float((det <= 0).mean())

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..metrics import landmark_tre_um, mutual_information
 from ..progress import CancelToken, Progress
-from .intensity import RegistrationOptions, iter_register, jacobian_folds, msi_summary, od_image
+from .deformable import jacobian_folds
+from .intensity import RegistrationOptions, iter_register, msi_summary, od_image
 from .landmarks import landmark_report
 from .transforms import Transform
 

@@ -112,7 +112,7 @@ def iter_apply(
         The files written.
     """
     from ..io.ome_pyramid import iter_write_ome_tiff, iter_write_ome_zarr
-    from ..registration.transforms import RegionResampler
+    from ..registration.resample import RegionResampler
 
     moving = np.asarray(moving)
     rgb = moving.ndim == 3 and moving.shape[-1] == 3 and moving.dtype == np.uint8
