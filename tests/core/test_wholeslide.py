@@ -8,11 +8,8 @@ import tifffile
 from napari_msi2hist.io.histology import read_histology, write_ome_tiff
 from napari_msi2hist.io.ome_pyramid import pyramid_shapes
 from napari_msi2hist.progress import run_to_end
-from napari_msi2hist.registration.transforms import (
-    RegionResampler,
-    Transform,
-    rotation_scale_matrix_yx,
-)
+from napari_msi2hist.registration.resample import RegionResampler
+from napari_msi2hist.registration.transforms import Transform, rotation_scale_matrix_yx
 from napari_msi2hist.workflows.wholeslide import iter_apply, registration_level
 
 
