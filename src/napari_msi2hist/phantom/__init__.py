@@ -17,7 +17,6 @@ their m/z channels as samples from one lab and protocol do, and one model applie
 
 from __future__ import annotations
 
-import json
 import os
 import uuid as uuid_mod
 from collections.abc import Generator
@@ -26,22 +25,27 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import write_text_atomic
-from .crossmodal.features import tissue_classes
-from .io.points import read_points_csv, write_points_csv  # noqa: F401  (re-exported)
-from .progress import Progress, run_to_end
-from .registration.transforms import (
+from ..crossmodal.features import tissue_classes
+from ..io.points import read_points_csv, write_points_csv  # noqa: F401  (re-exported)
+from ..progress import Progress, run_to_end
+from ..registration.transforms import (
     DisplacementField,
     PhantomTransform,
     px_to_um,
     rotation_scale_matrix_yx,
     um_to_px,
 )
+from ._difficulty import _add_marks, _crop_raster, _glass, _inside_raster, _split_pieces
+from .truth import (  # noqa: F401  (re-exported)
+    CLASSES,
+    PHANTOM_VERSION,
+    TRUTH_FORMAT,
+    _write_json_atomic,
+    load_truth,
+    truth_dict,
+)
 
-TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
 # bump whenever the same config would generate different data (caches of sample phantoms check it)
-PHANTOM_VERSION = 2  # unchanged by the optional difficulties (off by default)
-CLASSES = ("background", "nuclei", "stroma", "other")
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ def procedural_he(size: int, rng: np.random.Generator) -> np.ndarray:
 def load_texture(cfg: PhantomConfig) -> np.ndarray:
     from skimage.transform import resize
 
-    from .io.histology import read_histology, to_uint8_rgb
+    from ..io.histology import read_histology, to_uint8_rgb
 
     img = np.asarray(read_histology(cfg.he_image).levels[0])
     if img.ndim == 2:
@@ -144,11 +148,6 @@ def load_texture(cfg: PhantomConfig) -> np.ndarray:
         shape = (round(img.shape[0] * f), round(img.shape[1] * f))
         img = (resize(img, shape, anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
     return img
-
-
-def _glass(shape, rng) -> np.ndarray:
-    g = np.array([243.0, 241.0, 245.0]) + 2.0 * rng.standard_normal((*shape, 3))
-    return np.clip(g, 0, 255)
 
 
 def _cut_tissue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -232,102 +231,6 @@ def _msi_fractions(cls: np.ndarray, tr: PhantomTransform, shape, cfg: PhantomCon
     return out / out.sum(0, keepdims=True)
 
 
-def _crop_raster(tr: PhantomTransform, shape, cfg: PhantomConfig, rng):
-    """Keep ``msi_coverage`` of the raster along one axis (a raster that cuts through the tissue)."""
-    axis = int(rng.integers(2))
-    n = shape[axis]
-    keep = max(4, int(np.ceil(cfg.msi_coverage * n)))
-    o = int(rng.integers(0, n - keep + 1))
-    e = np.zeros(2)
-    e[axis] = o * cfg.msi_pixel_um
-    new_shape = list(shape)
-    new_shape[axis] = keep
-    disp = tr.displacement
-    if disp is not None:
-        sl = [slice(None), slice(None)]
-        sl[axis] = slice(o, o + keep)
-        disp = DisplacementField(disp.values[tuple(sl)].copy(), disp.spacing_yx_um)
-    out = PhantomTransform(tr.matrix_yx, tr.offset_yx_um + tr.matrix_yx @ e, disp)
-    out.angle_deg, out.scale = tr.angle_deg, tr.scale
-    return out, tuple(new_shape)
-
-
-def _inside_raster(
-    tr: PhantomTransform, he_um: np.ndarray, shape, cfg: PhantomConfig
-) -> np.ndarray:
-    p = um_to_px(tr.inverse(he_um), (cfg.msi_pixel_um,) * 2)
-    return (p[:, 0] >= 1) & (p[:, 1] >= 1) & (p[:, 0] <= shape[0] - 2) & (p[:, 1] <= shape[1] - 2)
-
-
-def _split_pieces(rgb: np.ndarray, n: int, rng) -> np.ndarray:
-    """Cut the tissue into ``n`` pieces with ``n - 1`` parallel glass bands at a random angle."""
-    from scipy import ndimage as ndi
-
-    ny, nx = rgb.shape[:2]
-    od = -np.log(np.clip(rgb.astype(np.float64), 1, 255) / 255.0).sum(-1)
-    tissue = ndi.gaussian_filter((od > 0.25).astype(float), 2) > 0.5
-    if not tissue.any():
-        return rgb
-    ang = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    proj = np.cos(ang) * yy + np.sin(ang) * xx
-    lo, hi = np.percentile(proj[tissue], [2, 98])
-    band = np.zeros((ny, nx), bool)
-    width = 0.06 * max(ny, nx)
-    for k in range(1, n):
-        c = lo + (hi - lo) * k / n + rng.uniform(-0.05, 0.05) * (hi - lo)
-        band |= np.abs(proj - c) < width / 2
-    out = rgb.copy()
-    out[band] = _glass((int(band.sum()),), rng).astype(np.uint8)
-    return out
-
-
-def _add_marks(rgb: np.ndarray, cls: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Widen the slide with glass on the right and put printed text, a pen stroke and debris on the
-    glass (never on tissue). The class maps get background there (marks carry no MSI signal)."""
-    from PIL import Image, ImageDraw
-
-    ny, nx = rgb.shape[:2]
-    pad = max(40, nx // 3)
-    out = np.concatenate([rgb, _glass((ny, pad), rng).astype(np.uint8)], axis=1)
-    bg = np.zeros((cls.shape[0], ny, pad))
-    bg[0] = 1.0
-    cls = np.concatenate([cls, bg], axis=2)
-    glass = cls[0] > 0.95
-    # printed label: dark grey letters drawn small and enlarged
-    txt = f"S{int(rng.integers(10, 99))}-HE {int(rng.integers(1, 9))}"
-    small = Image.new("L", (8 * len(txt), 12), 0)
-    ImageDraw.Draw(small).text((1, 0), txt, fill=255)
-    k = max(2, pad // (8 * len(txt)))
-    letters = np.kron(np.asarray(small) > 0, np.ones((k, k), bool))
-    ly, lx = letters.shape
-    y0 = int(rng.integers(2, max(3, ny - ly - 2)))
-    x0 = nx + max(2, (pad - lx) // 2)
-    region = np.zeros(out.shape[:2], bool)
-    region[y0 : y0 + ly, x0 : x0 + lx] = letters[: ny - y0, : out.shape[1] - x0]
-    shade = float(rng.uniform(30, 80))
-    out[region & glass] = shade
-    # pen stroke: a thick smooth curve in blue, green or black ink, on glass only
-    ink = [(40, 60, 150), (40, 120, 60), (35, 35, 40)][int(rng.integers(3))]
-    t = np.linspace(0, 1, 400)
-    cy = rng.uniform(0.2, 0.8) * ny + 0.15 * ny * np.sin(2 * np.pi * (t + rng.uniform(0, 1)))
-    cx = nx + pad * (0.1 + 0.8 * t)
-    yy, xx = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
-    pen = np.zeros(out.shape[:2], bool)
-    r = max(2.0, 0.012 * ny)
-    for py, px in zip(cy[::8], cx[::8], strict=True):
-        pen |= (yy - py) ** 2 + (xx - px) ** 2 < r * r
-    out[pen & glass] = np.array(ink, dtype=np.uint8)
-    # debris: dark brown specks and fibres anywhere on the glass, also near the tissue
-    for _ in range(int(rng.integers(8, 20))):
-        py, px = rng.uniform(0, out.shape[0]), rng.uniform(0, out.shape[1])
-        rr = rng.uniform(1.0, 3.0)
-        speck = ((yy - py) ** 2 + (xx - px) ** 2 < rr * rr) & glass
-        out[speck] = np.array([90, 70, 60], dtype=np.uint8)
-    return out, cls
-
-
-# ------------------------------------------------------------------- spectra
 def _peak_table(cfg: PhantomConfig, rng) -> dict[str, list[float]]:
     span = cfg.mz_max - cfg.mz_min
     cands = cfg.mz_min + span * (0.04 + 0.92 * rng.permutation(np.linspace(0, 1, 60)))
@@ -380,8 +283,8 @@ def iter_make_phantom(
     out_dir: str | os.PathLike | None, cfg: PhantomConfig = PhantomConfig(), overwrite: bool = False
 ) -> Generator[Progress, None, Phantom]:
     """Build a phantom; with ``out_dir`` write msi.imzML/.ibd, he.ome.tif, truth.json, landmark CSVs."""
-    from .io.histology import write_ome_tiff
-    from .io.imzml_writer import ImzMLWriter
+    from ..io.histology import write_ome_tiff
+    from ..io.imzml_writer import ImzMLWriter
 
     if cfg.mode not in ("continuous", "processed"):
         raise ValueError(f"mode must be continuous or processed, not {cfg.mode!r}")
@@ -492,85 +395,3 @@ def make_phantom(
     out_dir=None, cfg: PhantomConfig = PhantomConfig(), overwrite: bool = False
 ) -> Phantom:
     return run_to_end(iter_make_phantom(out_dir, cfg, overwrite))
-
-
-# ------------------------------------------------------------------- truth I/O
-def truth_dict(ph: Phantom) -> dict:
-    from . import __version__
-
-    tr = ph.transform
-    cfg = ph.config
-    d = {
-        "format": TRUTH_FORMAT,
-        "package_version": __version__,
-        "phantom_version": PHANTOM_VERSION,
-        "convention": (
-            "Points are (y, x) world coordinates in micrometres; world = pixel index * pixel size "
-            "(napari scale, no translate). msi_to_he(p) = matrix_yx_um @ p + offset_yx_um + D(p), where "
-            "D(p) is bilinearly interpolated from displacement_yx_um sampled at MSI pixel centres "
-            "(entry [r][c] at world (r, c) * msi pixel size; nearest edge value beyond the grid). "
-            "he_to_msi inverts it by fixed-point iteration (napari_msi2hist.phantom.load_truth)."
-        ),
-        "msi": {
-            "shape_yx": list(ph.msi_shape_yx),
-            "pixel_size_um": [cfg.msi_pixel_um] * 2,
-            "file": "msi.imzML",
-        },
-        "he": {
-            "shape_yx": list(ph.he_rgb.shape[:2]),
-            "pixel_size_um": [cfg.he_pixel_um] * 2,
-            "file": "he.ome.tif",
-        },
-        "linear": {
-            "matrix_yx_um": tr.matrix_yx.tolist(),
-            "offset_yx_um": tr.offset_yx_um.tolist(),
-            "rotation_deg": getattr(tr, "angle_deg", None),
-            "scale": getattr(tr, "scale", None),
-        },
-        "deformation": None
-        if tr.displacement is None
-        else {
-            "displacement_yx_um": np.round(tr.displacement.values, 5).tolist(),
-            "spacing_yx_um": list(tr.displacement.spacing_yx_um),
-            "origin_yx_um": list(tr.displacement.origin_yx_um),
-            "rms_um": tr.displacement.rms(),
-            "rms_msi_px": tr.displacement.rms() / cfg.msi_pixel_um,
-        },
-        "peaks_mz": ph.peaks,
-        "classes": list(CLASSES),
-        "missing_pixels_yx": np.argwhere(ph.missing).tolist(),
-        "config": asdict(cfg),
-    }
-    return d
-
-
-def load_truth(path: str | os.PathLike) -> PhantomTransform:
-    """The MSI-to-H&E transform stored in a ``truth.json``: ``.forward`` maps MSI world um to H&E
-    world um, ``.inverse`` maps back."""
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text (UTF-8) JSON file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(d, dict) or d.get("format") != TRUTH_FORMAT:
-        d = d if isinstance(d, dict) else {}
-        raise ValueError(f"{path}: not a phantom truth file (format {d.get('format')!r})")
-    try:
-        disp = None
-        if d.get("deformation"):
-            df = d["deformation"]
-            disp = DisplacementField(
-                np.asarray(df["displacement_yx_um"], dtype=np.float64),
-                tuple(df["spacing_yx_um"]),
-                tuple(df["origin_yx_um"]),
-            )
-        return PhantomTransform(
-            np.asarray(d["linear"]["matrix_yx_um"]), np.asarray(d["linear"]["offset_yx_um"]), disp
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"{path}: incomplete truth file ({type(e).__name__}: {e})") from None
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1))
