@@ -50,7 +50,7 @@ def cmd_export_spatialdata(args) -> int:
         overwrite=args.overwrite,
     )
     path = run_to_end(iter_export_spatialdata(cfg), _bar(args))
-    from ..interop.spatialdata_store import read_store
+    from ..interop.spatialdata_read import read_store
 
     reg = read_store(path).attrs["msi2hist"]["registration"]
     note = ""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
+from ..pixel_size import resolve_pixel_size
 from ..progress import CancelToken, Progress
 from .features import (
     COLOUR_FEATURES,
@@ -122,14 +123,16 @@ def iter_build_table(
     for i, e in enumerate(entries):
         yield Progress(i, len(entries), f"sample {e['name']}")
         with ImzMLFile(e["imzml"]) as imz:
+            imz.pixel_size_um = px = resolve_pixel_size(
+                imz.pixel_size_um, e.get("moving_pixel_um"), "moving", e["imzml"]
+            )
             ions = ion_images(imz, mz_arr, tolerance=tol, norm=norm)
-            px = imz.pixel_size_um or (1.0, 1.0)
         if e.get("he_rgb") is not None:  # in memory, e.g. from a napari layer
             rgb, he_px = e["he_rgb"], tuple(e["he_px"])
         else:
             he = read_histology(e["he"])
             rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
-            he_px = he.pixel_size_um or (1.0, 1.0)
+            he_px = resolve_pixel_size(he.pixel_size_um, e.get("fixed_pixel_um"), "fixed", e["he"])
         fmap, fpx, origin, names = yield from he_feature_map(rgb, he_px, backbone, stage, cancel)
         msi_to_he = e.get("msi_to_he") or align_function(
             e.get("align", "aligned"), Path(e.get("base", "."))

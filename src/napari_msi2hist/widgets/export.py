@@ -313,7 +313,7 @@ class ExportWidget(QWidget):
         store = self._get("store")
 
         def job(tok):
-            from ..interop.spatialdata_store import read_spatialdata
+            from ..interop.spatialdata_read import read_spatialdata
             from ..progress import Progress
 
             sec = read_spatialdata(store)

@@ -173,7 +173,7 @@ def iter_import_spatialdata(
 
     from ..interop._files import check_writable
     from ..interop.geojson import write_geojson
-    from ..interop.spatialdata_store import read_spatialdata
+    from ..interop.spatialdata_read import read_spatialdata
     from ..io.histology import write_ome_tiff
     from ..io.points import write_points_csv
 
