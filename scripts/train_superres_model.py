@@ -20,9 +20,9 @@ from pathlib import Path
 from napari_msi2hist.crossmodal.superres import (
     evaluate_methods,
     iter_train_superres,
-    make_sr_phantom,
     save_superres,
 )
+from napari_msi2hist.phantom.superres import make_sr_phantom
 from napari_msi2hist.progress import run_to_end
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,11 @@ from scipy import ndimage as ndi
 
 from napari_msi2hist.io.histology import read_histology
 from napari_msi2hist.io.imzml import ImzMLFile
+from napari_msi2hist.io.points import read_points_csv
 from napari_msi2hist.msi.ion_images import Tolerance, ion_images
-from napari_msi2hist.phantom import PhantomConfig, load_truth, make_phantom, read_points_csv
+from napari_msi2hist.phantom import PhantomConfig, make_phantom
 from napari_msi2hist.registration.transforms import px_to_um, um_to_px
+from napari_msi2hist.registration.truth import load_truth
 
 
 def test_files_and_truth_roundtrip(small_phantom):

@@ -15,9 +15,9 @@ from napari_msi2hist.crossmodal.superres import (
     guided_filter,
     iter_train_superres,
     load_superres,
-    make_sr_phantom,
     save_superres,
 )
+from napari_msi2hist.phantom.superres import make_sr_phantom
 from napari_msi2hist.progress import Cancelled, CancelToken, run_to_end
 
 

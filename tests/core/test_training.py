@@ -268,8 +268,8 @@ def test_pairs_file_with_a_registration_transform(tmp_path, phantom_entries):
     import yaml
 
     from napari_msi2hist.models.datasets import contract_from_data, load_samples, read_pairs_yaml
-    from napari_msi2hist.phantom import load_truth
     from napari_msi2hist.registration.transforms import Transform
+    from napari_msi2hist.registration.truth import load_truth
 
     e = phantom_entries[0]
     truth = load_truth(e["align"]["truth"])

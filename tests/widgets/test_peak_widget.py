@@ -120,7 +120,7 @@ def test_truth_linear_part_as_layer_affine_overlays_msi_on_he(
     viewer = make_napari_viewer()
     he, msi = open_phantom(viewer)
     truth = json.loads((phantom_dir / "truth.json").read_text())
-    from napari_msi2hist.phantom import load_truth
+    from napari_msi2hist.registration.truth import load_truth
 
     tr = load_truth(phantom_dir / "truth.json")
     msi.affine = np.block(

@@ -9,7 +9,7 @@ size), in the MSI's own frame, with the registered H&E resampled onto that grid 
 - ``learned``: a small residual CNN (:class:`GuidedSRNet`) that sees the bicubic image and the guide's
   H, E and grey channels and predicts a correction. (An optional consistency projection makes the
   result's block means equal the measured pixels exactly; on the phantoms it costs 0.9 dB PSNR, as
-  its per-block steps show, so it is off by default.) It is trained on phantoms whose fine-resolution ion images are known (:func:`make_sr_phantom`);
+  its per-block steps show, so it is off by default.) It is trained on phantoms whose fine-resolution ion images are known (:func:`napari_msi2hist.phantom.superres.make_sr_phantom`);
   one network serves every m/z (each ion image is scaled by its own 99th percentile).
 
 Model files: ``torch.save`` of ``{"format", "arch", "state_dict", "meta"}``, loaded with
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -231,56 +231,19 @@ def iter_superresolve(
     return out
 
 
-# ------------------------------------------------------------------- phantoms
-@dataclass
-class SRPhantom:
-    name: str
-    lr: np.ndarray  # (K, y, x) measured ion images (footprint means + noise)
+# ------------------------------------------------------------------- evaluation
+class SRExample(Protocol):
+    """What evaluation and training need of a super-resolution example with a known truth
+    (:class:`napari_msi2hist.phantom.superres.SRPhantom` is one)."""
+
+    lr: np.ndarray  # (K, y, x) measured ion images
     hr: np.ndarray  # (K, y f, x f) fine-resolution truth
     guide: np.ndarray  # (y f, x f, 3) uint8 registered H&E on the fine grid
     factor: int
 
 
-def make_sr_phantom(
-    seed: int,
-    texture: str | os.PathLike | None = None,
-    factor: int = 4,
-    n_ions: int = 6,
-    size: int = 192,
-    noise: float = 0.02,
-) -> SRPhantom:
-    """A fine-resolution truth from an H&E: each ion image is a positive mix of the tissue class
-    fractions (nuclei, stroma, other, background; :func:`.features.tissue_classes`),
-    blurred by one fine pixel and modulated by a smooth field the H&E does not show; the measured MSI
-    is its ``factor x factor`` footprint mean plus Gaussian noise (``noise`` x the image's max)."""
-    from scipy import ndimage as ndi
-
-    from ..phantom import PhantomConfig, load_texture, procedural_he
-    from .features import tissue_classes
-
-    rng = np.random.default_rng(seed)
-    if texture is None:
-        rgb = procedural_he(size, rng)
-    else:  # the phantoms' own texture loader: area-downsampled to at most ``size`` pixels
-        rgb = load_texture(PhantomConfig(he_image=str(texture), he_max_size=size))
-    h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
-    rgb = np.ascontiguousarray(rgb[:h, :w])
-    cls = tissue_classes(rgb)
-    cls = np.stack([ndi.gaussian_filter(c, 1.0) for c in cls])
-    hr = np.empty((n_ions, h, w))
-    for k in range(n_ions):
-        wts = rng.dirichlet(np.full(4, 0.5)) * rng.uniform(0.5, 2.0)
-        field = ndi.gaussian_filter(rng.standard_normal((h, w)), 3 * factor)
-        field = np.exp(0.25 * field / (field.std() + 1e-12))
-        hr[k] = np.tensordot(wts, cls, 1) * field
-    lr = block_mean(hr, factor)
-    lr = lr + noise * lr.max(axis=(1, 2), keepdims=True) * rng.standard_normal(lr.shape)
-    name = f"seed{seed}-{Path(texture).name if texture else 'procedural'}"
-    return SRPhantom(name, np.clip(lr, 0, None), hr, rgb, factor)
-
-
 def evaluate_methods(
-    phantoms: list[SRPhantom], model: str | os.PathLike = "superres"
+    phantoms: list[SRExample], model: str | os.PathLike = "superres"
 ) -> dict[str, dict]:
     """Mean PSNR / SSIM over all ion images of the phantoms (each image scaled by its truth's max),
     per method."""
@@ -304,7 +267,7 @@ def evaluate_methods(
 
 # ------------------------------------------------------------------- training
 def iter_train_superres(
-    phantoms: list[SRPhantom],
+    phantoms: list[SRExample],
     steps: int = 1500,
     lr: float = 1e-3,
     patch: int = 48,

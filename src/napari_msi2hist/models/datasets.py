@@ -101,7 +101,7 @@ def _align_function(align, base: Path):
     if align in (None, "aligned"):
         return lambda p: p
     if "truth" in align:
-        from ..phantom import load_truth
+        from ..registration.truth import load_truth
 
         return load_truth(base / align["truth"]).forward
     if "transform" in align:  # a registration result: its moving frame is the MSI

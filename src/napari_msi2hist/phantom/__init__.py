@@ -9,7 +9,7 @@ plus matrix peaks (everywhere, strongest off tissue), a baseline and Poisson + G
 Realism effects, each switchable in :class:`PhantomConfig`: matrix peaks off tissue, acquisition
 drift (gradient along the scan, line-to-line jitter), ion suppression where nuclei are dense, hot
 pixels, missing pixels. The MSI-to-H&E transform is rotation + scale + shift + a smooth displacement
-(``deform_rms_px`` MSI pixels rms) and is written to ``truth.json`` (see :func:`load_truth`).
+(``deform_rms_px`` MSI pixels rms) and is written to ``truth.json`` (read back by :func:`napari_msi2hist.registration.truth.load_truth`).
 Everything is deterministic from ``seed``; the peak table (the "chemistry": which m/z belong to
 which tissue class) comes from ``chemistry_seed`` instead, so that phantoms of different seeds share
 their m/z channels as samples from one lab and protocol do, and one model applies to all of them.

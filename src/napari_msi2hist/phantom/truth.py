@@ -4,7 +4,6 @@ deformation) written next to the phantom and read back by tests, benchmarks and 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,12 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._files import write_text_atomic
-from ..registration.transforms import DisplacementField, PhantomTransform
+from ..registration.truth import TRUTH_FORMAT, load_truth  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from . import Phantom
 
-TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
 PHANTOM_VERSION = 2  # unchanged by the optional difficulties (off by default)
 CLASSES = ("background", "nuclei", "stroma", "other")
 
@@ -69,34 +67,6 @@ def truth_dict(ph: Phantom) -> dict:
         "config": asdict(cfg),
     }
     return d
-
-
-def load_truth(path: str | os.PathLike) -> PhantomTransform:
-    """The MSI-to-H&E transform stored in a ``truth.json``: ``.forward`` maps MSI world um to H&E
-    world um, ``.inverse`` maps back."""
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text (UTF-8) JSON file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(d, dict) or d.get("format") != TRUTH_FORMAT:
-        d = d if isinstance(d, dict) else {}
-        raise ValueError(f"{path}: not a phantom truth file (format {d.get('format')!r})")
-    try:
-        disp = None
-        if d.get("deformation"):
-            df = d["deformation"]
-            disp = DisplacementField(
-                np.asarray(df["displacement_yx_um"], dtype=np.float64),
-                tuple(df["spacing_yx_um"]),
-                tuple(df["origin_yx_um"]),
-            )
-        return PhantomTransform(
-            np.asarray(d["linear"]["matrix_yx_um"]), np.asarray(d["linear"]["offset_yx_um"]), disp
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"{path}: incomplete truth file ({type(e).__name__}: {e})") from None
 
 
 def _write_json_atomic(path: Path, obj) -> None:
