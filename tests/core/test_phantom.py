@@ -107,3 +107,26 @@ def test_sample_cache_is_regenerated_when_stale(tmp_path, monkeypatch):
     (d / "truth.json").write_text(json.dumps(t))
     _sample_data.ensure_sample_phantom()
     assert json.loads((d / "truth.json").read_text())["phantom_version"] != 1
+
+
+def test_latent_msi_classes_are_not_the_colour_classes():
+    # msi_classes="latent": the MSI follows the hidden tissue maps of the procedural H&E, which the
+    # colour classes of the features only estimate (the R2 test in test_crossmodal.py relies on it)
+    from napari_msi2hist.crossmodal.features import tissue_classes
+
+    base = PhantomConfig(seed=7, procedural_size=96, n_mz=100, deform_rms_px=0.0)
+    colour = make_phantom(None, base)
+    latent = make_phantom(None, base.replace(msi_classes="latent"))
+    np.testing.assert_array_equal(colour.he_rgb, latent.he_rgb)  # the same H&E
+    np.testing.assert_allclose(colour.he_classes, tissue_classes(colour.he_rgb))
+    np.testing.assert_allclose(latent.he_classes.sum(0), 1.0)
+    assert (latent.he_classes >= 0).all()
+    tissue = latent.he_classes[0] < 0.5
+    for k in (1, 2):  # related (the stain shows the tissue) but not the same map
+        r = np.corrcoef(latent.he_classes[k][tissue], colour.he_classes[k][tissue])[0, 1]
+        assert 0.3 < r < 0.95, (k, r)
+    assert not np.allclose(latent.msi_fractions, colour.msi_fractions, atol=0.05)
+    with pytest.raises(ValueError, match="procedural"):
+        make_phantom(None, base.replace(msi_classes="latent", n_pieces=2))
+    with pytest.raises(ValueError, match="colour or latent"):
+        make_phantom(None, base.replace(msi_classes="truth"))

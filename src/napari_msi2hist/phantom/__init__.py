@@ -2,7 +2,9 @@
 
 The H&E ground truth is a real texture (``he_image``) or, with none given, a procedural H&E drawn
 with the Beer-Lambert model and skimage's H&E stain vectors. Tissue classes (background, nuclei-rich,
-stroma, other tissue) come from colour deconvolution (``skimage.color.rgb2hed``). Each MSI pixel is a
+stroma, other tissue) come from colour deconvolution (``skimage.color.rgb2hed``), or, with
+``msi_classes="latent"`` and the procedural H&E, from the hidden tissue maps the H&E was drawn from
+(so that H&E features do not contain the MSI's source exactly). Each MSI pixel is a
 spectrum: class-specific Gaussian peaks mixed by the class fractions under the pixel's footprint,
 plus matrix peaks (everywhere, strongest off tissue), a baseline and Poisson + Gaussian noise.
 
@@ -80,6 +82,11 @@ class PhantomConfig:
     n_pieces: int = 1  # tissue pieces on the H&E (1-3), separated by glass
     marks: bool = False  # printed label text, pen marks and debris on the glass beside the tissue
     flip: bool = False  # the MSI is the mirror image of the H&E section
+    # where the MSI's class fractions come from: "colour" (PHANTOM_VERSION 2 data): colour
+    # deconvolution of the H&E (crossmodal.features.tissue_classes, the same maps the colour features
+    # contain); "latent" (procedural H&E only): the hidden tissue structure the H&E was drawn from
+    # (nuclear density, fibres, lumens, glass), which the H&E shows only through stain, blur and noise
+    msi_classes: str = "colour"
 
     def replace(self, **kw) -> PhantomConfig:
         d = asdict(self)
@@ -91,7 +98,7 @@ class PhantomConfig:
 class Phantom:
     config: PhantomConfig
     he_rgb: np.ndarray
-    he_classes: np.ndarray  # (4, Yh, Xh) soft class maps, sum 1
+    he_classes: np.ndarray  # (4, Yh, Xh) soft class maps the MSI was made from, sum 1
     msi_fractions: np.ndarray  # (4, Ym, Xm) class fractions under each MSI pixel
     transform: PhantomTransform  # msi world um -> he world um
     peaks: dict[str, list[float]]
@@ -109,6 +116,14 @@ _OD_E = np.array([0.07, 0.99, 0.11])
 
 def procedural_he(size: int, rng: np.random.Generator) -> np.ndarray:
     """A procedural H&E-like RGB image: cell nests with dense nuclei, eosin-rich stroma, lumens."""
+    return _procedural_he_and_latent(size, rng)[0]
+
+
+def _procedural_he_and_latent(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`procedural_he` (same draws, same image) and the hidden tissue maps it was drawn from:
+    ``(4, size, size)`` fractions (lumen, nuclei, stroma, other), sum 1. Nuclei are ``1 - exp(-d)``
+    of the nuclear density ``d``; the rest of the tissue is stroma in proportion to the fibre
+    signal outside cell nests and "other" elsewhere (nests, fibre-poor tissue)."""
     from scipy import ndimage as ndi
 
     n = size
@@ -125,12 +140,18 @@ def procedural_he(size: int, rng: np.random.Generator) -> np.ndarray:
     ys, xs = rng.integers(0, n, k), rng.integers(0, n, k)
     keep = nest[ys, xs] | (rng.random(k) < 0.15)
     nuc_pts[ys[keep], xs[keep]] = rng.uniform(0.6, 1.4, keep.sum())
-    h = ndi.gaussian_filter(nuc_pts, 1.6) * 18.0 + 0.08 * nest
-    e = 0.35 + 0.35 * np.tanh(2 * fib / fib.std()) * (~nest) + 0.15 * nest
+    density = ndi.gaussian_filter(nuc_pts, 1.6) * 18.0
+    fibre = np.tanh(2 * fib / fib.std())
+    h = density + 0.08 * nest
+    e = 0.35 + 0.35 * fibre * (~nest) + 0.15 * nest
     h[lumen], e[lumen] = 0.0, 0.02
     od = h[..., None] * _OD_H + e[..., None] * _OD_E
     rgb = 255.0 * np.exp(-od) * (1 + 0.02 * rng.standard_normal((n, n, 1)))
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    nuc = 1.0 - np.exp(-density)
+    strm = (1.0 - nuc) * 0.5 * (1.0 + fibre) * (~nest)
+    latent = np.stack([np.zeros((n, n)), nuc, strm, 1.0 - nuc - strm])
+    latent[:, lumen] = np.array([1.0, 0.0, 0.0, 0.0])[:, None]
+    return np.clip(rgb, 0, 255).astype(np.uint8), latent
 
 
 def load_texture(cfg: PhantomConfig) -> np.ndarray:
@@ -150,9 +171,10 @@ def load_texture(cfg: PhantomConfig) -> np.ndarray:
     return img
 
 
-def _cut_tissue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _cut_tissue(rgb: np.ndarray, rng: np.random.Generator, glass_mask: bool = False):
     """Give the texture a tissue outline on glass: texture that fills the frame gets a random smooth
-    blob cut out of it; near-black non-stain pixels (labels, pen text) become glass."""
+    blob cut out of it; near-black non-stain pixels (labels, pen text) become glass. With
+    ``glass_mask``, returns ``(rgb, mask of the pixels made glass)``."""
     from scipy import ndimage as ndi
 
     ny, nx = rgb.shape[:2]
@@ -174,8 +196,12 @@ def _cut_tissue(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         blob = r < 0.78 + wobble
         blob = ndi.binary_opening(blob, iterations=2)
         out[~blob] = _glass((int((~blob).sum()),), rng)
+        glass = ~blob | dark_grey
+    else:
+        glass = dark_grey
     out[dark_grey] = _glass((int(dark_grey.sum()),), rng)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    return (out, glass) if glass_mask else out
 
 
 # ------------------------------------------------------------------- geometry
@@ -288,16 +314,23 @@ def iter_make_phantom(
 
     if cfg.mode not in ("continuous", "processed"):
         raise ValueError(f"mode must be continuous or processed, not {cfg.mode!r}")
+    if cfg.msi_classes not in ("colour", "latent"):
+        raise ValueError(f"msi_classes must be colour or latent, not {cfg.msi_classes!r}")
+    if cfg.msi_classes == "latent" and (cfg.he_image or cfg.n_pieces > 1):
+        raise ValueError("msi_classes='latent' needs the procedural H&E in one piece")
     rng = np.random.default_rng(cfg.seed)
+    latent = None
     if cfg.he_image:
         he = _cut_tissue(load_texture(cfg), rng)
     else:
-        he = _cut_tissue(procedural_he(cfg.procedural_size, rng), rng)
+        he, latent = _procedural_he_and_latent(cfg.procedural_size, rng)
+        he, glass = _cut_tissue(he, rng, glass_mask=True)
+        latent[:, glass] = np.array([1.0, 0.0, 0.0, 0.0])[:, None]
     extra = np.random.default_rng([cfg.seed, 17])  # draws of the optional difficulties only
     if cfg.n_pieces > 1:
         he = _split_pieces(he, cfg.n_pieces, extra)
     yield Progress(1, 5, "H&E texture")
-    cls = tissue_classes(he)
+    cls = latent if cfg.msi_classes == "latent" else tissue_classes(he)
     tr, shape = _make_transform(cfg, he.shape, rng)
     if cfg.msi_coverage < 1.0:
         tr, shape = _crop_raster(tr, shape, cfg, extra)
