@@ -13,6 +13,7 @@ def he_geometry(path, pixel_um: float | None = None) -> tuple[tuple[int, int], t
     Parameters
     ----------
     path : path-like
+        The file.
     pixel_um : float, optional
         The pixel size when the file does not give it (refused if it contradicts the file).
 
@@ -43,6 +44,7 @@ def msi_geometry(path, pixel_um: float | None = None):
     Parameters
     ----------
     path : path-like
+        The file.
     pixel_um : float, optional
         The pixel size when the imzML does not give it.
 

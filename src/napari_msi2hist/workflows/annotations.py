@@ -1,6 +1,9 @@
-"""QuPath GeoJSON jobs: annotations on the H&E -> the MSI frame (GeoJSON, labels, class table), and
+"""QuPath GeoJSON jobs: H&E annotations to the MSI frame, and MSI regions to GeoJSON.
+
+Annotations on the H&E -> the MSI frame (GeoJSON, labels, class table), and
 MSI regions -> GeoJSON in H&E pixels. Shared by ``msi2hist annotations-to-msi`` /
-``regions-to-geojson`` and the Export widget."""
+``regions-to-geojson`` and the Export widget.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,9 @@ def iter_annotations_to_msi(
     Parameters
     ----------
     cfg : AnnotationsToMsiConfig
+        The job's input files, transform, pixel sizes and outputs.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
 
     Yields
     ------
@@ -111,11 +116,12 @@ class MsiRegionsToGeojsonConfig:
 
 
 def read_label_image(path, shape) -> np.ndarray:
-    """An integer label image on the MSI grid from a TIFF or ``.npy``.
+    """Read an integer label image on the MSI grid from a TIFF or ``.npy``.
 
     Parameters
     ----------
     path : path-like
+        A TIFF/OME-TIFF or a ``.npy`` file.
     shape : tuple of int
         The MSI grid; another shape is refused.
 
@@ -149,6 +155,7 @@ def iter_msi_regions_to_geojson(
     cfg : MsiRegionsToGeojsonConfig
         ``labels`` (an array) or ``regions`` (a label image file or a GeoJSON in MSI pixels).
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
 
     Yields
     ------

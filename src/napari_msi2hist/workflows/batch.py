@@ -73,7 +73,13 @@ class BatchResult:
 
 
 def default_workers() -> int:
-    """Worker processes for a LocalCluster: one per core, at most one per 2 GiB of memory."""
+    """Worker processes for a LocalCluster: one per core, at most one per 2 GiB of memory.
+
+    Returns
+    -------
+    int
+        The number of worker processes (at least 1).
+    """
     from .._limits import available_memory
 
     return max(1, min(os.cpu_count() or 1, available_memory() // 2**31))
@@ -102,9 +108,24 @@ def _model_on_worker(payload: tuple[str, bytes] | None) -> str | None:
 
 
 def run_section_task(cfg_dict: dict, hashes: dict, model: tuple[str, bytes] | None) -> dict:
-    """The task a worker runs: one section; never raises for a section's own error.
+    """Run one section on a worker; never raise for the section's own error.
 
-    Returns the completion record, or ``{"status": "failed", "error": ..., ...}``.
+    Parameters
+    ----------
+    cfg_dict : dict
+        The section's :class:`~.section.SectionConfig` as a JSON-able dict (tuples come back as
+        lists).
+    hashes : dict
+        Its input fingerprints, taken by the scheduler.
+    model : tuple of (str, bytes) or None
+        The checkpoint's file name and bytes, shipped to the worker, or None when the section needs
+        no model.
+
+    Returns
+    -------
+    dict
+        The completion record, or ``{"status": "failed", "name", "error", ...}`` for a section that
+        failed.
     """
     from ..progress import run_to_end
 
@@ -167,10 +188,29 @@ def _remove_stale(final: Path) -> None:
 def iter_batch(
     cfg: BatchConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, BatchResult]:
-    """Run a cohort; yields one :class:`Progress` per finished section (``info``: its report row).
+    """Run a cohort of sections, skipping the ones already finished.
+
+    Run a cohort; yields one :class:`Progress` per finished section (``info``: its report row).
 
     Finished sections (same config, same input fingerprints) are skipped and reported as
     ``skipped``; every other section is (re)run. Returns a :class:`BatchResult`.
+
+    Parameters
+    ----------
+    cfg : BatchConfig
+        The cohort file, output folder, workers and device.
+    cancel : CancelToken, optional
+        Stops the batch between sections; finished sections keep their folders.
+
+    Yields
+    ------
+    Progress
+        One per finished section (``done`` counts sections; ``info`` is the section's report row).
+
+    Returns
+    -------
+    BatchResult
+        The report rows and the report files.
     """
     from dataclasses import replace
 

@@ -53,7 +53,7 @@ def _pair(v, where: str, key: str):
 
 
 def read_cohort(path: str | os.PathLike, out_dir: str | os.PathLike) -> list[SectionConfig]:
-    """The sections of a cohort file as :class:`SectionConfig` objects writing under ``out_dir``.
+    """Read the sections of a cohort file as :class:`SectionConfig` objects writing under ``out_dir``.
 
     Parameters
     ----------
@@ -160,7 +160,24 @@ COLUMNS = (
 
 
 def report_row(name: str, status: str, rec: dict) -> dict:
-    """One report row from a completion record (``status`` done or skipped) or a failure record."""
+    """Build one report row from a section's completion record or failure record.
+
+    Parameters
+    ----------
+    name : str
+        The section's name.
+    status : str
+        ``done``, ``skipped`` or ``failed``.
+    rec : dict
+        The completion record (:func:`~.section.iter_section`) or the failure record of
+        :func:`~.batch.run_section_task`; missing fields become empty cells.
+
+    Returns
+    -------
+    dict
+        One value per report column (``COLUMNS``): verdict, route, TRE, MI and Dice before and
+        after, seconds, error.
+    """
     m = rec.get("metrics") or {}
     lm = rec.get("landmarks") or {}
     md = m.get("mask_dice") or {}
@@ -189,7 +206,22 @@ def _fmt(v) -> str:
 
 
 def write_report(out_dir: str | os.PathLike, rows: list[dict], title: str) -> tuple[Path, Path]:
-    """``cohort_report.csv`` and ``cohort_report.html`` in ``out_dir`` (each written atomically)."""
+    """Write ``cohort_report.csv`` and ``cohort_report.html`` in ``out_dir``, each atomically.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The cohort's output folder.
+    rows : list of dict
+        Report rows (:func:`report_row`), one per section.
+    title : str
+        The HTML page's title and heading.
+
+    Returns
+    -------
+    csv_path, html_path : Path
+        The two files written.
+    """
     from .._files import rows_to_csv, write_text_atomic
 
     out = Path(out_dir)

@@ -1,5 +1,7 @@
-"""elastix TransformParameters jobs: export a registration result, import a chain (with landmark QA).
-Shared by ``msi2hist export-elastix`` / ``import-elastix`` and the Export widget."""
+"""elastix TransformParameters jobs: export a registration result, import a chain.
+
+Shared by ``msi2hist export-elastix`` / ``import-elastix`` and the Export widget.
+"""
 
 from __future__ import annotations
 
@@ -28,12 +30,14 @@ class ElastixExportConfig:
 def iter_export_elastix(
     cfg: ElastixExportConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, list[Path]]:
-    """A registration result as elastix TransformParameters files.
+    """Write a registration result as elastix TransformParameters files.
 
     Parameters
     ----------
     cfg : ElastixExportConfig
+        The job's input files, transform, pixel sizes and outputs.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
 
     Yields
     ------
@@ -81,12 +85,14 @@ class ElastixImportConfig:
 def iter_import_elastix(
     cfg: ElastixImportConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, dict]:
-    """An elastix chain as our ``transform.json``/``.h5`` (H&E fixed, MSI moving).
+    """Read an elastix chain into our ``transform.json``/``.h5`` (H&E fixed, MSI moving).
 
     Parameters
     ----------
     cfg : ElastixImportConfig
+        The job's input files, transform, pixel sizes and outputs.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
 
     Yields
     ------

@@ -1,8 +1,11 @@
-"""Interop jobs shared by the CLI and the Export widget: SpatialData export/import here, QuPath
+"""Interop jobs shared by the CLI and the Export widget.
+
+SpatialData export/import here, QuPath
 GeoJSON both ways (``annotations.py``) and elastix TransformParameters both ways (``elastix.py``),
 re-exported here as one entry point. Each job is a generator yielding
 :class:`~napari_msi2hist.progress.Progress` and taking a frozen config; multi-file outputs are written
-into a temporary sibling folder and renamed into place (all or nothing)."""
+into a temporary sibling folder and renamed into place (all or nothing).
+"""
 
 from __future__ import annotations
 
@@ -60,7 +63,9 @@ def iter_export_spatialdata(
     Parameters
     ----------
     cfg : SpatialDataExportConfig
+        The job's input files, transform, pixel sizes and outputs.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
 
     Yields
     ------
@@ -158,7 +163,9 @@ def iter_import_spatialdata(
     Parameters
     ----------
     cfg : SpatialDataImportConfig
+        The job's input files, transform, pixel sizes and outputs.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
 
     Yields
     ------

@@ -1,5 +1,8 @@
-"""The peaks job: pick peaks (top-N of the mean spectrum, or an explicit list) and extract their
-ion images. Shared by ``msi2hist peaks``, the cross-modal commands and the Peaks widget's path."""
+"""The peaks job: pick peaks and extract their ion images.
+
+Pick peaks (top-N of the mean spectrum, or an explicit list) and extract their
+ion images. Shared by ``msi2hist peaks``, the cross-modal commands and the Peaks widget's path.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from ..progress import CancelToken, Progress
 def iter_pick(
     imz, n_peaks: int | None, norm: str, mz_list=None, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, tuple[MeanSpectrum, np.ndarray]]:
-    """The mean spectrum and the peaks: its top-N (seed 000's selection), or ``mz_list``.
+    """Compute the mean spectrum and pick its peaks: the top N, or ``mz_list``.
+
+    The top-N selection is seed 000's.
 
     Parameters
     ----------
@@ -29,6 +34,12 @@ def iter_pick(
     mz_list : sequence of float, optional
         Explicit m/z values.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Chunks of spectra read for the mean spectrum.
 
     Returns
     -------
@@ -67,6 +78,11 @@ def iter_peaks(
     cancel : CancelToken, optional
         Stops the job between chunks.
 
+    Yields
+    ------
+    Progress
+        Chunks of spectra read: the mean spectrum (when picking), then the ion images.
+
     Returns
     -------
     IonImages
@@ -78,7 +94,28 @@ def iter_peaks(
 
 
 def pick_and_extract(imz, n_peaks, mz_list, tol, norm, progress=None) -> IonImages:
-    """:func:`iter_peaks` run to the end, reporting to ``progress`` (a callable or None)."""
+    """Run :func:`iter_peaks` to the end, reporting to ``progress``.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    n_peaks : int or None
+        Top-N peaks; ignored when ``mz_list`` is given.
+    mz_list : sequence of float or None
+        Explicit m/z values.
+    tol : Tolerance
+        Half-width of each m/z window.
+    norm : str
+        Per-spectrum normalisation.
+    progress : callable, optional
+        Called with each :class:`Progress`.
+
+    Returns
+    -------
+    IonImages
+        The ion-image stack.
+    """
     from ..progress import run_to_end
 
     return run_to_end(iter_peaks(imz, n_peaks, mz_list, tol, norm), progress)

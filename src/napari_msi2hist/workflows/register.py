@@ -25,11 +25,12 @@ from ..registration.pipeline import RegistrationResult, iter_register_msi
 
 
 def registration_options(cfg: RegisterConfig) -> RegistrationOptions:
-    """The registration algorithm's options for a :class:`~napari_msi2hist.config.RegisterConfig`.
+    """Build the registration algorithm's options for a :class:`~napari_msi2hist.config.RegisterConfig`.
 
     Parameters
     ----------
     cfg : RegisterConfig
+        The route, model, stages and options of the registration.
 
     Returns
     -------
@@ -75,7 +76,7 @@ class RegisterInputs:
 
 
 def _read_mask(path, shape) -> np.ndarray | None:
-    """A mask image (non-zero = inside) that must match ``shape``; None passes through."""
+    """Read a mask image (non-zero = inside) that must match ``shape``; None passes through."""
     if not path:
         return None
     from ..io.histology import read_histology
@@ -122,6 +123,13 @@ def iter_read_inputs(
     fixed_mask, moving_mask : str, optional
         Tissue masks (non-zero = tissue) on the H&E grid / the moving image's grid.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Chunks of spectra read from an imzML (ion images, or the model's channels and then synthesis
+        tiles on the synthesis route).
 
     Returns
     -------
@@ -212,7 +220,14 @@ def iter_register_job(
     inp : RegisterInputs
         From :func:`iter_read_inputs` (CLI) or from the viewer's layers (Register widget).
     cfg : RegisterConfig
+        The route, model, stages and options of the registration.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        The registration's stages (pose search, linear, deformable) and their iterations.
 
     Returns
     -------
@@ -258,7 +273,14 @@ def iter_register_job(
 
 
 def registered_layers(inp: RegisterInputs, reg: RegistrationResult):
-    """The moving data resampled onto the H&E grid: every MSI image, else the synthetic H&E.
+    """Resample the moving data onto the H&E grid: every MSI image, else the synthetic H&E.
+
+    Parameters
+    ----------
+    inp : RegisterInputs
+        The registration's inputs (MSI stack or synthetic H&E, pixel sizes, H&E).
+    reg : RegistrationResult
+        Its result (the transform).
 
     Returns
     -------
@@ -299,8 +321,11 @@ def write_outputs(folder, cfg: RegisterConfig, inp: RegisterInputs, reg: Registr
     folder : path-like
         An existing, empty folder (the CLI's temporary output folder).
     cfg : RegisterConfig
+        The route, model, stages and options of the registration.
     inp : RegisterInputs
+        The registration's inputs (from :func:`iter_read_inputs` or the viewer's layers).
     reg : RegistrationResult
+        The registration's result.
 
     Returns
     -------

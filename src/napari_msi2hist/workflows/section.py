@@ -77,7 +77,13 @@ class SectionConfig:
     extra: dict = field(default_factory=dict)
 
     def inputs(self) -> dict[str, str]:
-        """The files this section reads, by role (the model included)."""
+        """Return the files this section reads, by role (the model included).
+
+        Returns
+        -------
+        dict
+            Role (``imzml``, ``ibd``, ``he``, landmarks, mask, ``model``) to path.
+        """
         from ..models.checkpoint import resolve_model_path
 
         d = {"imzml": self.imzml, "ibd": str(Path(self.imzml).with_suffix(".ibd")), "he": self.he}
@@ -89,7 +95,13 @@ class SectionConfig:
         return d
 
     def as_dict(self) -> dict:
-        """The section as JSON-able values (written in its completion record)."""
+        """Return the section as JSON-able values (written in its completion record).
+
+        Returns
+        -------
+        dict
+            Field name to value, tuples as lists.
+        """
         return json.loads(json.dumps(asdict(self)))
 
 
@@ -99,12 +111,22 @@ class SectionError(ValueError):
 
 # ------------------------------------------------------------------ fingerprints and records
 def fingerprint(path: str | os.PathLike) -> str:
-    """A content fingerprint of a file.
+    """Take a content fingerprint of a file.
 
     Files up to 8 MiB: ``sha256:<hex>`` of the whole file. Larger files: ``edge:<hex>``, the sha256 of
     the size, the mtime (ns) and the first and last MiB: cheap on multi-GB ``.ibd`` files, and it
     changes on any rewrite that touches the mtime (an edit in the middle that keeps size and mtime
     is not detected).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    str
+        ``sha256:<hex>`` or ``edge:<hex>``.
     """
     p = Path(path)
     st = p.stat()
@@ -122,7 +144,23 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 def fingerprints(cfg: SectionConfig) -> dict[str, str]:
-    """:func:`fingerprint` of every input of ``cfg``; a missing file is a :class:`SectionError`."""
+    """Fingerprint every input of a section.
+
+    Parameters
+    ----------
+    cfg : SectionConfig
+        The section.
+
+    Returns
+    -------
+    dict
+        Role to :func:`fingerprint`.
+
+    Raises
+    ------
+    SectionError
+        An input file is missing.
+    """
     out = {}
     for role, path in cfg.inputs().items():
         if not Path(path).is_file():
@@ -132,7 +170,18 @@ def fingerprints(cfg: SectionConfig) -> dict[str, str]:
 
 
 def read_record(folder: str | os.PathLike) -> dict | None:
-    """The completion record of a section folder, or None when there is none (or it is unreadable)."""
+    """Read the completion record of a section folder.
+
+    Parameters
+    ----------
+    folder : path-like
+        The section's output folder.
+
+    Returns
+    -------
+    dict or None
+        The record, or None when there is none or it is unreadable.
+    """
     try:
         return json.loads((Path(folder) / RECORD).read_text())
     except (OSError, ValueError):
@@ -146,7 +195,21 @@ def _config_key(cfg: SectionConfig) -> dict:
 
 
 def is_complete(cfg: SectionConfig, hashes: dict[str, str] | None = None) -> bool:
-    """Whether ``cfg.out_dir`` holds a finished run of exactly this config on exactly these inputs."""
+    """Tell whether a section's folder holds a finished run of exactly this config.
+
+    Parameters
+    ----------
+    cfg : SectionConfig
+        The section (its ``out_dir`` is checked).
+    hashes : dict, optional
+        Input fingerprints already taken; computed when None.
+
+    Returns
+    -------
+    bool
+        True when the record is ``done``, of the current record version, and its inputs'
+        fingerprints and config equal these.
+    """
     rec = read_record(cfg.out_dir)
     if not rec or rec.get("status") != "done" or rec.get("record_version") != RECORD_VERSION:
         return False
@@ -158,17 +221,40 @@ def is_complete(cfg: SectionConfig, hashes: dict[str, str] | None = None) -> boo
 
 
 def may_replace(final: Path) -> None:
-    """The overwrite policy for a section folder (one function, so the project-wide policy can replace
+    """Refuse to replace a folder that is not a section folder.
+
+    The overwrite policy for a section folder (one function, so the project-wide policy can replace
     it): an existing folder is replaced only when it is one of ours (it holds a ``section.json``) or
-    is empty; anything else is refused."""
+    is empty; anything else is refused.
+
+    Parameters
+    ----------
+    final : Path
+        The section's output folder.
+
+    Raises
+    ------
+    SectionError
+        ``final`` exists and is neither empty nor a section folder.
+    """
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not read_record(final))):
         raise SectionError(f"{final}: exists and is not a section folder; refusing to replace it")
 
 
 def publish_folder(tmp: Path, final: Path) -> None:
-    """Move the finished ``tmp`` folder to ``final``: one rename when ``final`` does not exist; else
-    the old folder is renamed aside first and deleted after (a crash in between leaves the old
-    result under a hidden ``.old`` name, never a half-written folder under ``final``)."""
+    """Move a finished temporary folder to its final name.
+
+    One rename when ``final`` does not exist; else the old folder is renamed aside first and deleted
+    after (a crash in between leaves the old result under a hidden ``.old`` name, never a half-
+    written folder under ``final``).
+
+    Parameters
+    ----------
+    tmp : Path
+        The finished folder, beside ``final``.
+    final : Path
+        Its name once published.
+    """
     may_replace(final)
     old = None
     if final.exists():
@@ -189,8 +275,11 @@ def _pixel(found, override, path, what) -> tuple[float, float]:
 
 
 def _mask_dice(mask_path, he_shape, reg_shape, moving, moving_px, reg_px, transform) -> dict:
-    """Dice of a given H&E tissue mask (level-0 size) against the moving tissue (above 15% of its
-    99th percentile, as in ``overlap_metrics``), both on the registration grid, before and after."""
+    """Measure the Dice of a given H&E tissue mask against the moving tissue, before and after.
+
+    Dice of a given H&E tissue mask (level-0 size) against the moving tissue (above 15% of its
+    99th percentile, as in ``overlap_metrics``), both on the registration grid, before and after.
+    """
     from skimage.transform import resize
 
     from ..io.histology import read_histology
@@ -211,7 +300,7 @@ def _mask_dice(mask_path, he_shape, reg_shape, moving, moving_px, reg_px, transf
 
 
 def _verdict_text(v) -> str:
-    """A registration verdict as text, whether it is a string, an enum or an object/dict with one."""
+    """Return a registration verdict as text, whether it is a string, an enum or an object/dict with one."""
     if isinstance(v, dict):
         v = v.get("verdict", v.get("status", v))
     for attr in ("verdict", "status", "value", "name"):
@@ -224,10 +313,25 @@ TRE_LIMIT_MSI_PX = 2.0  # provisional verdict: median landmark TRE above this is
 
 
 def provisional_verdict(metrics: dict, landmarks: dict | None = None) -> str:
-    """``metrics['verdict']`` when the registration provides one. Otherwise a stand-in, marked as
-    such in the report: ``fail`` when landmarks exist and their median TRE exceeds
-    ``TRE_LIMIT_MSI_PX`` MSI pixels, ``worse`` when MI or Dice dropped after registration, else
-    ``improved``."""
+    """Return the registration's verdict, or a stand-in marked as provisional.
+
+    ``metrics['verdict']`` when the registration provides one. Otherwise a stand-in, marked as such
+    in the report: ``fail`` when landmarks exist and their median TRE exceeds ``TRE_LIMIT_MSI_PX``
+    MSI pixels, ``worse`` when MI or Dice dropped after registration, else ``improved`` (``unknown``
+    without before/after metrics).
+
+    Parameters
+    ----------
+    metrics : dict
+        The registration's metrics (``verdict``, or ``before``/``after`` with ``mi`` and ``dice``).
+    landmarks : dict, optional
+        Landmark errors (``tre_median_msi_px``).
+
+    Returns
+    -------
+    str
+        The verdict.
+    """
     if "verdict" in metrics:
         return str(metrics["verdict"])
     if landmarks and landmarks.get("tre_median_msi_px", 0.0) > TRE_LIMIT_MSI_PX:
@@ -262,6 +366,16 @@ def iter_section(
 
     Stages: peaks, synthesis, registration (on the H&E pyramid level matching the moving pixel),
     then the ion images applied to the full-resolution H&E grid tile by tile (pyramidal OME-TIFF).
+
+    Yields
+    ------
+    Progress
+        Progress of each stage (peaks, synthesis, registration, apply), then ``section done``.
+
+    Returns
+    -------
+    dict
+        The completion record written as ``section.json`` in the section's folder.
     """
     from ..io.histology import read_histology, write_ome_tiff
     from ..io.imzml import open_imzml

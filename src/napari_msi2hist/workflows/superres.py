@@ -57,6 +57,7 @@ def iter_superres_job(
     factor : int, optional
         Upsampling factor (default: MSI pixel / H&E pixel, rounded).
     method : {"learned", "guided", "bicubic"}
+        ``learned`` (the bundled or given network), ``guided`` (guided filter) or ``bicubic``.
     model : str
         The learned method's model (``superres``: the bundled one).
     mask : ndarray of bool, optional
@@ -64,6 +65,12 @@ def iter_superres_job(
     source : str
         Named in errors (the imzML file or the layer).
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        One per ion image super-resolved.
 
     Returns
     -------

@@ -44,6 +44,12 @@ def iter_synthesize_job(
     pixel_size_um : tuple of float, optional
         Overrides (or supplies) the imzML's pixel size.
     cancel : CancelToken, optional
+        Checked between steps; when set, the job stops by raising :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Chunks of spectra read (when extracting from the imzML), then tiles synthesised.
 
     Returns
     -------

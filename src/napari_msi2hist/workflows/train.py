@@ -74,11 +74,17 @@ class TrainJob:
 
 
 def load_base(job: TrainJob) -> Checkpoint | None:
-    """The checkpoint a run starts from: the run's own (resume), the base, or None.
+    """Load the checkpoint a run starts from: the run's own (resume), the base, or None.
+
+    Parameters
+    ----------
+    job : TrainJob
+        The run (its ``resume`` flag, output folder and ``base``).
 
     Returns
     -------
     Checkpoint or None
+        None when the run starts from scratch.
     """
     if job.resume:
         if not job.last_checkpoint.is_file():
@@ -88,13 +94,14 @@ def load_base(job: TrainJob) -> Checkpoint | None:
 
 
 def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | None):
-    """The channel contract of the run and its paired samples, from pairs entries.
+    """Build the run's channel contract and its paired samples from pairs entries.
 
     Parameters
     ----------
     entries : list of dict
         Pairs entries (``read_pairs_yaml``), with pixel sizes resolved.
     job : TrainJob
+        The run: output folder, training settings, base checkpoint, re-head and resume flags.
     base : Checkpoint or None
         From :func:`load_base`.
 
@@ -152,7 +159,9 @@ def sample_from_arrays(
     msi_to_he_matrix : ndarray
         3x3 homogeneous (y, x) matrix, MSI world um -> H&E world um.
     job : TrainJob
+        The run: output folder, training settings, base checkpoint, re-head and resume flags.
     base : Checkpoint or None
+        The checkpoint fine-tuned from (:func:`load_base`); its contract is kept unless the run re-heads.
     msi_pixel_um : float, optional
         MSI pixel size (um) when the imzML has none, or to override it.
 
@@ -210,14 +219,22 @@ def iter_train_job(
     Parameters
     ----------
     train, val : list of PairedSample
+        Training and validation samples (:func:`contract_and_samples`).
     contract : ChannelContract
+        The MSI channel contract the samples were made with.
     job : TrainJob
+        The run: output folder, training settings, base checkpoint, re-head and resume flags.
     base : Checkpoint or None
         From :func:`load_base` (ignored when resuming: the run's own checkpoint is used).
     data_info : dict, optional
         Recorded in the checkpoint (pairs file, sample names).
     cancel : CancelToken, optional
         A cancelled run saves a checkpoint first.
+
+    Yields
+    ------
+    Progress
+        One per training step (``info``: the losses), and per validation.
 
     Returns
     -------

@@ -26,13 +26,26 @@ from ..progress import CancelToken, Progress
 
 
 def level_pixel_sizes(he, he_px) -> list[tuple[float, float]]:
-    """Pixel size (yx um) of every pyramid level of a :class:`HistologyImage`."""
+    """Return the pixel size of every pyramid level of an H&E.
+
+    Parameters
+    ----------
+    he : HistologyImage
+        The H&E with its pyramid levels.
+    he_px : tuple of float
+        Level 0's pixel size (y, x) in um.
+
+    Returns
+    -------
+    list of tuple of float
+        ``(y, x)`` um per level, from each level's size relative to level 0.
+    """
     y0, x0 = he.levels[0].shape[:2]
     return [(he_px[0] * y0 / lv.shape[0], he_px[1] * x0 / lv.shape[1]) for lv in he.levels]
 
 
 def registration_level(he, he_px, moving_px_um: float) -> tuple[np.ndarray, tuple[float, float]]:
-    """The H&E as uint8 RGB at about half the moving pixel size, read without loading level 0.
+    """Read the H&E as uint8 RGB at about half the moving pixel size, without loading level 0.
 
     Parameters
     ----------
@@ -105,6 +118,17 @@ def iter_apply(
     compression : str, optional
         OME-TIFF tile compression; default ``jpeg`` (quality 90, as in SVS scans) for RGB and
         lossless ``zlib`` with a predictor for float layers.
+    channel_names : list of str, optional
+        Channel names written in the OME metadata (float layers only).
+    tile : int
+        Tile size in pixels of the written pyramids (and of the resampled regions).
+    cancel : CancelToken, optional
+        Checked between tiles; a cancelled write leaves no output behind.
+
+    Yields
+    ------
+    Progress
+        Tiles written, per output file.
 
     Returns
     -------
