@@ -118,9 +118,12 @@ def _gather(
 
 @dataclass
 class RawChunk:
-    """Processed data as read: ``buf`` holds the bytes from file offset ``base``; spectrum ``j``
-    (``index[j]``) has ``lengths[j]`` values at byte offsets ``mz_off[j]`` / ``int_off[j]``
-    (``mz_off`` is None when all spectra share ``axis``)."""
+    """Processed data as read from the file, with where each spectrum lies in it.
+
+    ``buf`` holds the bytes from file offset ``base``; spectrum ``j`` (``index[j]``) has
+    ``lengths[j]`` values at byte offsets ``mz_off[j]`` / ``int_off[j]`` (``mz_off`` is None when
+    all spectra share ``axis``).
+    """
 
     index: np.ndarray
     buf: np.ndarray
@@ -149,9 +152,12 @@ class RawChunk:
 
 
 class TypedArrays:
-    """Typed, zero-copy views of variable-length arrays inside a byte buffer. Arrays whose byte
-    offset is not a multiple of the item size relative to the buffer live in a view shifted by that
-    remainder; ``start[j]`` indexes array ``j``'s first element in ``views[shift[j]]``."""
+    """Typed, zero-copy views of variable-length arrays inside a byte buffer.
+
+    Arrays whose byte offset is not a multiple of the item size relative to the buffer live in a
+    view shifted by that remainder; ``start[j]`` indexes array ``j``'s first element in
+    ``views[shift[j]]``.
+    """
 
     def __init__(self, buf: np.ndarray, base: int, offsets: np.ndarray, dtype: np.dtype):
         isz = dtype.itemsize
@@ -227,8 +233,10 @@ def iter_raw_chunks(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     max_spectra: int | None = None,
 ) -> Iterator[RawChunk]:
-    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed);
-    at most ``max_spectra`` spectra per chunk when given (bounds per-spectrum work arrays)."""
+    """Yield chunks of spectra as raw bytes with offsets (any layout, continuous or processed).
+
+    At most ``max_spectra`` spectra per chunk when given (bounds per-spectrum work arrays).
+    """
     idx_all = _default_subset(imz, subset)
     if len(idx_all) == 0:
         return

@@ -51,11 +51,23 @@ class IonImages:
     meta: dict = field(default_factory=dict)
 
     def annotations(self) -> dict[str, str]:
-        """What an OME-TIFF of these images keeps so that they survive a file round trip."""
+        """Return what an OME-TIFF of these images keeps so that they survive a file round trip.
+
+        Returns
+        -------
+        dict of str
+            ``tolerance`` (e.g. ``10 ppm``) and ``normalisation``.
+        """
         return {"tolerance": str(self.tolerance), "normalisation": self.norm}
 
     def metadata(self) -> dict:
-        """The extraction as layer metadata: file, m/z, tolerance, normalisation, pixel size."""
+        """Return the extraction as layer metadata: file, m/z, tolerance, normalisation, pixel size.
+
+        Returns
+        -------
+        dict
+            JSON-able values (``tolerance`` as ``{"value", "unit"}``, ``pixel_size_um`` a list or None).
+        """
         return {
             "file": self.source,
             "mz": [float(m) for m in self.mz],
@@ -102,7 +114,8 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     For every (spectrum, window) query the first m/z >= lo is found by bisection over all queries at
     once (compact arrays of the still-active queries); the window's end is then found by stepping
     forward while m/z <= hi, which also visits exactly the values to sum. Only ~log2(n) m/z values
-    per query and the values inside windows are read; no Python loop over spectra."""
+    per query and the values inside windows are read; no Python loop over spectra.
+    """
     n, c = len(raw.index), len(lo)
     mzv, itv = raw.typed("mz"), raw.typed("int")
     L = raw.lengths
@@ -171,9 +184,12 @@ def _bisect_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _unsorted_sums(raw: RawChunk, sel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Window sums of the spectra ``sel`` whose m/z arrays are not ascending: all their values are
-    sorted together once, each window is a range of that order, and its values are summed per
-    spectrum. Same bounds as the search (``lo <= m/z <= hi``); NaN m/z sort last and match nothing."""
+    """Sum the m/z windows of spectra whose m/z arrays are not ascending.
+
+    All their values are sorted together once, each window is a range of that order, and its values
+    are summed per spectrum. Same bounds as the search (``lo <= m/z <= hi``); NaN m/z sort last and
+    match nothing.
+    """
     ln = raw.lengths[sel]
     mz = _gather(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype).astype(np.float64)
     it = _gather(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype).astype(np.float64)
@@ -203,9 +219,24 @@ def _subset(raw: RawChunk, sel: np.ndarray) -> RawChunk:
 
 
 def processed_sums(raw: RawChunk, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Window sums of a processed chunk: spectra whose m/z array is not ascending (or holds NaN)
-    are detected (one vectorised comparison pass over the chunk) and summed by
-    :func:`_unsorted_sums` instead of the search, which needs ascending arrays."""
+    """Sum each m/z window of every spectrum of a processed chunk.
+
+    Spectra whose m/z array is not ascending (or holds NaN) are detected in one vectorised pass over
+    the chunk and summed by a full comparison instead of the binary search, which needs ascending
+    arrays.
+
+    Parameters
+    ----------
+    raw : RawChunk
+        The chunk's raw m/z and intensity bytes with its spectra's lengths.
+    lo, hi : ndarray
+        ``(C,)`` window edges, inclusive.
+
+    Returns
+    -------
+    ndarray
+        ``(n_spectra, C)`` float64 window sums.
+    """
     uns = raw.typed("mz").unsorted(raw.lengths)
     if not uns.any():
         return _bisect_sums(raw, lo, hi)
@@ -271,7 +302,42 @@ def iter_ion_images(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, IonImages]:
-    """Extract ion images, yielding progress per chunk; returns :class:`IonImages`."""
+    """Extract ion images, chunk by chunk of spectra.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    mz : array_like
+        The m/z values (at least one).
+    tolerance : Tolerance
+        Half-width of each window (ppm of each m/z, or Da).
+    norm : str
+        Per-spectrum normalisation (``none``, ``tic``, ``rms``, ``median``) applied before summing.
+    chunk_bytes : int
+        Memory per chunk of spectra read.
+    cancel : CancelToken, optional
+        Checked between chunks; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Spectra done so far (stage ``ion images``).
+
+    Returns
+    -------
+    IonImages
+        The ``(C, Y, X)`` float32 stack with its measured-pixel mask, m/z, tolerance, normalisation,
+        pixel size and source.
+
+    Raises
+    ------
+    ValueError
+        No m/z given, or an unknown normalisation.
+    ImzMLNonFiniteError
+        The file holds NaN or infinite intensities.
+    """
     norm = check_norm(norm)
     mz = np.atleast_1d(np.asarray(mz, dtype=np.float64))
     if len(mz) == 0:
@@ -298,12 +364,45 @@ def iter_ion_images(
 
 
 def ion_images(imz: ImzMLFile, mz, **kw) -> IonImages:
-    """:func:`iter_ion_images` run to the end (no progress, no cancel)."""
+    """Extract ion images: :func:`iter_ion_images` run to the end (no progress, no cancel).
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    mz : array_like
+        The m/z values.
+    **kw
+        Options of :func:`iter_ion_images` (``tolerance``, ``norm``, ``chunk_bytes``).
+
+    Returns
+    -------
+    IonImages
+        The ion-image stack.
+    """
     return run_to_end(iter_ion_images(imz, mz, **kw))
 
 
 def total_ion_image(imz: ImzMLFile, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
-    """TIC image (float32, 0 where unmeasured)."""
+    """Compute the total ion current (TIC) image.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    chunk_bytes : int
+        Memory per chunk of spectra read.
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X)`` float32 sum of each spectrum, 0 where unmeasured.
+
+    Raises
+    ------
+    ImzMLNonFiniteError
+        The file holds NaN or infinite intensities.
+    """
     ny, nx = imz.shape_yx
     check_allocation(4.0 * ny * nx, f"a TIC image of {ny} x {nx} pixels", imz.path)
     img = np.zeros(imz.shape_yx, dtype=np.float32)
@@ -325,7 +424,29 @@ def lazy_ion_images(
     norm: str = "none",
     rows_per_block: int | None = None,
 ):
-    """A dask ``(C, Y, X)`` array computed block of rows by block of rows, for display of large files."""
+    """Build ion images as a lazy dask array, for display of large files.
+
+    Each block of rows is extracted when dask computes it (the same sums and normalisation as
+    :func:`iter_ion_images`).
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file; it must stay open while the array is computed.
+    mz : array_like
+        The m/z values.
+    tolerance : Tolerance
+        Half-width of each window.
+    norm : str
+        Per-spectrum normalisation.
+    rows_per_block : int, optional
+        Image rows per dask block (default: about 16 MiB of output per block).
+
+    Returns
+    -------
+    dask.array.Array
+        ``(C, Y, X)`` float32, 0 where unmeasured.
+    """
     import dask
     import dask.array as da
 

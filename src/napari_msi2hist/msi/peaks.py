@@ -21,7 +21,21 @@ class PeakList:
 
 
 def local_maxima(intensity: np.ndarray) -> np.ndarray:
-    """Indices of local maxima (strictly above the left neighbour, not below the right one)."""
+    """Find the local maxima of a spectrum.
+
+    A maximum is strictly above its left neighbour, not below its right one, and positive; the end
+    points are never maxima (except in a one-sample spectrum).
+
+    Parameters
+    ----------
+    intensity : array_like
+        ``(N,)`` intensities on an ascending m/z axis.
+
+    Returns
+    -------
+    ndarray of int
+        Indices of the maxima, ascending.
+    """
     y = np.asarray(intensity, dtype=np.float64)
     if len(y) == 0:
         return np.zeros(0, np.int64)
@@ -40,12 +54,38 @@ def pick_peaks(
     min_separation_da: float | None = None,
     window: int = 101,
 ) -> PeakList:
-    """Pick the ``n_peaks`` most prominent local maxima, greedily, skipping any closer than the
-    minimum separation (ppm of the stronger peak's m/z, or Da) to an already picked peak.
+    """Pick the ``n_peaks`` most prominent local maxima of a spectrum.
 
-    Peaks are ranked by topographic prominence within ``window`` samples (scipy.signal), so a slowly
-    varying baseline or matrix background does not crowd out real peaks; ``intensity`` of the result is
-    the apex height."""
+    Greedily, by prominence, skipping any peak closer than the minimum separation (ppm of the
+    stronger peak's m/z, or Da) to an already picked one. Peaks are ranked by topographic prominence
+    within ``window`` samples (scipy.signal), so a slowly varying baseline or matrix background does
+    not crowd out real peaks.
+
+    Parameters
+    ----------
+    mz : array_like
+        ``(N,)`` ascending m/z axis.
+    intensity : array_like
+        ``(N,)`` intensities (e.g. a mean spectrum).
+    n_peaks : int
+        How many peaks to pick (at least 1); fewer come back when the spectrum has fewer maxima.
+    min_separation_ppm : float or None
+        Minimum separation in ppm; None for none.
+    min_separation_da : float or None
+        Minimum separation in Da (used instead of ppm when given).
+    window : int
+        Window (samples) of the prominence computation.
+
+    Returns
+    -------
+    PeakList
+        The picked peaks, sorted by m/z; ``intensity`` is the apex height.
+
+    Raises
+    ------
+    ValueError
+        ``mz`` and ``intensity`` differ in shape, or ``n_peaks`` < 1.
+    """
     from scipy.signal import peak_prominences
 
     mz = np.asarray(mz, dtype=np.float64)
@@ -81,7 +121,23 @@ def pick_peaks(
 
 
 def parse_mz_list(text: str) -> np.ndarray:
-    """Parse ``"760.58, 782.57"`` (commas, spaces or newlines) into a float array."""
+    """Parse a list of m/z values typed as text.
+
+    Parameters
+    ----------
+    text : str
+        Values separated by commas, semicolons, spaces or newlines, e.g. ``"760.58, 782.57"``.
+
+    Returns
+    -------
+    ndarray
+        The values (float64), in the order given.
+
+    Raises
+    ------
+    ValueError
+        A value is not a number, is not positive, or there is none.
+    """
     parts = [p for p in text.replace(";", ",").replace("\n", ",").replace(" ", ",").split(",") if p]
     try:
         vals = np.array([float(p) for p in parts], dtype=np.float64)
@@ -93,8 +149,30 @@ def parse_mz_list(text: str) -> np.ndarray:
 
 
 def iter_top_peaks(imz, n_peaks: int = DEFAULT_N_PEAKS, norm: str = "tic", cancel=None):
-    """m/z of the top-N peaks of an imzML's mean spectrum (seed 000's peak selection), as a progress
-    generator returning an array."""
+    """Pick the top-N peaks of an imzML's mean spectrum (seed 000's peak selection).
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    n_peaks : int
+        How many peaks.
+    norm : str
+        Per-spectrum normalisation before averaging (``none``, ``tic``, ``rms``, ``median``).
+    cancel : CancelToken, optional
+        Checked between chunks of spectra; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Chunks of spectra averaged (stage ``mean spectrum``).
+
+    Returns
+    -------
+    ndarray
+        The peaks' m/z, ascending.
+    """
     from .spectra import iter_mean_spectrum
 
     ms = yield from iter_mean_spectrum(imz, norm=norm, cancel=cancel)

@@ -22,6 +22,23 @@ NORMALISATIONS = ("none", "tic", "rms", "median")
 
 
 def check_norm(norm: str) -> str:
+    """Check a normalisation name.
+
+    Parameters
+    ----------
+    norm : str or None
+        ``none``, ``tic``, ``rms`` or ``median`` (any case); None or empty means ``none``.
+
+    Returns
+    -------
+    str
+        The name in lower case.
+
+    Raises
+    ------
+    ValueError
+        Another name.
+    """
     norm = (norm or "none").lower()
     if norm not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, not {norm!r}")
@@ -29,7 +46,20 @@ def check_norm(norm: str) -> str:
 
 
 def dense_factors(block: np.ndarray, norm: str) -> np.ndarray | None:
-    """Per-row normalisation factors of a dense ``(n, k)`` block (None for 'none')."""
+    """Compute the normalisation factor of every row of a dense block of spectra.
+
+    Parameters
+    ----------
+    block : ndarray
+        ``(n, k)`` intensities, one spectrum a row, on a shared m/z axis.
+    norm : str
+        A checked normalisation name (:func:`check_norm`).
+
+    Returns
+    -------
+    ndarray or None
+        ``(n,)`` float64 factors (TIC, RMS or median of each row), or None for ``none``.
+    """
     if norm == "none":
         return None
     if norm == "tic":
@@ -41,7 +71,23 @@ def dense_factors(block: np.ndarray, norm: str) -> np.ndarray | None:
 
 
 def flat_factors(chunk: FlatChunk, norm: str) -> np.ndarray | None:
-    """Per-spectrum factors of a processed chunk, vectorised over segments."""
+    """Compute the normalisation factor of every spectrum of a processed chunk.
+
+    Vectorised over the chunk's segments (one segment a spectrum); the median of a segment is that
+    of its stored values.
+
+    Parameters
+    ----------
+    chunk : FlatChunk
+        Concatenated spectra with their segment ids and lengths.
+    norm : str
+        A checked normalisation name (:func:`check_norm`).
+
+    Returns
+    -------
+    ndarray or None
+        ``(n,)`` float64 factors, one per spectrum of the chunk, or None for ``none``.
+    """
     if norm == "none":
         return None
     n = len(chunk.index)
@@ -66,7 +112,20 @@ def flat_factors(chunk: FlatChunk, norm: str) -> np.ndarray | None:
 
 
 def safe_divide_rows(values: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
-    """Divide row j of ``values`` by ``factors[j]``; rows with a zero factor become 0."""
+    """Divide row j of ``values`` by ``factors[j]``; rows with a zero factor become 0.
+
+    Parameters
+    ----------
+    values : ndarray
+        ``(n, k)`` values.
+    factors : ndarray or None
+        ``(n,)`` factors; None leaves ``values`` as they are.
+
+    Returns
+    -------
+    ndarray
+        The divided values (``values`` itself when ``factors`` is None).
+    """
     if factors is None:
         return values
     f = np.where(factors > 0, factors, np.inf)
@@ -74,7 +133,26 @@ def safe_divide_rows(values: np.ndarray, factors: np.ndarray | None) -> np.ndarr
 
 
 def common_mz_axis(mz_min: float, mz_max: float, resolution_ppm: float = 5.0) -> np.ndarray:
-    """Log-spaced m/z axis with a constant relative bin width of ``resolution_ppm``."""
+    """Build a log-spaced m/z axis with a constant relative bin width.
+
+    Parameters
+    ----------
+    mz_min, mz_max : float
+        The range (0 < ``mz_min`` < ``mz_max``).
+    resolution_ppm : float
+        Relative bin width in ppm.
+
+    Returns
+    -------
+    ndarray
+        Bin centres from ``mz_min``, each ``1 + resolution_ppm * 1e-6`` times the previous, up to at
+        least ``mz_max``.
+
+    Raises
+    ------
+    ValueError
+        An invalid range.
+    """
     if not (mz_max > mz_min > 0):
         raise ValueError(f"invalid m/z range {mz_min}..{mz_max}")
     step = np.log1p(resolution_ppm * 1e-6)
@@ -89,8 +167,29 @@ def rebin_linear(
     seg: np.ndarray | None = None,
     n_seg: int = 1,
 ) -> np.ndarray:
-    """Interpolation rebinning: each value is split between its two neighbouring bins of ``axis``
-    in proportion to its distance (total intensity is conserved). Returns ``(n_seg, len(axis))``."""
+    """Rebin values onto an axis by linear interpolation, conserving their total.
+
+    Each value is split between its two neighbouring bins of ``axis`` in proportion to its distance;
+    values outside the axis are dropped.
+
+    Parameters
+    ----------
+    axis : ndarray
+        ``(B,)`` ascending bin centres.
+    mz : ndarray
+        ``(N,)`` m/z of the values.
+    intensity : ndarray
+        ``(N,)`` the values.
+    seg : ndarray of int, optional
+        ``(N,)`` the segment (spectrum) each value belongs to; all in one when None.
+    n_seg : int
+        Number of segments.
+
+    Returns
+    -------
+    ndarray
+        ``(n_seg, B)`` float64 rebinned intensities.
+    """
     nb = len(axis)
     f = np.interp(mz, axis, np.arange(nb, dtype=np.float64))
     i0 = np.clip(np.floor(f).astype(np.int64), 0, nb - 1)
@@ -105,8 +204,24 @@ def rebin_linear(
 
 
 def native_axis_step(imz: ImzMLFile, n_sample: int = 16) -> tuple[str, float]:
-    """How the profile spectra are sampled: ``("da", step)`` when the spacing is constant in Da
-    (e.g. TOF-like linear axes), else ``("ppm", step)``; ``("ppm", 5)`` for centroid data."""
+    """Find how an imzML's profile spectra are sampled.
+
+    From up to ``n_sample`` spectra spread over the file: ``("da", step)`` when the spacing is more
+    constant in Da (e.g. TOF-like linear axes), else ``("ppm", step)`` (at least 0.5 ppm); ``("ppm",
+    5)`` for centroid data or spectra too short to tell.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    n_sample : int
+        How many spectra to look at.
+
+    Returns
+    -------
+    tuple of (str, float)
+        The unit (``da`` or ``ppm``) and the median step.
+    """
     if imz.spectrum_type == "centroid":
         return "ppm", 5.0
     idx = np.unique(np.linspace(0, imz.n_spectra - 1, min(n_sample, imz.n_spectra)).astype(int))
@@ -150,10 +265,38 @@ def iter_mean_spectrum(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, MeanSpectrum]:
-    """Mean spectrum. Continuous files: the exact mean on their own axis. Processed files: the mean
-    after interpolation rebinning onto a common axis of ``resolution_ppm`` log-spaced bins (default:
-    the data's own sampling for profile spectra, linear in Da or in ppm, whichever is more constant, so that bins are never finer than the data and
-    no comb of empty bins appears; 5 ppm for centroid spectra)."""
+    """Compute the mean spectrum of an imzML, chunk by chunk.
+
+    Continuous files: the exact mean on their own axis. Processed files: the mean after
+    interpolation rebinning (:func:`rebin_linear`) onto a common axis of ``resolution_ppm``
+    log-spaced bins (default: the data's own sampling for profile spectra, linear in Da or in ppm,
+    whichever is more constant, so that bins are never finer than the data and no comb of empty bins
+    appears; 5 ppm for centroid spectra). Only the first spectrum at each pixel counts.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    norm : str
+        Per-spectrum normalisation before averaging (``none``, ``tic``, ``rms``, ``median``).
+    resolution_ppm : float, optional
+        Bin width of the common axis for processed files (default: see above).
+    chunk_bytes : int
+        Memory per chunk of spectra read.
+    cancel : CancelToken, optional
+        Checked between chunks; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Spectra averaged so far (stage ``mean spectrum``).
+
+    Returns
+    -------
+    MeanSpectrum
+        The mean intensity on its m/z axis.
+    """
     norm = check_norm(norm)
     n = imz.n_spectra - imz.n_duplicates  # the first spectrum at each pixel
     done = 0
@@ -220,7 +363,20 @@ def iter_mean_spectrum(
 
 
 def mean_spectrum(imz: ImzMLFile, **kw) -> MeanSpectrum:
-    """:func:`iter_mean_spectrum` run to the end."""
+    """Compute the mean spectrum: :func:`iter_mean_spectrum` run to the end.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML file.
+    **kw
+        Options of :func:`iter_mean_spectrum`.
+
+    Returns
+    -------
+    MeanSpectrum
+        The mean spectrum.
+    """
     return run_to_end(iter_mean_spectrum(imz, **kw))
 
 

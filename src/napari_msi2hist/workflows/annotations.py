@@ -1,8 +1,8 @@
 """QuPath GeoJSON jobs: H&E annotations to the MSI frame, and MSI regions to GeoJSON.
 
-Annotations on the H&E -> the MSI frame (GeoJSON, labels, class table), and
-MSI regions -> GeoJSON in H&E pixels. Shared by ``msi2hist annotations-to-msi`` /
-``regions-to-geojson`` and the Export widget.
+Annotations on the H&E -> the MSI frame (GeoJSON, labels, class table), and MSI regions -> GeoJSON
+in H&E pixels. Shared by ``msi2hist annotations-to-msi`` / ``regions-to-geojson`` and the Export
+widget.
 """
 
 from __future__ import annotations

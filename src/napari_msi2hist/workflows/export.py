@@ -1,10 +1,10 @@
 """Interop jobs shared by the CLI and the Export widget.
 
-SpatialData export/import here, QuPath
-GeoJSON both ways (``annotations.py``) and elastix TransformParameters both ways (``elastix.py``),
-re-exported here as one entry point. Each job is a generator yielding
-:class:`~napari_msi2hist.progress.Progress` and taking a frozen config; multi-file outputs are written
-into a temporary sibling folder and renamed into place (all or nothing).
+SpatialData export/import here, QuPath GeoJSON both ways (``annotations.py``) and elastix
+TransformParameters both ways (``elastix.py``), re-exported here as one entry point. Each job is a
+generator yielding :class:`~napari_msi2hist.progress.Progress` and taking a frozen config;
+multi-file outputs are written into a temporary sibling folder and renamed into place (all or
+nothing).
 """
 
 from __future__ import annotations

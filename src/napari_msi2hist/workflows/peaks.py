@@ -1,7 +1,7 @@
 """The peaks job: pick peaks and extract their ion images.
 
-Pick peaks (top-N of the mean spectrum, or an explicit list) and extract their
-ion images. Shared by ``msi2hist peaks``, the cross-modal commands and the Peaks widget's path.
+Pick peaks (top-N of the mean spectrum, or an explicit list) and extract their ion images. Shared by
+``msi2hist peaks``, the cross-modal commands and the Peaks widget's path.
 """
 
 from __future__ import annotations
