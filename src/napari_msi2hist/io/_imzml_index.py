@@ -44,7 +44,7 @@ def _stat_key(p: Path) -> list[int]:
 
 
 def make_key(path: Path, ibd_path: Path, st: ParseState) -> dict:
-    """The values a cache must match: file identities, UUID and a hash of the XML header."""
+    """Build the values a cache must match: file identities, UUID and a hash of the XML header."""
     h = hashlib.sha1()
     with open(path, "rb") as fh:
         h.update(fh.read(st.spectra_at or 0))
@@ -84,7 +84,7 @@ def _to_bytes(a: np.ndarray) -> bytes:
 
 
 def load(path: Path, key: dict) -> ParseState | None:
-    """The cached index of ``path`` if a cache with exactly this key is intact; else None."""
+    """Load the cached index of ``path`` if a cache with exactly this key is intact; else None."""
     for c in candidates(path):
         try:
             if not c.is_file() or c.stat().st_size > 64 * max(key["imzml"][0], 1 << 20):
@@ -120,8 +120,11 @@ def load(path: Path, key: dict) -> ParseState | None:
 
 
 def save(path: Path, key: dict, st: ParseState) -> Path | None:
-    """Write the index atomically next to ``path`` or in the user cache folder; None if neither
-    can be written (the cache is an optimisation: failing to write it is not an error)."""
+    """Write the index atomically next to ``path`` or in the user cache folder.
+
+    None if neither can be written (the cache is an optimisation: failing to write it is not an
+    error).
+    """
     cols = np.stack(columns(st)).astype(np.int64, copy=False)
     meta = json.dumps(
         {

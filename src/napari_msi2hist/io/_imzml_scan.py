@@ -37,8 +37,11 @@ _FAST_ENCODINGS = {None, "utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "la
 
 
 def _check_well_formed(path: Path, spectra_at: int, first: bytes) -> bool:
-    """Parse the whole file with expat at C speed (no element callbacks). Raises nothing: returns
-    False when the file is not well-formed or holds comments, PIs or CDATA in the spectrum list."""
+    """Parse the whole file with expat at C speed (no element callbacks).
+
+    Raises nothing: returns False when the file is not well-formed or holds comments, PIs or CDATA
+    in the spectrum list.
+    """
     seen = []
     p = _new_parser()
 
@@ -116,7 +119,7 @@ def _flag_codes(acc: str) -> tuple[int, int, int, int]:
 
 
 def _alternate(starts: np.ndarray, ends: np.ndarray) -> bool:
-    """Starts and ends interleave strictly: s0 < e0 < s1 < e1 < ..."""
+    """Tell whether starts and ends interleave strictly: s0 < e0 < s1 < e1 < ..."""
     if len(starts) != len(ends):
         return False
     if len(starts) == 0:
@@ -127,8 +130,10 @@ def _alternate(starts: np.ndarray, ends: np.ndarray) -> bool:
 
 
 def _scan_block(body: bytes, st: ParseState) -> bool:
-    """Vectorised scan of a block of whole ``<spectrum>`` elements (see the module docstring).
-    Returns False where the result might differ from the strict parse."""
+    """Scan a block of whole ``<spectrum>`` elements, vectorised (see the module docstring).
+
+    Returns False where the result might differ from the strict parse.
+    """
     if (
         b"'" in body
         or body.count(b"<") != body.count(b">")
@@ -282,7 +287,8 @@ def scan_spectra(path: Path, st: ParseState, block_size: int = 16 * 2**20) -> bo
     """Scan the spectrum section without per-element Python callbacks.
 
     ``st`` comes from ``parse_imzml_xml(path, header_only=True)``. Returns False when the result
-    could differ from the strict parse (see the module docstring); the caller then runs it."""
+    could differ from the strict parse (see the module docstring); the caller then runs it.
+    """
     if st.spectra_at is None or st.encoding not in _FAST_ENCODINGS:
         return False
     if st.first_byte[:2] in (b"\xff\xfe", b"\xfe\xff"):

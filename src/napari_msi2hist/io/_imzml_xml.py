@@ -85,8 +85,11 @@ _COLUMNS = ("xs", "ys", "zs", "mz_off", "mz_len", "int_off", "int_len")
 
 
 def columns(st: ParseState) -> list[np.ndarray]:
-    """The seven per-spectrum int64 columns (x, y, z, m/z offset, length, intensity offset,
-    length): spectra parsed by expat first, then the fast scan's blocks, in document order."""
+    """Return the seven per-spectrum int64 columns.
+
+    (x, y, z, m/z offset, length, intensity offset, length): spectra parsed by expat first, then the
+    fast scan's blocks, in document order.
+    """
     out = []
     for k, name in enumerate(_COLUMNS):
         parts = [np.asarray(getattr(st, name), np.int64)] + [b[k] for b in st.blocks]
@@ -204,8 +207,11 @@ def _run(p, path: Path, first: bytes):
 
 
 def parse_imzml_xml(path: Path, header_only: bool = False) -> ParseState:
-    """Strict parse with expat. ``header_only`` stops at ``<spectrumList>`` and records its byte
-    offset in ``st.spectra_at`` (the spectra are then read by :func:`scan_spectra`)."""
+    """Parse an imzML strictly with expat.
+
+    ``header_only`` stops at ``<spectrumList>`` and records its byte offset in ``st.spectra_at``
+    (the spectra are then read by :func:`scan_spectra`).
+    """
     st = ParseState()
     with open(path, "rb") as fh:
         st.first_byte = fh.read(64)

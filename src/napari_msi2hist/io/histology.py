@@ -39,8 +39,11 @@ class HistologyError(Exception):
 
 @dataclass
 class HistologyImage:
-    """``levels[0]`` is full resolution ``(Y, X, 3)`` uint8 (numpy or dask); further levels are
-    downsampled pyramid levels when the file has them."""
+    """An image read from a file, with its pyramid levels and pixel size.
+
+    ``levels[0]`` is full resolution ``(Y, X, 3)`` uint8 (numpy or dask); further levels are
+    downsampled pyramid levels when the file has them.
+    """
 
     levels: list
     pixel_size_um: tuple[float, float] | None
@@ -67,7 +70,19 @@ class HistologyImage:
 
 
 def is_histology_path(path) -> bool:
-    """True for file names this module reads (TIFF family, PNG, JPEG)."""
+    """Tell whether this module reads a file, by its name.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file name (not opened).
+
+    Returns
+    -------
+    bool
+        True for the TIFF family (``.tif``, ``.ome.tif``, ``.svs``, ``.ndpi``, ...), PNG, JPEG and
+        BMP.
+    """
     p = str(path).lower()
     return p.endswith(TIFF_SUFFIXES) or p.endswith(RASTER_SUFFIXES)
 
@@ -76,8 +91,10 @@ ANNOTATION_NAMESPACE = "napari-msi2hist"  # our key/value pairs in an OME MapAnn
 
 
 def _ome_root(ome_xml):
-    """The OME-XML element tree, or None when it does not parse. A DOCTYPE (the only way to
-    declare entities) is refused: image metadata never needs one."""
+    """Parse OME-XML into an element tree, or None when it does not parse.
+
+    A DOCTYPE (the only way to declare entities) is refused: image metadata never needs one.
+    """
     raw = ome_xml.encode() if isinstance(ome_xml, str) else bytes(ome_xml)
     if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
         return None
@@ -169,7 +186,31 @@ def _to_yxc(arr, axes: str):
 
 
 def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> HistologyImage:
-    """Read an H&E (or any microscope) image with its pixel size."""
+    """Read an H&E (or any microscope) image with its pixel size.
+
+    The pixel size comes from the OME-XML (``PhysicalSizeX/Y``), an SVS's MPP or the TIFF resolution
+    tags; a file without one gets a warning, never a guessed size. RGBA loses its alpha. Our own OME
+    MapAnnotation (e.g. an ion stack's tolerance and normalisation) comes back in ``annotations``.
+
+    Parameters
+    ----------
+    path : path-like
+        A TIFF-family file, PNG, JPEG or BMP.
+    lazy : bool, optional
+        Open the pyramid levels as dask arrays instead of reading them; default: lazily when the
+        image is larger than ``LAZY_BYTES`` (256 MiB).
+
+    Returns
+    -------
+    HistologyImage
+        The levels (full resolution first), pixel size (y, x) um or None, warnings, channel names
+        and annotations.
+
+    Raises
+    ------
+    HistologyError
+        The file is missing or cannot be read (the message names it and the cause).
+    """
     path = Path(path)
     if not path.is_file():
         raise HistologyError(f"{path}: file not found")
@@ -243,6 +284,7 @@ def as_rgb_uint8(a, path="the image") -> np.ndarray:
     Parameters
     ----------
     a : array-like
+        The image: ``(Y, X)``, ``(Y, X, 3|4)``, ``(1|3, Y, X)``; any numeric type.
     path : str
         Named in the error.
 
@@ -272,7 +314,21 @@ def as_rgb_uint8(a, path="the image") -> np.ndarray:
 
 
 def to_uint8_rgb(img: np.ndarray) -> np.ndarray:
-    """RGB image as uint8 without silent wrap-around: 16-bit and float are rescaled by their range."""
+    """Convert an image to uint8 without silent wrap-around.
+
+    uint8 passes through; other integers are rescaled by their type's maximum when they exceed 255;
+    floats in [0, 1] are scaled by 255, other floats are clipped to [0, 255].
+
+    Parameters
+    ----------
+    img : ndarray
+        The image (any shape; usually ``(Y, X, 3)``).
+
+    Returns
+    -------
+    ndarray
+        The uint8 image, same shape.
+    """
     a = np.asarray(img)
     if a.dtype == np.uint8:
         return a
@@ -299,6 +355,33 @@ def write_ome_tiff(
     ``annotations`` (e.g. the m/z tolerance and normalisation of ion images) to an OME
     ``MapAnnotation`` in the ``napari-msi2hist`` namespace, read back by :func:`read_histology`.
     Large images get a pyramid of 2x downsampled sub-resolutions.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.ome.tif`` to write.
+    data : ndarray
+        ``(Y, X, 3)`` uint8 RGB, ``(Y, X)`` or ``(C, Y, X)``.
+    pixel_size_um : tuple of float or None
+        Pixel size (y, x) in um; None writes none.
+    channel_names : list of str, optional
+        One name per channel.
+    overwrite : bool
+        Refuse an existing ``path`` when False.
+    pyramid : bool, optional
+        Write sub-resolutions; default: when the larger side exceeds 4096 pixels.
+    annotations : dict of str, optional
+        Key/value pairs for the MapAnnotation.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
     """
     import tifffile
 

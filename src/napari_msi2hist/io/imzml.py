@@ -61,7 +61,18 @@ DECLARED_RASTER_SLACK_PX = 65536
 
 
 def is_imzml_path(path: str | os.PathLike) -> bool:
-    """True for an ``.imzML`` file name (any case)."""
+    """Tell whether a file name is an imzML's (``.imzML``, any case).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file name (not opened).
+
+    Returns
+    -------
+    bool
+        True for an ``.imzML`` name.
+    """
     return str(path).lower().endswith(".imzml")
 
 
@@ -75,9 +86,11 @@ def _parse_uuid(text: str | None) -> uuid_mod.UUID | None:
 
 
 def _unwrap_int32(off: np.ndarray) -> np.ndarray:
-    """Offsets that a writer stored as signed 32-bit integers, back to 64-bit: in spectrum order,
-    add 2**32 each time the stored value turns from non-negative to negative (the repair that
-    pyimzml documents for the same writer bug)."""
+    """Unwrap offsets that a writer stored as signed 32-bit integers back to 64-bit.
+
+    In spectrum order, add 2**32 each time the stored value turns from non-negative to negative (the
+    repair that pyimzml documents for the same writer bug).
+    """
     turns = np.zeros(len(off), np.int64)
     turns[1:] = (off[1:] < 0) & (off[:-1] >= 0)
     return off + np.cumsum(turns) * 2**32
@@ -423,7 +436,20 @@ class ImzMLFile:
         return len(self.int_offsets)
 
     def read_bytes_into(self, buf: np.ndarray, offset: int) -> None:
-        """Fill ``buf`` (a contiguous numpy array) from the ``.ibd`` at ``offset``; thread-safe."""
+        """Fill a buffer from the ``.ibd`` at a byte offset; thread-safe.
+
+        Parameters
+        ----------
+        buf : ndarray
+            A contiguous array, filled in place with its size in bytes.
+        offset : int
+            Byte offset in the ``.ibd``.
+
+        Raises
+        ------
+        ImzMLTruncatedError
+            The file ends before ``buf`` is full.
+        """
         mv = memoryview(buf).cast("B")
         n = mv.nbytes
         got = 0
@@ -449,14 +475,45 @@ class ImzMLFile:
                 got += k
 
     def read_array(self, offset: int, length: int, dtype: np.dtype) -> np.ndarray:
-        """Read ``length`` values of ``dtype`` at byte ``offset`` of the ``.ibd``; a short read raises."""
+        """Read an array of values from the ``.ibd``.
+
+        Parameters
+        ----------
+        offset : int
+            Byte offset in the ``.ibd``.
+        length : int
+            Number of values.
+        dtype : numpy dtype
+            Their stored type.
+
+        Returns
+        -------
+        ndarray
+            ``(length,)`` of ``dtype``.
+
+        Raises
+        ------
+        ImzMLTruncatedError
+            A short read.
+        """
         out = np.empty(int(length), dtype=dtype)
         if length:
             self.read_bytes_into(out, int(offset))
         return out
 
     def mz_axis(self) -> np.ndarray:
-        """The shared m/z axis of a continuous file (float64 copy of the stored values)."""
+        """Return the shared m/z axis of a continuous file.
+
+        Returns
+        -------
+        ndarray
+            The stored values in their stored type, read once and cached.
+
+        Raises
+        ------
+        ImzMLUnsupportedError
+            A processed file (its spectra have their own axes).
+        """
         if not self.shared_mz_axis:
             raise ImzMLUnsupportedError(
                 f"{self.path}: spectra do not share one m/z axis (processed)"
@@ -468,7 +525,27 @@ class ImzMLFile:
         return self._shared_axis
 
     def getspectrum(self, i: int, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(mz, intensity)`` of spectrum ``i`` in the stored dtypes (as pyimzml does)."""
+        """Read one spectrum, in the stored dtypes (as pyimzml's ``getspectrum`` does).
+
+        Parameters
+        ----------
+        i : int
+            Spectrum index, 0-based, in file order.
+        check_finite : bool
+            Refuse NaN or infinite intensities.
+
+        Returns
+        -------
+        mz, intensity : ndarray
+            The spectrum's m/z (a copy of the shared axis for continuous files) and intensities.
+
+        Raises
+        ------
+        IndexError
+            ``i`` out of range.
+        ImzMLNonFiniteError
+            Non-finite intensities with ``check_finite``.
+        """
         i = int(i)
         if not 0 <= i < self.n_spectra:
             raise IndexError(
@@ -488,11 +565,12 @@ class ImzMLFile:
 
     @property
     def mz_range(self) -> tuple[float, float]:
-        """(min, max) m/z over all spectra, ignoring non-finite values.
+        """Return the (min, max) m/z over all spectra, ignoring non-finite values.
 
         Processed files: from the first and last value of each m/z array (imzML stores them
         ascending); a spectrum whose first value exceeds its last, or holds a non-finite end, is
-        read whole."""
+        read whole.
+        """
         if self._mz_range is None:
             if self.shared_mz_axis:
                 ax = self.mz_axis().astype(np.float64)
@@ -530,8 +608,14 @@ class ImzMLFile:
         )
 
     def pixel_index_image(self) -> np.ndarray:
-        """(rows, cols) int64 image holding the spectrum index of each pixel, -1 where none
-        (the first spectrum where several share a pixel)."""
+        """Map each raster pixel to the index of its spectrum.
+
+        Returns
+        -------
+        ndarray
+            ``(Y, X)`` int64 spectrum index, -1 where there is none (the first spectrum where several
+            share a pixel).
+        """
         self._check_raster(8, "a pixel index image")
         idx = np.full(self.shape_yx, -1, dtype=np.int64)
         keep = ~self.duplicate_mask
@@ -539,14 +623,27 @@ class ImzMLFile:
         return idx
 
     def measured_mask(self) -> np.ndarray:
-        """``(Y, X)`` bool: the raster pixels that hold a spectrum."""
+        """Return the raster pixels that hold a spectrum.
+
+        Returns
+        -------
+        ndarray
+            ``(Y, X)`` bool.
+        """
         self._check_raster(1, "a mask")
         m = np.zeros(self.shape_yx, dtype=bool)
         m[self.rows, self.cols] = True
         return m
 
     def info(self) -> dict:
-        """The metadata that ``msi2hist info --json`` prints."""
+        """Return the metadata that ``msi2hist info --json`` prints.
+
+        Returns
+        -------
+        dict
+            Mode, spectrum count, raster shape, pixel size, m/z range, UUID, types, file, duplicate
+            pixels, declared shape, repaired offsets (JSON-able).
+        """
         return {
             "mode": self.mode,
             "n_spectra": int(self.n_spectra),
@@ -565,5 +662,18 @@ class ImzMLFile:
 
 
 def open_imzml(path: str | os.PathLike, **kw) -> ImzMLFile:
-    """Open an imzML (its ``.ibd`` beside it); see :class:`ImzMLFile` for the options."""
+    """Open an imzML (its ``.ibd`` beside it).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.imzML`` file.
+    **kw
+        Options of :class:`ImzMLFile`.
+
+    Returns
+    -------
+    ImzMLFile
+        The open file; use it as a context manager to close it.
+    """
     return ImzMLFile(path, **kw)

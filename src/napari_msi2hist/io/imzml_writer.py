@@ -26,12 +26,33 @@ _ACC = {
 class ImzMLWriter:
     """Write an imzML/ibd pair.
 
+    Both files are written under temporary names and renamed into place on :meth:`close` (or removed
+    by :meth:`abort`); used as a context manager, an exception aborts.
+
     Parameters
     ----------
     path : output ``.imzML`` path (the ``.ibd`` goes next to it). Existing files are never
         overwritten unless ``overwrite=True``.
     mode : "continuous" (one shared m/z axis, given as ``mz_axis``) or "processed".
     pixel_size_um : (y, x) micrometres, written as IMS:1000047 / IMS:1000046.
+    path : path-like
+        The output ``.imzML``; the ``.ibd`` goes next to it.
+    mode : {"continuous", "processed"}
+        One shared m/z axis (``mz_axis``), or an m/z array per spectrum.
+    mz_axis : ndarray, optional
+        The shared axis (continuous mode only, required there).
+    mz_dtype, int_dtype : numpy dtype
+        Stored types of m/z and intensities (float32, float64, int32 or int64).
+    pixel_size_um : tuple of float, optional
+        (y, x) micrometres, written as IMS:1000047 / IMS:1000046.
+    spectrum_type : {"profile", "centroid"}
+        Written as MS:1000128 / MS:1000127.
+    shape_yx : tuple of int, optional
+        The raster size; default: the largest pixel position written.
+    file_uuid : uuid.UUID, optional
+        The file's UUID (default: a random one).
+    overwrite : bool
+        Replace existing files; refused otherwise.
     """
 
     def __init__(
@@ -90,7 +111,23 @@ class ImzMLWriter:
         self._pos += len(b)
 
     def add_spectrum(self, x: int, y: int, intensities, mz=None) -> None:
-        """Add one spectrum at 1-based pixel ``(x, y)``; ``mz`` only in processed mode."""
+        """Add one spectrum at a pixel.
+
+        Parameters
+        ----------
+        x, y : int
+            1-based pixel position (imzML's convention: x is the column).
+        intensities : array_like
+            The intensities, stored as the writer's intensity type; in continuous mode as many as the
+            m/z axis.
+        mz : array_like, optional
+            The spectrum's own m/z array, same length (processed mode only).
+
+        Raises
+        ------
+        ValueError
+            An m/z array in continuous mode, or lengths that do not match.
+        """
         it = np.ascontiguousarray(intensities, dtype=self.int_dtype)
         if self.mode == "continuous":
             if mz is not None:
@@ -109,7 +146,20 @@ class ImzMLWriter:
         self._records.append((int(x), int(y), mzoff, mzlen, intoff, len(it)))
 
     def add_block(self, xs, ys, intensities: np.ndarray) -> None:
-        """Continuous mode: add many spectra (rows of ``intensities``) in one write."""
+        """Add many spectra in one write (continuous mode).
+
+        Parameters
+        ----------
+        xs, ys : array_like of int
+            1-based pixel positions, one per row of ``intensities``.
+        intensities : ndarray
+            ``(n, k)`` one spectrum a row, ``k`` the length of the m/z axis.
+
+        Raises
+        ------
+        ValueError
+            Processed mode, or rows of another length than the m/z axis.
+        """
         if self.mode != "continuous":
             raise ValueError("add_block is for continuous mode")
         block = np.ascontiguousarray(intensities, dtype=self.int_dtype)

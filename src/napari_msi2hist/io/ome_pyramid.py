@@ -27,7 +27,20 @@ RegionFn = Callable[[int, int | None, int, int, int, int], np.ndarray]
 
 
 def pyramid_shapes(shape_yx, min_level_size: int = 512) -> list[tuple[int, int]]:
-    """Level shapes: ``ceil(shape / 2**l)`` while the larger side stays >= ``min_level_size``."""
+    """Compute the shapes of a 2x pyramid's levels.
+
+    Parameters
+    ----------
+    shape_yx : tuple of int
+        Full-resolution size.
+    min_level_size : int
+        A level is added while the larger side of the next one stays at least this.
+
+    Returns
+    -------
+    list of tuple of int
+        ``ceil(shape / 2**l)`` for l = 0, 1, ...; level 0 is ``shape_yx``.
+    """
     ny, nx = int(shape_yx[0]), int(shape_yx[1])
     out = [(ny, nx)]
     while max(out[-1]) // 2 >= min_level_size:
@@ -79,6 +92,18 @@ def iter_write_ome_tiff(
         Tile side in pixels (multiple of 16).
     compression : str
         tifffile compression (``zlib`` with a horizontal predictor, ``jpeg`` for RGB, ``none``).
+    channel_names : list of str, optional
+        Names written as the OME channels' names.
+    min_level_size : int
+        The smallest level's larger side (:func:`pyramid_shapes`).
+    cancel : CancelToken, optional
+        Checked between tiles; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled` and nothing is left at ``path``.
+
+    Yields
+    ------
+    Progress
+        Tiles written, over all levels and channels (stage ``write OME-TIFF``).
 
     Returns
     -------
@@ -163,6 +188,40 @@ def iter_write_ome_zarr(
 
     Same arguments as :func:`iter_write_ome_tiff`; RGB is stored as 3 channels ``(c, y, x)``. The
     folder is written under a temporary sibling name and renamed into place.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` folder to write.
+    region : callable
+        ``region(level, c, y0, x0, h, w)``: the tile of channel ``c`` (``None`` for RGB).
+    shape_yx : tuple of int
+        Full-resolution size.
+    pixel_size_um : tuple of float
+        Full-resolution pixel size (yx, um), written as each level's scale.
+    channels : int or None
+        Number of channels, or None for RGB (stored as 3 channels).
+    dtype : numpy dtype
+        Stored type.
+    channel_names : list of str, optional
+        Names written in the OMERO channel metadata.
+    tile : int
+        Tile and chunk side in pixels.
+    min_level_size : int
+        The smallest level's larger side (:func:`pyramid_shapes`).
+    cancel : CancelToken, optional
+        Checked between tiles; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled` and nothing is left at ``path``.
+
+    Yields
+    ------
+    Progress
+        Tiles written, over all levels (stage ``write OME-Zarr``).
+
+    Returns
+    -------
+    Path
+        The written folder.
     """
     import zarr
 

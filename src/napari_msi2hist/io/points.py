@@ -15,7 +15,18 @@ from .._files import write_text_atomic
 
 
 def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
-    """napari points CSV: ``index,axis-0,axis-1`` with world (y, x) coordinates in micrometres."""
+    """Write points as a napari points CSV, atomically.
+
+    The columns are ``index,axis-0,axis-1``, with world (y, x) coordinates in micrometres, as napari
+    saves a Points layer.
+
+    Parameters
+    ----------
+    path : path-like
+        The CSV to write.
+    points_yx_um : array_like
+        ``(N, 2)`` points, (y, x) in um.
+    """
     path = Path(path)
     lines = ["index,axis-0,axis-1"] + [
         f"{i},{float(p[0])!r},{float(p[1])!r}"
@@ -25,7 +36,25 @@ def write_points_csv(path: str | os.PathLike, points_yx_um: np.ndarray) -> None:
 
 
 def read_points_csv(path: str | os.PathLike) -> np.ndarray:
-    """Read a napari points CSV (``index,axis-0,axis-1``) into an ``(N, 2)`` yx array in world units."""
+    """Read a napari points CSV (``index,axis-0,axis-1``).
+
+    Parameters
+    ----------
+    path : path-like
+        The CSV; the ``axis-0`` and ``axis-1`` columns are read, others ignored, blank lines
+        skipped.
+
+    Returns
+    -------
+    ndarray
+        ``(N, 2)`` float64 (y, x) points in world units (um for a layer with a physical scale).
+
+    Raises
+    ------
+    ValueError
+        Not UTF-8 text, empty, missing the axis columns, a cell that is not a number, or
+        NaN/infinite coordinates (the message names the file and line).
+    """
     path = Path(path)
     try:
         rows = path.read_text(encoding="utf-8").strip().splitlines()
