@@ -35,16 +35,6 @@ NOT_YET = {
     "models/synthesis.py",
     "models/training.py",
     "models/validation.py",
-    "registration/deformable.py",
-    "registration/intensity.py",
-    "registration/landmarks.py",
-    "registration/pipeline.py",
-    "registration/resample.py",
-    "registration/search.py",
-    "registration/tissue.py",
-    "registration/transforms.py",
-    "registration/truth.py",
-    "registration/verdict.py",
 }
 
 

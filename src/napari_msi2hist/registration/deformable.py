@@ -17,7 +17,24 @@ from .transforms import Transform, sitk_image
 
 
 def holdout_blocks(mask: np.ndarray, fraction: float, seed: int, block: int = 3) -> np.ndarray:
-    """A deterministic random set of ``block`` x ``block`` tissue blocks covering ~``fraction`` of it."""
+    """Pick a deterministic random set of tissue blocks to hold out.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        ``(Y, X)`` tissue.
+    fraction : float
+        About this fraction of the blocks is picked.
+    seed : int
+        Seeds the pick (same seed, same blocks).
+    block : int
+        Block side in pixels.
+
+    Returns
+    -------
+    ndarray of bool
+        The held-out pixels: picked blocks within ``mask``.
+    """
     rng = np.random.default_rng([int(seed), 11])
     ny, nx = mask.shape
     by, bx = -(-ny // block), -(-nx // block)
@@ -42,7 +59,51 @@ def bspline_stage(
     make_method,
     evaluate,
 ):
-    """Generator: optimise a B-spline on top of ``linear`` and return ``(transform, info)``."""
+    """Optimise a B-spline on top of a linear transform, validated on held-out tissue.
+
+    The B-spline is fitted on the tissue minus held-out blocks (:func:`holdout_blocks`) and kept
+    only when the metric on the held-out blocks improves and the grid does not fold
+    (:func:`jacobian_folds`); else the linear transform is kept.
+
+    Parameters
+    ----------
+    fixed, moving : SimpleITK.Image
+        The registration's images.
+    linear : SimpleITK.Transform
+        The linear result it starts from.
+    opts : RegistrationOptions
+        Mesh spacing, held-out fraction, fold limit, pyramid, seed.
+    n_levels : int
+        Pyramid levels.
+    tissue : ndarray of bool
+        Fixed-grid tissue mask (the blocks are held out of it).
+    score_mask : ndarray of bool or None
+        Where the metric may be computed (None: everywhere).
+    mmask_img : SimpleITK.Image or None
+        Moving mask for the metric.
+    f_px : tuple of float
+        Fixed pixel size (yx um).
+    cancel : CancelToken or None
+        Checked before and after the optimisation.
+    done, total : int
+        Progress counts of the whole registration before this stage.
+    make_method : callable
+        ``make_method(opts, level, bspline=True)`` -> a configured ``ImageRegistrationMethod``.
+    evaluate : callable
+        ``evaluate(fixed, moving, transform, opts, fixed_mask, moving_mask)`` -> the metric (lower
+        is better).
+
+    Yields
+    ------
+    Progress
+        One, after the optimisation (stage ``bspline``, ``info``: the metric).
+
+    Returns
+    -------
+    transform, info
+        The composite linear + B-spline transform, or ``linear`` when rejected; and a dict with the
+        decision, its reason, the held-out metrics, the fold fraction and the mesh.
+    """
     import SimpleITK as sitk
 
     held = holdout_blocks(tissue, opts.bspline_holdout, opts.seed)
@@ -111,7 +172,22 @@ def bspline_stage(
 
 
 def jacobian_folds(transform: Transform, shape_yx, px) -> float:
-    """Fraction of fixed-grid pixels where the fixed->moving mapping folds (det J <= 0)."""
+    """Measure where a transform folds: the fraction of fixed-grid pixels with det J <= 0.
+
+    Parameters
+    ----------
+    transform : Transform
+        Fixed -> moving; a linear one never folds.
+    shape_yx : tuple of int
+        The fixed grid's size.
+    px : tuple of float
+        Its pixel size (yx um).
+
+    Returns
+    -------
+    float
+        Fraction of pixels, 0 to 1.
+    """
     import SimpleITK as sitk
 
     if transform.is_linear:

@@ -24,6 +24,12 @@ STAGES = ("rigid", "affine", "bspline")
 
 @dataclass(frozen=True)
 class RegistrationOptions:
+    """Options of the intensity registration; one default each.
+
+    The comments beside the fields give their meaning; :func:`iter_register` documents how they are
+    used.
+    """
+
     route: str = "synthesis"  # synthesis | direct
     metric: str | None = None  # None: correlation (synthesis) / mattes (direct)
     stages: tuple[str, ...] = ("rigid", "affine")
@@ -50,14 +56,43 @@ class RegistrationOptions:
 
 
 def od_image(rgb: np.ndarray) -> np.ndarray:
-    """Optical density summed over RGB: tissue bright, glass ~0 (a unimodal H&E representation)."""
+    """Compute the optical density summed over RGB: tissue bright, glass about 0.
+
+    A unimodal representation of an H&E for registration.
+
+    Parameters
+    ----------
+    rgb : ndarray
+        ``(Y, X, 3)`` uint8, or floats in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X)`` float32 optical density.
+    """
     f = np.asarray(rgb, dtype=np.float64)
     f = f / 255.0 if np.asarray(rgb).dtype == np.uint8 or f.max() > 1.5 else f
     return (-np.log(np.clip(f, 1 / 255, 1.0))).sum(-1).astype(np.float32)
 
 
 def msi_summary(stack: np.ndarray, kind: str = "tic", mask: np.ndarray | None = None) -> np.ndarray:
-    """TIC-like sum, or first principal component, of a ``(C, Y, X)`` stack (robustly scaled)."""
+    """Summarise an ion-image stack as one image for registration.
+
+    Parameters
+    ----------
+    stack : ndarray
+        ``(C, Y, X)`` ion images (a ``(Y, X)`` image passes through).
+    kind : {"tic", "pca"}
+        The sum of the channels, or the first principal component of the standardised channels over
+        ``mask`` (signed to correlate with the sum).
+    mask : ndarray of bool, optional
+        Measured pixels (for ``pca``).
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X)`` float32 scaled so that the 1st..99th percentiles span [0, 1], clipped.
+    """
     x = np.asarray(stack, dtype=np.float64)
     if x.ndim == 2:
         img = x
@@ -161,7 +196,7 @@ def _evaluate(fixed, moving, transform, opts, fixed_mask=None, moving_mask=None)
 
 
 def _similarity_init(m_fixed_to_moving_yx: np.ndarray, center_xy):
-    """A SimpleITK Similarity2DTransform (fixed -> moving) from a 3x3 yx matrix (a similarity)."""
+    """Build a SimpleITK Similarity2DTransform (fixed -> moving) from a 3x3 yx similarity matrix."""
     import SimpleITK as sitk
 
     a_xy = m_fixed_to_moving_yx[:2, :2][::-1, ::-1]
@@ -242,13 +277,49 @@ def iter_register(
     moving_mask: np.ndarray | None = None,
     fixed_exclude: np.ndarray | None = None,
 ) -> Generator[Progress, None, Transform]:
-    """Register ``moving`` to ``fixed`` (2-D float images, tissue bright, with (y, x) pixel sizes in
-    um). ``fixed_mask``: fixed tissue (default: detected); ``moving_mask``: the measured part of the
+    """Register a moving image to a fixed one (2-D float images, tissue bright).
+
+    ``fixed_mask``: fixed tissue (default: detected); ``moving_mask``: the measured part of the
     moving image (default: all of it). A global search (every rotation, mirror images, scales; see
-    :mod:`.search`) proposes poses; the best ``opts.refine_top`` are refined by the linear stages and
-    the one with the best metric wins. ``initial`` (a similarity, e.g. fitted to landmarks) replaces the
-    search. A ``bspline`` stage is kept only when it improves the metric on held-out tissue pixels and
-    does not fold (see :mod:`.deformable`); the decision is in ``transform.meta["bspline"]``."""
+    :mod:`.search`) proposes poses; the best ``opts.refine_top`` are refined by the linear stages
+    and the one with the best metric wins. ``initial`` (a similarity, e.g. fitted to landmarks)
+    replaces the search. A ``bspline`` stage is kept only when it improves the metric on held-out
+    tissue pixels and does not fold (see :mod:`.deformable`); the decision is in
+    ``transform.meta["bspline"]``.
+
+    Parameters
+    ----------
+    fixed_yx, moving_yx : ndarray
+        The images.
+    fixed_px, moving_px : tuple of float
+        Their pixel sizes (y, x) in um.
+    opts : RegistrationOptions
+        Stages, metric, search, pyramid, B-spline and seed.
+    fixed_mask : ndarray of bool, optional
+        Fixed tissue (default: detected).
+    cancel : CancelToken, optional
+        Checked between candidates, levels and iterations; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+    initial : Transform, optional
+        A starting pose (a similarity, e.g. fitted to landmarks) that replaces the search.
+    moving_mask : ndarray of bool, optional
+        The measured part of the moving image (default: all of it).
+    fixed_exclude : ndarray of bool, optional
+        Fixed pixels the metric never counts (text, pen, debris); without it the metric counts the
+        tissue and a rim of glass.
+
+    Yields
+    ------
+    Progress
+        Initialisation (the search's candidates), then each optimiser iteration of each stage and
+        candidate (``info``: the metric).
+
+    Returns
+    -------
+    Transform
+        Fixed world -> moving world; ``meta`` records the stages, the search's candidates and the
+        B-spline decision.
+    """
     import SimpleITK as sitk
 
     from .deformable import bspline_stage

@@ -38,8 +38,10 @@ MAX_COORD_UM = 1e9  # a kilometre: anything larger is not a coordinate on a slid
 
 
 def check_landmark_pairs(moving, fixed, names=("moving landmarks", "fixed landmarks")) -> None:
-    """Refuse landmark sets that cannot define a transform: unpaired, non-finite or absurdly large
-    coordinates, repeated points, or (three or more) points on one line.
+    """Refuse landmark sets that cannot define a transform.
+
+    Unpaired, non-finite or absurdly large coordinates, repeated points, or (three or more) points
+    on one line.
 
     Parameters
     ----------
@@ -73,7 +75,28 @@ def check_landmark_pairs(moving, fixed, names=("moving landmarks", "fixed landma
 
 
 def fit_linear(moving, fixed, model: str = "affine") -> np.ndarray:
-    """3x3 homogeneous yx matrix mapping moving to fixed."""
+    """Fit a linear map from moving landmarks to fixed ones (the project's one landmark fitter).
+
+    Rigid and similarity fits are least-squares Procrustes fits; an affine fit is ordinary least
+    squares.
+
+    Parameters
+    ----------
+    moving, fixed : array_like
+        ``(N, 2)`` paired landmarks, yx um, in the moving (MSI) and fixed (H&E) world frames.
+    model : {"rigid", "similarity", "affine"}
+        The transform model.
+
+    Returns
+    -------
+    ndarray
+        3x3 homogeneous (y, x) matrix mapping moving world um to fixed world um.
+
+    Raises
+    ------
+    ValueError
+        Unpaired, non-finite or too few landmarks for the model (``MIN_POINTS``).
+    """
     check_landmark_pairs(moving, fixed)
     src, dst = np.asarray(moving, float), np.asarray(fixed, float)
     if len(src) != len(dst):
@@ -106,6 +129,20 @@ class TPS:
 
     @classmethod
     def fit(cls, moving, fixed, smoothing: float = 0.0) -> TPS:
+        """Fit a thin-plate spline from moving landmarks to fixed ones.
+
+        Parameters
+        ----------
+        moving, fixed : array_like
+            ``(N, 2)`` paired landmarks, yx um, in the moving (MSI) and fixed (H&E) world frames.
+        smoothing : float
+            Regularisation; 0 interpolates the landmarks exactly.
+
+        Returns
+        -------
+        TPS
+            The spline; call it on ``(N, 2)`` moving points.
+        """
         src, dst = np.asarray(moving, float), np.asarray(fixed, float)
         n = len(src)
         k = cls._u(((src[:, None] - src[None]) ** 2).sum(-1)) + smoothing * np.eye(n)
@@ -118,13 +155,43 @@ class TPS:
         return cls(src, sol[:n], sol[n:])
 
     def __call__(self, pts) -> np.ndarray:
+        """Map moving points through the spline.
+
+        Parameters
+        ----------
+        pts : array_like
+            ``(N, 2)`` moving points, yx um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` fixed points, yx um.
+        """
         q = np.atleast_2d(np.asarray(pts, float))
         u = self._u(((q[:, None] - self.ctrl[None]) ** 2).sum(-1))
         return u @ self.w + np.column_stack([np.ones(len(q)), q]) @ self.a
 
 
 def fit(moving, fixed, model: str = "affine"):
-    """A callable mapping (N, 2) moving yx um to fixed yx um."""
+    """Fit any landmark model and return it as a function.
+
+    Parameters
+    ----------
+    moving, fixed : array_like
+        ``(N, 2)`` paired landmarks, yx um, in the moving (MSI) and fixed (H&E) world frames.
+    model : {"rigid", "similarity", "affine", "tps"}
+        The transform model.
+
+    Returns
+    -------
+    callable
+        Maps ``(N, 2)`` moving yx um to fixed yx um.
+
+    Raises
+    ------
+    ValueError
+        An unknown model, or too few landmark pairs for it.
+    """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, not {model!r}")
     if model == "tps":
@@ -139,6 +206,8 @@ def fit(moving, fixed, model: str = "affine"):
 
 @dataclass
 class LandmarkReport:
+    """Per-landmark fiducial and leave-one-out target registration errors (um)."""
+
     model: str
     fre_um: np.ndarray  # (N,)
     fre_vec_um: np.ndarray  # (N, 2) fixed - mapped, yx
@@ -148,6 +217,14 @@ class LandmarkReport:
     msi_pixel_um: float
 
     def summary(self) -> dict:
+        """Summarise the report.
+
+        Returns
+        -------
+        dict
+            ``model``, ``n``, median FRE (um), median and 90th-percentile leave-one-out TRE (um), median
+            TRE in MSI pixels (None without any TRE) and the outliers' indices.
+        """
         t = self.tre_um[np.isfinite(self.tre_um)]
         px = self.msi_pixel_um
         return {
@@ -161,6 +238,14 @@ class LandmarkReport:
         }
 
     def rows(self) -> list[dict]:
+        """List the report per landmark.
+
+        Returns
+        -------
+        list of dict
+            One per landmark: ``index``, ``fre_um``, ``tre_um``, ``tre_msi_px``, the TRE vector
+            ``dy_um``/``dx_um`` and ``outlier``.
+        """
         px = self.msi_pixel_um
         return [
             {
@@ -179,8 +264,28 @@ class LandmarkReport:
 def landmark_report(
     moving, fixed, model: str = "affine", msi_pixel_um: float = 1.0, outlier_factor: float = 3.0
 ) -> LandmarkReport:
-    """FRE and leave-one-out TRE per landmark; a landmark is an outlier when its TRE exceeds
-    ``outlier_factor`` times the median TRE of the others (and 1 MSI pixel)."""
+    """Measure FRE and leave-one-out TRE per landmark.
+
+    A landmark is an outlier when its TRE exceeds ``outlier_factor`` times the median TRE of the
+    others (and 1 MSI pixel).
+
+    Parameters
+    ----------
+    moving, fixed : array_like
+        ``(N, 2)`` paired landmarks, yx um, in the moving (MSI) and fixed (H&E) world frames.
+    model : str
+        The transform model fitted (:func:`fit`).
+    msi_pixel_um : float
+        The MSI pixel, for errors in MSI pixels.
+    outlier_factor : float
+        The outlier threshold relative to the others' median TRE.
+
+    Returns
+    -------
+    LandmarkReport
+        Per-landmark FRE and TRE (NaN where too few points remain without it), their vectors, and
+        the outlier flags.
+    """
     mv, fx = np.asarray(moving, float), np.asarray(fixed, float)
     f = fit(mv, fx, model)
     fre_vec = fx - f(mv)
@@ -205,8 +310,9 @@ def landmark_report(
 
 
 class LandmarkEditor:
-    """Paired landmarks as a user edits them: undo/redo of whole states, the live error report and
-    its text. Qt-free: the Register widget keeps one and mirrors it into two Points layers.
+    """Paired landmarks as a user edits them: undo/redo, the live error report and its text.
+
+    Qt-free: the Register widget keeps one and mirrors it into two Points layers.
 
     A state is ``(fixed, moving)``: two ``(N, 2)`` arrays of (y, x) world um (H&E and MSI).
     """
@@ -222,20 +328,40 @@ class LandmarkEditor:
         return np.array(fixed, float)[:, -2:].copy(), np.array(moving, float)[:, -2:].copy()
 
     def record(self, fixed, moving, edit: bool = True) -> None:
-        """Add a state; an ``edit`` (not the first state) makes redo impossible."""
+        """Add a state; an ``edit`` (not the first state) makes redo impossible.
+
+        Parameters
+        ----------
+        fixed, moving : array_like
+            ``(N, 2)`` or ``(N, D)`` points (the last two columns are y, x world um).
+        edit : bool
+            A user's edit clears the redo stack; False for the initial state.
+        """
         self.undo_stack.append(self._state(fixed, moving))
         if edit:
             self.redo_stack.clear()
 
     def undo(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Step back; returns the state to show, or None when there is nothing to undo."""
+        """Step back; returns the state to show, or None when there is nothing to undo.
+
+        Returns
+        -------
+        tuple of ndarray or None
+            ``(fixed, moving)`` to show, or None when there is nothing to undo.
+        """
         if len(self.undo_stack) < 2:
             return None
         self.redo_stack.append(self.undo_stack.pop())
         return self.undo_stack[-1]
 
     def redo(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Step forward again; returns the state to show, or None."""
+        """Step forward again; returns the state to show, or None.
+
+        Returns
+        -------
+        tuple of ndarray or None
+            ``(fixed, moving)`` to show, or None when there is nothing to redo.
+        """
         if not self.redo_stack:
             return None
         state = self.redo_stack.pop()
@@ -244,7 +370,20 @@ class LandmarkEditor:
 
     @classmethod
     def report(cls, fixed, moving, msi_pixel_um: float) -> LandmarkReport | None:
-        """The affine fit's FRE and leave-one-out TRE, or None with too few or unpaired points."""
+        """Compute the affine fit's FRE and leave-one-out TRE.
+
+        Parameters
+        ----------
+        fixed, moving : array_like
+            The H&E and MSI landmarks, same order (last two columns y, x world um).
+        msi_pixel_um : float
+            The MSI pixel.
+
+        Returns
+        -------
+        LandmarkReport or None
+            None with unpaired points or fewer than ``MIN_PAIRS``.
+        """
         f, m = np.asarray(fixed, float)[:, -2:], np.asarray(moving, float)[:, -2:]
         if len(f) != len(m) or len(f) < cls.MIN_PAIRS:
             return None
@@ -252,7 +391,20 @@ class LandmarkEditor:
 
     @classmethod
     def text(cls, fixed, moving, msi_pixel_um: float) -> str:
-        """The report as the widget shows it: a summary line, then one line per landmark."""
+        """Write the report as the widget shows it: a summary line, then one line per landmark.
+
+        Parameters
+        ----------
+        fixed, moving : array_like
+            The H&E and MSI landmarks, same order.
+        msi_pixel_um : float
+            The MSI pixel.
+
+        Returns
+        -------
+        str
+            The text; with too few pairs, a line saying how many are needed.
+        """
         rep = cls.report(fixed, moving, msi_pixel_um)
         if rep is None:
             return (

@@ -24,6 +24,8 @@ from .transforms import Transform
 
 @dataclass
 class RegistrationResult:
+    """A registration's transform, metrics, landmark errors and verdict."""
+
     transform: Transform  # fixed (H&E) world -> moving (MSI) world, ITK convention
     route: str
     seconds: float
@@ -51,10 +53,38 @@ def overlap_metrics(
     moving_tissue: np.ndarray | None = None,
     moving_footprint: np.ndarray | None = None,
 ) -> dict:
-    """MI, NCC and tissue Dice of the moving image resampled onto the fixed grid (identity when
-    ``transform`` is None: 'before'). With tissue masks, everything is counted only where the moving
-    raster lands on the fixed image (partial coverage is not a mismatch), MI/NCC inside the fixed
-    tissue (dilated) there."""
+    """Measure MI, NCC and tissue Dice of a moving image resampled onto the fixed grid.
+
+    With ``transform`` None the identity is used ('before'). With tissue masks, everything is
+    counted only where the moving raster lands on the fixed image (partial coverage is not a
+    mismatch), MI/NCC inside the fixed tissue (dilated) there; without them, both images are
+    thresholded at 15 % of their 99th percentile.
+
+    Parameters
+    ----------
+    fixed_od : ndarray
+        ``(Y, X)`` fixed image (H&E optical density).
+    fixed_px : tuple of float
+        Its pixel size (yx um).
+    moving : ndarray
+        ``(y, x)`` moving image.
+    moving_px : tuple of float
+        Its pixel size (yx um).
+    transform : Transform or None
+        Fixed world -> moving world; None for the identity.
+    fixed_tissue : ndarray of bool, optional
+        Tissue on the fixed grid.
+    moving_tissue : ndarray of bool, optional
+        Tissue on the moving grid.
+    moving_footprint : ndarray, optional
+        The measured raster on the moving grid (default everything).
+
+    Returns
+    -------
+    dict
+        ``mi``, ``ncc``, ``dice`` and ``covered_fraction`` (of the fixed tissue covered by moving
+        tissue).
+    """
     from scipy import ndimage as ndi
 
     from .transforms import Transform as T
@@ -94,8 +124,24 @@ def _dice(a, b):
 
 
 def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, squares: int = 8) -> np.ndarray:
-    """Alternate squares of the fixed image and the moving image (already on the fixed grid), each
-    scaled by its 99th percentile so that both show (for visual QA of a registration)."""
+    """Interleave squares of two images on one grid, for visual QA of a registration.
+
+    Each image is scaled by its 99th percentile so that both show.
+
+    Parameters
+    ----------
+    fixed : ndarray
+        ``(Y, X)`` fixed image.
+    moving_on_fixed : ndarray
+        ``(Y, X)`` the moving image already resampled onto the fixed grid.
+    squares : int
+        About this many squares along the shorter side (squares at least 8 pixels).
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X)`` float64 checkerboard.
+    """
     f = fixed / (np.percentile(fixed, 99) + 1e-9)
     w = moving_on_fixed / (np.percentile(moving_on_fixed, 99) + 1e-9)
     k = max(8, min(f.shape) // squares)
@@ -126,6 +172,52 @@ def iter_register_msi(
     ``fixed_mask``/``moving_mask``: user tissue masks (H&E grid / moving grid); by default tissue is
     detected (:mod:`.tissue`). ``msi_mask``: the measured pixels of the MSI raster. The result carries
     ``metrics`` (before/after, folds), ``verdict`` (:func:`.verdict.judge`) and landmark TRE.
+
+    Parameters
+    ----------
+    he_rgb : ndarray
+        ``(Y, X, 3)`` uint8 H&E (the fixed image).
+    he_px : tuple of float
+        Its pixel size (yx um).
+    route : {"synthesis", "direct"}
+        Register the synthetic H&E, or a summary image of the ion images.
+    moving_px : tuple of float
+        The moving image's pixel size (yx um).
+    synth_rgb : ndarray, optional
+        The synthetic H&E (synthesis route).
+    msi_stack : ndarray, optional
+        ``(C, Y, X)`` ion images (direct route).
+    msi_mask : ndarray of bool, optional
+        The measured pixels of the MSI raster.
+    summary : {"tic", "pca"}
+        The direct route's summary image (:func:`.intensity.msi_summary`).
+    opts : RegistrationOptions
+        Stages, metric, search and B-spline settings.
+    landmarks_fixed, landmarks_moving : ndarray, optional
+        ``(N, 2)`` paired landmarks, yx um in each image's world frame.
+    landmarks_use : {"eval", "fit", "hybrid"}
+        Only measure TRE at the landmarks, use their affine fit as the result, or start the
+        intensity registration from their similarity fit.
+    msi_pixel_um : float, optional
+        The MSI pixel (TRE is reported in MSI pixels); default the mean of ``moving_px``.
+    cancel : CancelToken, optional
+        Checked between stages and iterations; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+    fixed_mask, moving_mask : ndarray of bool, optional
+        User tissue masks on the H&E grid and on the moving grid; by default tissue is detected
+        (:mod:`.tissue`).
+
+    Yields
+    ------
+    Progress
+        The registration's stages (search, linear levels, B-spline) and iterations, or one for a
+        landmark fit.
+
+    Returns
+    -------
+    RegistrationResult
+        The transform (fixed world -> moving world), ``metrics`` before and after, the verdict
+        (:func:`.verdict.judge`) and landmark TRE.
     """
     from .tissue import he_artefact_mask, he_tissue_mask, image_tissue_mask, tissue_polarity
     from .verdict import judge

@@ -1,5 +1,8 @@
-"""Carrying moving data onto the fixed grid lazily: ion images straight from an imzML, and one
-region of a large grid at a time (whole-slide outputs written tile by tile)."""
+"""Carry moving data onto the fixed grid lazily.
+
+Ion images straight from an imzML, and one
+region of a large grid at a time (whole-slide outputs written tile by tile).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +20,37 @@ def lazy_resample_imzml(
     tolerance=None,
     channels_per_chunk: int = 16,
 ):
-    """The imzML's ion images resampled onto the fixed (H&E) grid as a lazy dask array ``(C, Y, X)``.
+    """Resample an imzML's ion images onto the fixed (H&E) grid as a lazy dask array.
 
-    ``mz`` defaults to every value of a continuous file's m/z axis (the full data cube, computed
-    chunk by chunk only when a channel is looked at); ``tolerance`` defaults to 0 Da (one axis bin
-    each for continuous files)."""
+    Each chunk of channels is extracted and resampled only when dask computes it.
+
+    Parameters
+    ----------
+    imz : ImzMLFile
+        An open imzML with a pixel size; it must stay open while the array is computed.
+    transform : Transform
+        Fixed world -> moving (MSI) world.
+    fixed_shape_yx : tuple of int
+        The H&E grid's size.
+    fixed_px : tuple of float
+        The H&E grid's pixel size (yx um).
+    mz : array_like, optional
+        The m/z to extract; default every value of a continuous file's axis (the full data cube).
+    tolerance : Tolerance, optional
+        Window half-width; default 0 Da (one axis bin each for continuous files).
+    channels_per_chunk : int
+        Channels per dask chunk.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(C, Y, X)`` float32 on the H&E grid.
+
+    Raises
+    ------
+    ValueError
+        The imzML has no pixel size (it is never assumed).
+    """
     import dask
     import dask.array as da
 
@@ -87,7 +116,24 @@ class RegionResampler:
         self.interp = sitk.sitkLinear if order == 1 else sitk.sitkNearestNeighbor
 
     def region(self, y0: int, x0: int, shape_yx, fixed_px, default: float = 0.0) -> np.ndarray:
-        """The moving image on fixed-grid pixels ``[y0, y0 + h) x [x0, x0 + w)`` (float32)."""
+        """Resample the moving image onto one rectangle of a fixed-frame grid.
+
+        Parameters
+        ----------
+        y0, x0 : int
+            The rectangle's first pixel (row, column) on the fixed grid.
+        shape_yx : tuple of int
+            Its size ``(h, w)``.
+        fixed_px : tuple of float
+            The fixed grid's pixel size (yx um); pixel ``(i, j)`` lies at world ``(i, j) * fixed_px``.
+        default : float
+            Value where the moving image does not reach.
+
+        Returns
+        -------
+        ndarray
+            ``(h, w)`` float32, or ``(h, w, S)`` for interleaved samples.
+        """
         import SimpleITK as sitk
 
         h, w = int(shape_yx[0]), int(shape_yx[1])

@@ -1,5 +1,7 @@
-"""Global pose search: every rotation (fine step), both mirror images, a range of scales, and for each
-of these the best translation, all scored at a coarse level so that no single bad start decides.
+"""Global pose search at a coarse level: rotations, mirror images, scales and translations.
+
+Every rotation (fine step), both mirror images, a range of scales, and for each of these the best
+translation, all scored at a coarse level so that no single bad start decides.
 
 For each (mirror, scale, angle) the moving image is rotated and scaled onto a canvas of coarse pixels
 and the translation is found by masked normalised cross-correlation over all shifts at once (FFT form
@@ -19,8 +21,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Candidate:
-    """A pose found by the search. ``matrix_yx`` maps moving world um (of the possibly mirrored moving
-    image) to fixed world um, homogeneous 3x3."""
+    """A pose found by the search.
+
+    ``matrix_yx`` maps moving world um (of the possibly mirrored moving
+    image) to fixed world um, homogeneous 3x3.
+    """
 
     score: float
     mi: float
@@ -43,7 +48,22 @@ def _resize(img: np.ndarray, shape) -> np.ndarray:
 
 
 def mutual_info(a: np.ndarray, b: np.ndarray, bins: int = 16) -> float:
-    """Mutual information (nats) of two samples, equal-width bins between the 1st and 99th percentiles."""
+    """Compute the mutual information of two samples.
+
+    Joint histogram of equal-width bins between each sample's 1st and 99th percentiles.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Paired samples (same size).
+    bins : int
+        Bins per sample.
+
+    Returns
+    -------
+    float
+        Mutual information in nats; 0 for fewer than 16 values.
+    """
     if a.size < 16:
         return 0.0
 
@@ -59,7 +79,18 @@ def mutual_info(a: np.ndarray, b: np.ndarray, bins: int = 16) -> float:
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two samples."""
+    """Compute the Pearson correlation of two samples.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Paired samples (same size).
+
+    Returns
+    -------
+    float
+        The correlation; 0 for fewer than 4 values.
+    """
     if a.size < 4:
         return 0.0
     a, b = a - a.mean(), b - b.mean()
@@ -67,8 +98,24 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def coarse_pixel_um(fixed_shape, fixed_px, moving_px, target: int = 96) -> float:
-    """The coarse grid of the search: about ``target`` pixels across the fixed image, never finer
-    than either image."""
+    """Choose the pixel of the search's coarse grid.
+
+    About ``target`` pixels across the fixed image, never finer than either image.
+
+    Parameters
+    ----------
+    fixed_shape : tuple of int
+        The fixed image's size.
+    fixed_px, moving_px : tuple of float
+        Pixel sizes (yx um).
+    target : int
+        Coarse pixels across the fixed image's longer side.
+
+    Returns
+    -------
+    float
+        The coarse pixel size in um.
+    """
     ext = max(fixed_shape[0] * fixed_px[0], fixed_shape[1] * fixed_px[1])
     return float(max(ext / target, max(fixed_px), max(moving_px)))
 
@@ -102,6 +149,18 @@ def global_search(
         Route metric used to re-score the best poses ("mattes": mutual information).
     scales : tuple of float
         Moving-to-fixed scale factors to try (1 = the pixel sizes are right).
+    fixed_px, moving_px : tuple of float
+        The images' pixel sizes (y, x) in um.
+    angle_step_deg : float
+        Rotation step over the full circle.
+    flips : bool
+        Also try the mirror image of the moving image.
+    keep : int
+        How many distinct poses to return.
+    min_overlap : float
+        A pose counts only where the images overlap by this fraction of the smaller one.
+    coarse_um : float, optional
+        The coarse grid's pixel (default :func:`coarse_pixel_um`).
 
     Returns
     -------
@@ -227,7 +286,20 @@ def _mi_at(f, fm, c, m0, fp0, moving_px, mat, flip) -> float:
 
 
 def pose_disagreement_um(a: np.ndarray, b: np.ndarray, points_yx_um: np.ndarray) -> float:
-    """Median distance (um) between where two moving->fixed matrices send the same moving points."""
+    """Measure how far two poses disagree, in um.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        3x3 homogeneous (y, x) moving -> fixed matrices.
+    points_yx_um : ndarray
+        ``(N, 2)`` moving points, yx um.
+
+    Returns
+    -------
+    float
+        The median distance between where the two send the points, in um.
+    """
     pa = points_yx_um @ a[:2, :2].T + a[:2, 2]
     pb = points_yx_um @ b[:2, :2].T + b[:2, 2]
     return float(np.median(np.linalg.norm(pa - pb, axis=1)))

@@ -72,8 +72,25 @@ def he_tissue_mask(rgb: np.ndarray, min_piece_fraction: float = 0.08) -> np.ndar
 
 
 def he_artefact_mask(rgb: np.ndarray, tissue: np.ndarray, grow_px: int = 3) -> np.ndarray:
-    """Things on the slide that are neither glass nor tissue (text, pen, debris, label), grown by
-    ``grow_px``: the registration metric ignores them, and counts glass and tissue alike."""
+    """Find the things on a slide that are neither glass nor tissue (text, pen, debris, label).
+
+    Pixels clearly darker than the glass and away from the tissue, grown by ``grow_px``: the
+    registration metric ignores them, and counts glass and tissue alike.
+
+    Parameters
+    ----------
+    rgb : ndarray
+        ``(Y, X, 3)`` H&E, uint8 or floats in [0, 1].
+    tissue : ndarray of bool
+        The H&E's tissue mask (:func:`he_tissue_mask`).
+    grow_px : int
+        Dilation of the artefacts, in pixels.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(Y, X)`` artefact mask.
+    """
     from scipy import ndimage as ndi
 
     f = np.asarray(rgb, dtype=np.float64)[..., :3]
@@ -93,9 +110,19 @@ def image_tissue_mask(
     Otsu threshold inside ``footprint`` (the measured raster; default everything); the side that
     touches the image border less is tissue.
 
+    Parameters
+    ----------
+    img : ndarray
+        ``(Y, X)`` single-channel image.
+    footprint : ndarray of bool, optional
+        The measured raster (default everything).
+    min_piece_fraction : float
+        Pieces smaller than this fraction of the largest are dropped.
+
     Returns
     -------
-    ndarray of bool.
+    ndarray of bool
+        ``(Y, X)`` tissue, opened and hole-filled.
     """
     from scipy import ndimage as ndi
 
@@ -114,7 +141,21 @@ def image_tissue_mask(
 
 
 def tissue_polarity(img: np.ndarray, mask: np.ndarray) -> float:
-    """+1 when the image is brighter on tissue than off it, -1 otherwise."""
+    """Tell whether an image is brighter on tissue than off it.
+
+    Parameters
+    ----------
+    img : ndarray
+        ``(Y, X)`` image.
+    mask : ndarray of bool
+        Its tissue mask.
+
+    Returns
+    -------
+    float
+        +1 when the mean on tissue is at least the mean off it (or the mask is all or nothing), else
+        -1.
+    """
     a = np.asarray(img, float)
     if mask.all() or not mask.any():
         return 1.0
@@ -122,7 +163,18 @@ def tissue_polarity(img: np.ndarray, mask: np.ndarray) -> float:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean masks (0 when both are empty)."""
+    """Compute the Dice overlap of two boolean masks.
+
+    Parameters
+    ----------
+    a, b : ndarray of bool
+        Masks of one shape.
+
+    Returns
+    -------
+    float
+        ``2 |a & b| / (|a| + |b|)``; 0 when both are empty.
+    """
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 

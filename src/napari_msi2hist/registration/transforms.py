@@ -19,8 +19,22 @@ from ..axes import px_to_um, um_to_px, xy_to_yx, yx_to_xy  # noqa: F401  (re-exp
 
 
 def rotation_scale_matrix_yx(angle_deg: float, scale: float = 1.0) -> np.ndarray:
-    """2x2 matrix acting on (y, x) column vectors: counter-clockwise rotation as seen in napari
-    (y down), times an isotropic scale."""
+    """Build a 2x2 rotation-and-scale matrix acting on (y, x) column vectors.
+
+    The rotation is counter-clockwise as seen in napari (y down); the scale is isotropic.
+
+    Parameters
+    ----------
+    angle_deg : float
+        Rotation angle in degrees.
+    scale : float
+        Isotropic scale factor.
+
+    Returns
+    -------
+    ndarray
+        ``(2, 2)`` matrix in (y, x) order.
+    """
     a = np.deg2rad(angle_deg)
     c, s = np.cos(a), np.sin(a)
     # in xy with y down, [[c, s], [-s, c]] rotates visually anticlockwise; swap to yx
@@ -42,6 +56,18 @@ class DisplacementField:
     origin_yx_um: tuple[float, float] = (0.0, 0.0)
 
     def __call__(self, points_yx_um: np.ndarray) -> np.ndarray:
+        """Interpolate the displacement at points (bilinear, nearest edge value outside the grid).
+
+        Parameters
+        ----------
+        points_yx_um : ndarray
+            ``(N, 2)`` points, yx um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` displacements, yx um.
+        """
         from scipy.ndimage import map_coordinates
 
         p = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
@@ -52,6 +78,13 @@ class DisplacementField:
         return out
 
     def rms(self) -> float:
+        """Return the root-mean-square displacement.
+
+        Returns
+        -------
+        float
+            RMS length of the sampled displacement vectors, in um.
+        """
         return float(np.sqrt((self.values**2).sum(-1).mean()))
 
 
@@ -64,6 +97,18 @@ class PhantomTransform:
     displacement: DisplacementField | None = None
 
     def forward(self, points_yx_um) -> np.ndarray:
+        """Map moving (MSI) world points to fixed (H&E) world points.
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` ``A @ p + t + D(p)``, yx um.
+        """
         p = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
         q = p @ self.matrix_yx.T + self.offset_yx_um
         if self.displacement is not None:
@@ -71,6 +116,25 @@ class PhantomTransform:
         return q
 
     def inverse(self, points_yx_um, tol_um: float = 1e-7, max_iter: int = 200) -> np.ndarray:
+        """Map fixed (H&E) world points back to moving (MSI) world points.
+
+        Exact for a linear transform; with a displacement, by fixed-point iteration from the linear
+        inverse.
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+        tol_um : float
+            Stop when an iteration moves no point by more than this.
+        max_iter : int
+            Iteration limit (the last iterate is returned).
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` moving points, yx um.
+        """
         q = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
         ainv = np.linalg.inv(self.matrix_yx)
         base = (q - self.offset_yx_um) @ ainv.T
@@ -87,7 +151,22 @@ class PhantomTransform:
 
 # --------------------------------------------------------------------------- registration transforms
 def sitk_image(array_yx: np.ndarray, pixel_size_yx_um):
-    """2-D numpy (Y, X) to a SimpleITK image with spacing (x, y) um and origin 0 (world = index * size)."""
+    """Wrap a 2-D numpy image as a SimpleITK image in world micrometres.
+
+    Spacing (x, y) in um and origin 0, so that world = index * pixel size, as in napari.
+
+    Parameters
+    ----------
+    array_yx : ndarray
+        ``(Y, X)`` image (stored as float32).
+    pixel_size_yx_um : tuple of float
+        Pixel size (y, x) in um.
+
+    Returns
+    -------
+    SimpleITK.Image
+        The image.
+    """
     import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(array_yx, dtype=np.float32))
@@ -97,7 +176,7 @@ def sitk_image(array_yx: np.ndarray, pixel_size_yx_um):
 
 
 def _affine_xy_from_yx(m_yx: np.ndarray):
-    """A SimpleITK AffineTransform from a 3x3 homogeneous yx matrix."""
+    """Build a SimpleITK AffineTransform from a 3x3 homogeneous yx matrix."""
     import SimpleITK as sitk
 
     m_xy = np.eye(3)
@@ -110,9 +189,12 @@ def _affine_xy_from_yx(m_yx: np.ndarray):
 
 
 class Transform:
-    """A registration result: ``itk`` maps FIXED world points to MOVING world points (xy, um), the ITK
+    """A registration result, with the ITK convention inside and yx micrometres outside.
+
+    A registration result: ``itk`` maps FIXED world points to MOVING world points (xy, um), the ITK
     convention that SimpleITK and elastix users expect from a .tfm/.h5 file. Methods named
-    ``moving_to_fixed`` / ``fixed_to_moving`` take and return (N, 2) yx micrometres."""
+    ``moving_to_fixed`` / ``fixed_to_moving`` take and return (N, 2) yx micrometres.
+    """
 
     def __init__(self, itk, meta: dict | None = None):
         self.itk = itk
@@ -121,6 +203,7 @@ class Transform:
     # ----------------------------------------------------------------- structure
     @property
     def is_linear(self) -> bool:
+        """Tell whether the transform is one affine map (no deformable part)."""
         return self._linear_matrix_fixed_to_moving_yx() is not None
 
     def _flat(self):
@@ -160,18 +243,49 @@ class Transform:
         return m
 
     def linear_moving_to_fixed_yx(self) -> np.ndarray:
+        """Return the linear transform as one moving -> fixed matrix.
+
+        Returns
+        -------
+        ndarray
+            3x3 homogeneous (y, x) matrix, moving world um to fixed world um.
+
+        Raises
+        ------
+        ValueError
+            The transform has a deformable part.
+        """
         m = self._linear_matrix_fixed_to_moving_yx()
         if m is None:
             raise ValueError("the transform has a deformable part; it has no single affine matrix")
         return np.linalg.inv(m)
 
     def napari_affine(self) -> np.ndarray:
-        """3x3 matrix to set as the MOVING layer's ``affine`` so that it overlays the fixed layer
-        (napari applies the affine to ``data * scale``, i.e. to moving world um)."""
+        """Return the matrix to set as the MOVING layer's ``affine`` to overlay the fixed layer.
+
+        napari applies the affine to ``data * scale``, i.e. to moving world um.
+
+        Returns
+        -------
+        ndarray
+            3x3 homogeneous (y, x) matrix (:meth:`linear_moving_to_fixed_yx`).
+        """
         return self.linear_moving_to_fixed_yx()
 
     # ----------------------------------------------------------------- points
     def fixed_to_moving(self, points_yx_um) -> np.ndarray:
+        """Map fixed world points to moving world points (the ITK direction, exact).
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` moving points, yx um.
+        """
         p = np.atleast_2d(np.asarray(points_yx_um, float))
         return np.array(
             [self.itk.TransformPoint(tuple(map(float, q[::-1])))[::-1] for q in p]
@@ -180,6 +294,25 @@ class Transform:
     def moving_to_fixed(
         self, points_yx_um, tol_um: float = 1e-6, max_iter: int = 100
     ) -> np.ndarray:
+        """Map moving world points to fixed world points.
+
+        Exact for a linear transform; a deformable one is inverted numerically by Newton iterations with
+        a finite-difference Jacobian.
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+        tol_um : float
+            Residual at which the iteration stops (deformable only).
+        max_iter : int
+            Iteration limit (deformable only).
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` fixed points, yx um.
+        """
         p = np.atleast_2d(np.asarray(points_yx_um, float))
         m = self._linear_matrix_fixed_to_moving_yx()
         if m is not None:
@@ -213,6 +346,28 @@ class Transform:
         order: int = 1,
         default: float = 0.0,
     ) -> np.ndarray:
+        """Resample a moving image onto the fixed grid.
+
+        Parameters
+        ----------
+        moving_yx : ndarray
+            ``(y, x)`` moving image.
+        moving_px : tuple of float
+            Its pixel size (yx um).
+        fixed_shape_yx : tuple of int
+            The fixed grid's size.
+        fixed_px : tuple of float
+            The fixed grid's pixel size (yx um).
+        order : int
+            1: linear interpolation, else nearest neighbour (labels).
+        default : float
+            Value outside the moving image.
+
+        Returns
+        -------
+        ndarray
+            ``fixed_shape_yx`` float32.
+        """
         import SimpleITK as sitk
 
         mov = sitk_image(moving_yx, moving_px)
@@ -229,6 +384,28 @@ class Transform:
         order: int = 1,
         default: float = 0.0,
     ) -> np.ndarray:
+        """Resample a fixed image onto the moving grid.
+
+        Parameters
+        ----------
+        fixed_yx : ndarray
+            ``(Y, X)`` fixed image.
+        fixed_px : tuple of float
+            Its pixel size (yx um).
+        moving_shape_yx : tuple of int
+            The moving grid's size.
+        moving_px : tuple of float
+            The moving grid's pixel size (yx um).
+        order : int
+            Spline order of the interpolation (0 nearest, 1 linear).
+        default : float
+            Value outside the fixed image.
+
+        Returns
+        -------
+        ndarray
+            ``moving_shape_yx`` float64.
+        """
         from scipy import ndimage as ndi
 
         ny, nx = moving_shape_yx
@@ -241,6 +418,14 @@ class Transform:
 
     # ----------------------------------------------------------------- files
     def to_json(self) -> dict:
+        """Describe the transform as JSON-able values.
+
+        Returns
+        -------
+        dict
+            Format, package version, the direction convention, ``linear``, the ``meta``, and for a
+            linear transform ``matrix_yx_um`` and ``matrix_xy_um`` (moving to fixed).
+        """
         from .. import __version__
 
         d = {
@@ -261,6 +446,15 @@ class Transform:
         return d
 
     def save(self, json_path, itk_path=None) -> None:
+        """Write ``transform.json`` and the ITK file it names, each atomically.
+
+        Parameters
+        ----------
+        json_path : path-like
+            The JSON file.
+        itk_path : path-like, optional
+            The ITK file (default: ``json_path`` with ``.h5``).
+        """
         import json
         import os
         from pathlib import Path
@@ -280,9 +474,27 @@ class Transform:
 
     @classmethod
     def load(cls, path) -> Transform:
-        """From our JSON (which names its ITK file), an ITK .tfm/.h5, or a JSON with ``matrix_yx_um``
-        only. When the JSON has both, the ITK file is used (it is exact, and may be deformable) and
-        the two must agree; a disagreement is refused."""
+        """Read a transform from our JSON, an ITK ``.tfm``/``.h5``, or a JSON with ``matrix_yx_um`` only.
+
+        When the JSON has both, the ITK file is used (it is exact, and may be deformable) and the two
+        must agree; a disagreement is refused.
+
+        Parameters
+        ----------
+        path : path-like
+            The file.
+
+        Returns
+        -------
+        Transform
+            The transform, checked (:meth:`checked`).
+
+        Raises
+        ------
+        ValueError
+            Unreadable, inconsistent, missing its ITK file, singular or non-finite (the message names
+            the file).
+        """
         import json
         from pathlib import Path
 
@@ -324,7 +536,23 @@ class Transform:
         raise ValueError(f"{path}: neither an ITK file nor matrix_yx_um")
 
     def checked(self, source) -> Transform:
-        """This transform, if its linear part is finite and invertible; else a ValueError."""
+        """Check that the linear part is finite and invertible.
+
+        Parameters
+        ----------
+        source : str or path-like
+            Named in the error.
+
+        Returns
+        -------
+        Transform
+            This transform.
+
+        Raises
+        ------
+        ValueError
+            NaN or infinite parameters, or a singular matrix.
+        """
         if self.is_linear:
             m = self._linear_matrix_fixed_to_moving_yx()
             if m is None or not np.isfinite(m).all():
@@ -339,6 +567,20 @@ class Transform:
 
     @classmethod
     def from_moving_to_fixed_matrix(cls, m_yx: np.ndarray, meta: dict | None = None) -> Transform:
+        """Build a linear transform from a moving -> fixed (y, x) matrix.
+
+        Parameters
+        ----------
+        m_yx : ndarray
+            3x3 homogeneous (y, x) matrix, moving world um to fixed world um.
+        meta : dict, optional
+            Recorded in ``meta``.
+
+        Returns
+        -------
+        Transform
+            Its inverse stored as an ITK affine (the ITK convention).
+        """
         return cls(_affine_xy_from_yx(np.linalg.inv(np.asarray(m_yx, float))), meta)
 
 
@@ -360,7 +602,7 @@ def _matrix_from_json(d: dict, path) -> np.ndarray:
 
 
 def _itk_file_of(d: dict, path):
-    """The ITK file a transform JSON names: a file name inside the JSON's folder, nothing else."""
+    """Find the ITK file a transform JSON names: a file name inside the JSON's folder, nothing else."""
     from pathlib import Path
 
     name = d.get("itk_file")
@@ -379,8 +621,10 @@ _ITK_OK: dict = {}
 
 
 def _read_itk_checked(path):
-    """Read an ITK transform file after a child process has read it without crashing (a corrupted
-    HDF5 file can crash SimpleITK's reader, which must not take this process down)."""
+    """Read an ITK transform file after a child process has read it without crashing.
+
+    A corrupted HDF5 file can crash SimpleITK's reader, which must not take this process down.
+    """
     import os
     import subprocess
     import sys

@@ -1,5 +1,7 @@
-"""Reading a phantom's ground truth (``truth.json``): the known MSI -> H&E transform, with its smooth
-deformation, that pairs files (``align: {truth: ...}``), tests and benchmarks use as an alignment.
+"""Read a phantom's ground truth (``truth.json``), the known MSI -> H&E transform.
+
+The transform, with its smooth deformation, is what pairs files (``align: {truth: ...}``), tests and
+benchmarks use as an alignment.
 
 The file is written by :mod:`napari_msi2hist.phantom.truth`; it lives here, beside
 :class:`~napari_msi2hist.registration.transforms.PhantomTransform`, so that the methods (models,
@@ -20,8 +22,25 @@ TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
 
 
 def load_truth(path: str | os.PathLike) -> PhantomTransform:
-    """The MSI-to-H&E transform stored in a ``truth.json``: ``.forward`` maps MSI world um to H&E
-    world um, ``.inverse`` maps back."""
+    """Read the MSI-to-H&E transform stored in a phantom's ``truth.json``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``truth.json``.
+
+    Returns
+    -------
+    PhantomTransform
+        ``.forward`` maps MSI world um to H&E world um (linear part plus the smooth deformation),
+        ``.inverse`` maps back.
+
+    Raises
+    ------
+    ValueError
+        Not UTF-8 JSON, not a phantom truth file (its ``format``), or incomplete (the message names
+        the file).
+    """
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError:

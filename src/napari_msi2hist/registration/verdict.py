@@ -25,6 +25,12 @@ _RANK = {OK: 0, DOUBTFUL: 1, FAILED: 2}
 
 @dataclass(frozen=True)
 class VerdictRules:
+    """Thresholds of :func:`judge` (moving pixels, Dice, relative metric gap); one default each.
+
+    Set on the robustness benchmark (docs/registration.md); the comments beside the fields say what
+    each one decides.
+    """
+
     min_dice: float = 0.6  # tissue Dice after registration below this: failed
     good_dice: float = 0.8  # ... below this: doubtful
     max_tre_px: float = 2.0  # landmark TRE above this: failed
@@ -45,6 +51,14 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
         ``metric_after`` (higher is better), ``moving_pixel_um``, ``search`` (transform meta),
         ``bspline`` (transform meta), ``landmark_tre_msi_px``, ``landmark_loo_tre_msi_px``,
         ``route_disagreement_msi_px``.
+    rules : VerdictRules
+        The thresholds (moving pixels, Dice, metric gap).
+
+    Returns
+    -------
+    dict
+        ``verdict`` (``ok``, ``doubtful`` or ``failed``), ``reasons`` (one line each, prefixed by
+        its level) and the ``evidence`` as plain JSON values.
     """
     level, reasons = OK, []
 
@@ -110,13 +124,39 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
 
 
 def route_disagreement_px(tr_a, tr_b, fixed_points_yx_um: np.ndarray, msi_pixel_um: float) -> float:
-    """Median distance (MSI px) between where two fixed->moving transforms send fixed tissue points."""
+    """Measure how far two registrations disagree, in MSI pixels.
+
+    Parameters
+    ----------
+    tr_a, tr_b : Transform
+        Two fixed -> moving transforms (e.g. the synthesis and direct routes).
+    fixed_points_yx_um : ndarray
+        ``(N, 2)`` fixed (H&E) tissue points, yx um.
+    msi_pixel_um : float
+        The MSI pixel size.
+
+    Returns
+    -------
+    float
+        The median distance between where the two send the points, in MSI pixels.
+    """
     pa, pb = tr_a.fixed_to_moving(fixed_points_yx_um), tr_b.fixed_to_moving(fixed_points_yx_um)
     return float(np.median(np.linalg.norm(pa - pb, axis=1)) / msi_pixel_um)
 
 
 def combine(a: dict, b: dict) -> dict:
-    """The worse of two verdicts (e.g. a result and the route-agreement check)."""
+    """Return the worse of two verdicts (e.g. a result and the route-agreement check).
+
+    Parameters
+    ----------
+    a, b : dict
+        Verdicts from :func:`judge`.
+
+    Returns
+    -------
+    dict
+        ``a`` or ``b``, whichever is worse (``a`` on a tie).
+    """
     return a if _RANK[a["verdict"]] >= _RANK[b["verdict"]] else b
 
 
