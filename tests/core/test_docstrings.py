@@ -19,23 +19,6 @@ FOLDERS = ("workflows", "registration", "models", "io", "msi")
 SECTION = re.compile(
     r"^\s*(Parameters|Returns|Yields|Raises|See Also|Notes|Examples)\s*\n\s*-{3,}\s*$"
 )
-# modules whose sections are still to be written (docs/architecture.md, "Not yet done"); ruff's
-# D2/D3/D4 rules are off for the same modules in pyproject.toml. Shrink this list, never grow it.
-NOT_YET = {
-    "models/backbones.py",
-    "models/checkpoint.py",
-    "models/compare.py",
-    "models/contract.py",
-    "models/datasets.py",
-    "models/domain.py",
-    "models/inference.py",
-    "models/networks.py",
-    "models/pairing.py",
-    "models/rehead.py",
-    "models/synthesis.py",
-    "models/training.py",
-    "models/validation.py",
-}
 
 
 def _modules():
@@ -141,11 +124,7 @@ def problems(path: Path, root: Path = PKG) -> list[str]:
 
 @pytest.mark.parametrize("path", list(_modules()), ids=lambda p: str(p.relative_to(PKG)))
 def test_public_functions_have_numpydoc_sections(path):
-    rel = str(path.relative_to(PKG))
     found = problems(path)
-    if rel in NOT_YET:
-        assert found, f"{rel} is complete: take it off NOT_YET (and its ruff ignore)"
-        pytest.xfail(f"{len(found)} sections still to write")
     assert not found, "\n".join(found)
 
 

@@ -87,8 +87,8 @@ _COLUMNS = ("xs", "ys", "zs", "mz_off", "mz_len", "int_off", "int_len")
 def columns(st: ParseState) -> list[np.ndarray]:
     """Return the seven per-spectrum int64 columns.
 
-    (x, y, z, m/z offset, length, intensity offset, length): spectra parsed by expat first, then the
-    fast scan's blocks, in document order.
+    The columns are x, y, z, m/z offset, length, intensity offset, length: spectra parsed by expat
+    first, then the fast scan's blocks, in document order.
     """
     out = []
     for k, name in enumerate(_COLUMNS):

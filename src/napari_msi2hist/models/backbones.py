@@ -36,6 +36,8 @@ class _Normalise(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """ResNet-50's bottleneck block (1x1, 3x3, 1x1 convolutions and a residual), torchvision's parameter names."""
+
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1):
@@ -55,6 +57,18 @@ class Bottleneck(nn.Module):
             )
 
     def forward(self, x):
+        """Apply the residual block.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, C, H, W)``.
+
+        Returns
+        -------
+        torch.Tensor
+            The block's output.
+        """
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
@@ -62,6 +76,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50Trunk(nn.Module):
+    """ResNet-50 without its classifier, returning every stage's features (seed 003's backbone)."""
+
     kind = "resnet50"
     channels = (64, 256, 512, 1024, 2048)
 
@@ -83,6 +99,18 @@ class ResNet50Trunk(nn.Module):
             setattr(self, f"layer{i}", nn.Sequential(*layers))
 
     def forward(self, x) -> list[torch.Tensor]:
+        """Compute the stem's and every stage's features.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside).
+
+        Returns
+        -------
+        list of torch.Tensor
+            Five feature maps: the stem, then layer1..layer4.
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.norm(x)))))
         feats = [x]
         for i in range(1, 5):
@@ -95,6 +123,8 @@ VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 
 
 class VGG16Features(nn.Module):
+    """VGG-16's convolutional part, returning the features at relu1_2 .. relu5_3 (LPIPS' taps)."""
+
     kind = "vgg16"
     channels = (64, 128, 256, 512, 512)
     taps = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
@@ -113,6 +143,18 @@ class VGG16Features(nn.Module):
         self.features = nn.Sequential(*layers)
 
     def forward(self, x) -> list[torch.Tensor]:
+        """Compute the features at the tapped layers.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, 3, H, W)`` RGB in [0, 1] (normalised inside).
+
+        Returns
+        -------
+        list of torch.Tensor
+            One feature map per tap (relu1_2 .. relu5_3).
+        """
         x = self.norm(x)
         out = []
         for i, layer in enumerate(self.features):
@@ -125,8 +167,27 @@ class VGG16Features(nn.Module):
 
 
 def load_tensors(path: str | os.PathLike, what: str):
-    """``torch.load`` with ``weights_only=True`` (no code runs); any failure but a missing file is a
-    ValueError naming the file and what it should have been."""
+    """Load a tensor file with ``torch.load(weights_only=True)`` (no code runs).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    what : str
+        What it should be, named in errors.
+
+    Returns
+    -------
+    object
+        What the file holds (tensors, dicts, lists).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        Any other failure, naming the file and ``what``.
+    """
     from .checkpoint import check_torch_file
 
     if os.path.isfile(path):
@@ -141,8 +202,27 @@ def load_tensors(path: str | os.PathLike, what: str):
 
 
 def load_backbone(path: str | os.PathLike) -> nn.Module:
-    """A ResNet-50 trunk or VGG-16 feature net from a local state dict (torchvision's names; the
-    classifier weights, if present, are ignored). Raises ValueError naming the file otherwise."""
+    """Build a ResNet-50 trunk or VGG-16 feature net from a local state dict.
+
+    torchvision's parameter names (``module.`` prefixes and a wrapping ``state_dict`` key are
+    accepted); classifier weights, if present, are ignored.
+
+    Parameters
+    ----------
+    path : path-like
+        The weights file.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network, in evaluation mode.
+
+    Raises
+    ------
+    ValueError
+        Not a state dict of tensors, neither architecture, or parameters that do not fit (naming the
+        file).
+    """
     sd = load_tensors(path, "weights file")
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
@@ -169,8 +249,25 @@ def load_backbone(path: str | os.PathLike) -> nn.Module:
 
 
 def load_lpips_weights(path: str | os.PathLike, channels: tuple[int, ...]) -> list[np.ndarray]:
-    """LPIPS' per-channel linear weights (``lin{L}.model.1.weight``, shape (1, C, 1, 1)) from a
-    local file, checked against the backbone's channel counts."""
+    """Load LPIPS' per-channel linear weights from a local file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (``lin{L}.model.1.weight`` or ``lin{L}.weight``, shape (1, C, 1, 1)).
+    channels : tuple of int
+        The backbone's channels per layer.
+
+    Returns
+    -------
+    list of ndarray
+        One ``(C,)`` float32 weight vector per layer.
+
+    Raises
+    ------
+    ValueError
+        A layer's weights missing or of the wrong size.
+    """
     sd = load_tensors(path, "LPIPS weights file")
     out = []
     for i, c in enumerate(channels):
@@ -184,9 +281,24 @@ def load_lpips_weights(path: str | os.PathLike, channels: tuple[int, ...]) -> li
 def lpips_from_features(
     feats_a: list[np.ndarray], feats_b: list[np.ndarray], weights: list[np.ndarray] | None = None
 ) -> np.ndarray:
-    """LPIPS' aggregation: per layer, unit-normalise each pixel's feature vector over channels,
-    square the difference, weight per channel (1 without learned weights), sum over channels, average
-    over pixels; sum over layers. Features ``(N, C, Y, X)``; returns one distance per image (N,)."""
+    """Aggregate features into LPIPS distances.
+
+    Per layer, unit-normalise each pixel's feature vector over channels, square the difference,
+    weight per channel (1 without learned weights), sum over channels, average over pixels; sum over
+    layers.
+
+    Parameters
+    ----------
+    feats_a, feats_b : list of ndarray
+        ``(N, C, Y, X)`` features of the two image sets, layer by layer.
+    weights : list of ndarray, optional
+        Per-channel weights per layer.
+
+    Returns
+    -------
+    ndarray
+        ``(N,)`` one distance per image.
+    """
     total = None
     for i, (a, b) in enumerate(zip(feats_a, feats_b, strict=True)):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -206,7 +318,24 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def lpips(net: nn.Module, a_rgb, b_rgb, weights: list[np.ndarray] | None = None) -> float:
-    """LPIPS between two RGB images with the given backbone (uncalibrated without ``weights``)."""
+    """Compute LPIPS between two RGB images with the given backbone.
+
+    Uncalibrated without ``weights`` (every channel weighs 1).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The backbone.
+    a_rgb, b_rgb : ndarray
+        ``(Y, X, 3)`` images, uint8 or floats in [0, 1].
+    weights : list of ndarray, optional
+        LPIPS' linear weights.
+
+    Returns
+    -------
+    float
+        The distance.
+    """
     fa = [f.numpy() for f in net(_to_tensor(a_rgb))]
     fb = [f.numpy() for f in net(_to_tensor(b_rgb))]
     return float(lpips_from_features(fa, fb, weights)[0])
@@ -214,8 +343,30 @@ def lpips(net: nn.Module, a_rgb, b_rgb, weights: list[np.ndarray] | None = None)
 
 @torch.no_grad()
 def pooled_features(net: nn.Module, rgb: np.ndarray, tile: int = 128) -> np.ndarray:
-    """Global-average-pooled last-stage features of every full ``tile`` x ``tile`` tile of an image,
-    ``(n_tiles, C)``: the feature sets a Frechet distance (FID-style) compares."""
+    """Pool the last-stage features of every full tile of an image.
+
+    Global-average-pooled features of each ``tile`` x ``tile`` tile: the feature sets a Frechet
+    distance (FID-style) compares.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The backbone.
+    rgb : ndarray
+        ``(Y, X, 3)`` image.
+    tile : int
+        Tile side in pixels.
+
+    Returns
+    -------
+    ndarray
+        ``(n_tiles, C)``.
+
+    Raises
+    ------
+    ValueError
+        The image is smaller than one tile.
+    """
     h, w = rgb.shape[:2]
     rows = []
     for y in range(0, h - tile + 1, tile):

@@ -32,6 +32,8 @@ class CheckpointError(Exception):
 
 @dataclass
 class Checkpoint:
+    """A loaded checkpoint: weights, architecture, MSI channel contract and training record."""
+
     arch: dict
     contract: ChannelContract
     state_dict: dict
@@ -41,6 +43,25 @@ class Checkpoint:
     package_version: str = ""
 
     def build(self, device: str | torch.device = "cpu", eval_mode: bool = True) -> torch.nn.Module:
+        """Build the generator and load the checkpoint's weights (half-precision weights become float32).
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Where the model goes.
+        eval_mode : bool
+            Switch the model to evaluation mode.
+
+        Returns
+        -------
+        torch.nn.Module
+            The generator.
+
+        Raises
+        ------
+        CheckpointError
+            An architecture outside the limits, or weights that do not fit it.
+        """
         check_arch(self.arch, self.path or "checkpoint")
         try:
             model = build_generator(self.arch)
@@ -58,6 +79,13 @@ class Checkpoint:
         return model
 
     def describe(self) -> str:
+        """Describe the checkpoint in one line.
+
+        Returns
+        -------
+        str
+            File name, architecture, channels, working pixel and training steps.
+        """
         t = self.training
         return (
             f"{Path(self.path).name or 'checkpoint'}: {self.arch.get('name')} with {self.contract.n_channels} "
@@ -74,6 +102,33 @@ def save_checkpoint(
     extra_state: dict | None = None,
     half: bool = False,
 ) -> Path:
+    """Save a self-describing checkpoint, atomically.
+
+    Weights, architecture, channel contract, training record, format and package version, loadable
+    with ``torch.load(weights_only=True)``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.pt`` file.
+    model : torch.nn.Module
+        The generator (its ``state_dict``).
+    arch : dict
+        Its architecture (:func:`~.networks.build_generator`).
+    contract : ChannelContract
+        The MSI channel contract it was trained for.
+    training : dict, optional
+        Training record (config, steps, data, metrics).
+    extra_state : dict, optional
+        Resume state (optimisers, discriminator, step).
+    half : bool
+        Store floating-point weights as float16.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
     from .. import __version__
 
     path = Path(path)
@@ -103,11 +158,34 @@ def save_checkpoint(
 
 
 def demo_checkpoint_path() -> Path:
+    """Return where the bundled demo checkpoint lives.
+
+    Returns
+    -------
+    Path
+        ``data/demo_generator.pt`` in the package (it may be missing from an installation).
+    """
     return Path(__file__).resolve().parent.parent / "data" / "demo_generator.pt"
 
 
 def resolve_model_path(spec: str | os.PathLike) -> Path:
-    """``"demo"`` means the bundled checkpoint; anything else is a file path."""
+    """Resolve a model name to a checkpoint file.
+
+    Parameters
+    ----------
+    spec : str or path-like
+        ``demo`` for the bundled checkpoint, else a file path.
+
+    Returns
+    -------
+    Path
+        The checkpoint file (not checked for existence unless bundled).
+
+    Raises
+    ------
+    CheckpointError
+        ``demo`` asked for but missing from this installation.
+    """
     if str(spec) == DEMO_NAME:
         p = demo_checkpoint_path()
         if not p.is_file():
@@ -148,8 +226,9 @@ def _estimate_generator_bytes(arch: dict) -> float:
 
 
 def check_arch(arch, source) -> None:
-    """Refuse an architecture whose fields are not plain, bounded numbers, or whose weights would
-    exceed the memory budget, before anything is built.
+    """Refuse an architecture that is not plain, bounded numbers or would exceed the memory budget.
+
+    The check runs before anything is built.
 
     Parameters
     ----------
@@ -183,8 +262,10 @@ def check_arch(arch, source) -> None:
 
 
 def check_torch_file(path, what: str = "napari-msi2hist checkpoint", error=None) -> None:
-    """Check a file before ``torch.load``: a torch zip archive with stored (uncompressed) members
-    whose total size fits the memory budget, or a pickle (which ``weights_only`` loading vets).
+    """Check a file before ``torch.load``.
+
+    It must be a torch zip archive with stored (uncompressed) members whose total size fits the
+    memory budget, or a pickle (which ``weights_only`` loading vets).
 
     Parameters
     ----------
@@ -235,6 +316,26 @@ def _check_weights(state_dict, path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load a checkpoint safely (``torch.load(weights_only=True)``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A checkpoint file, or ``demo``.
+
+    Returns
+    -------
+    Checkpoint
+        Weights, architecture, contract and training record.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, not a checkpoint of ours, pickled objects other than weights (refused: they could
+        run code), or incomplete.
+    ResourceLimitError
+        The file or its tensors exceed the memory budget.
+    """
     path = resolve_model_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")

@@ -35,7 +35,22 @@ METRICS = ("mi", "nmi", "ssim", "psnr")
 
 
 def evaluate_checkpoint(ckpt_path, samples, device: str = "cpu") -> dict:
-    """Per-sample metrics (inside each sample's H&E footprint) and their ``mean``."""
+    """Score a checkpoint on samples inside each one's H&E footprint.
+
+    Parameters
+    ----------
+    ckpt_path : path-like
+        The checkpoint.
+    samples : list of PairedSample
+        The samples.
+    device : str
+        Where to run.
+
+    Returns
+    -------
+    dict
+        Sample name to its metrics (MI, NMI, SSIM, PSNR), and ``mean`` over the samples.
+    """
     ck = load_checkpoint(ckpt_path)
     g = ck.build()
     rows = {}
@@ -55,8 +70,44 @@ def iter_compare(
     padding: str = "white",
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, dict]:
-    """Train and evaluate each model in ``configs`` for each peak count; returns the results dict
-    (also written as ``OUT/compare.json`` and ``OUT/compare.csv``)."""
+    """Train and evaluate each model for each peak count (seed 000's comparison).
+
+    The results are also written as ``OUT/compare.json`` and ``OUT/compare.csv``.
+
+    Parameters
+    ----------
+    entries : list of dict
+        Pairs entries with ``split`` (``train`` and ``test`` or ``val``).
+    out_dir : path-like
+        Where each run and the results go.
+    configs : dict of TrainConfig
+        Model name (``pix2pix``, ``unet``) to its training config.
+    n_peaks : sequence of int
+        Peak counts to try.
+    working_pixel_um : float
+        The contracts' working pixel.
+    padding : str
+        The contracts' padding (``white``, ...).
+    cancel : CancelToken, optional
+        Checked every training step; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Training steps over all runs, with a stage per peak count and model.
+
+    Returns
+    -------
+    dict
+        ``held_out`` (the split evaluated), ``models``, ``runs`` (metrics per run) and ``table``
+        (:func:`comparison_table`).
+
+    Raises
+    ------
+    ValueError
+        No training sample, or no held-out (``test`` or ``val``) sample.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     held = "test" if any(e["split"] == "test" for e in entries) else "val"
@@ -104,7 +155,7 @@ def iter_compare(
 
 
 def _finished(path: Path, cfg: TrainConfig, contract) -> bool:
-    """A run from an earlier call that already reached its last step with the same settings."""
+    """Tell whether an earlier call's run already reached its last step with the same settings."""
     if not path.is_file():
         return False
     ck = load_checkpoint(path)
@@ -116,7 +167,19 @@ def _finished(path: Path, cfg: TrainConfig, contract) -> bool:
 
 
 def comparison_table(results: dict) -> list[dict]:
-    """One row per peak count: each model's mean MI/SSIM and, with both models, pix2pix - U-Net."""
+    """Tabulate a comparison: one row per peak count.
+
+    Parameters
+    ----------
+    results : dict
+        From :func:`iter_compare`.
+
+    Returns
+    -------
+    list of dict
+        Each model's mean MI and SSIM, and with both models ``delta_mi``/``delta_ssim`` (pix2pix -
+        U-Net).
+    """
     rows = []
     for n in sorted({r["n_peaks"] for r in results["runs"].values()}):
         row: dict = {"n_peaks": n}
@@ -132,7 +195,18 @@ def comparison_table(results: dict) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """The paper-style table as text."""
+    """Format the comparison table as text, paper style.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`comparison_table`.
+
+    Returns
+    -------
+    str
+        A header, a rule and one line per row.
+    """
     keys = list(dict.fromkeys(k for r in rows for k in r))
     head = " ".join(f"{k:>12s}" for k in keys)
     lines = [head, "-" * len(head)]

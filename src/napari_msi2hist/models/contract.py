@@ -42,6 +42,12 @@ class ChannelMismatchError(ContractMismatchError):
 
 @dataclass(frozen=True)
 class ChannelContract:
+    """What a model expects of its MSI input: m/z channels, extraction, scaling, grid and padding.
+
+    Stored in every checkpoint; an input that does not satisfy it is refused
+    (:func:`prepare_input`).
+    """
+
     mz: tuple[float, ...]
     tolerance_value: float = 10.0
     tolerance_unit: str = "ppm"
@@ -59,17 +65,27 @@ class ChannelContract:
 
     @property
     def tolerance(self) -> Tolerance:
+        """The m/z window of the extraction, as a :class:`~napari_msi2hist.config.Tolerance`."""
         return Tolerance(self.tolerance_value, self.tolerance_unit)
 
     @property
     def n_channels(self) -> int:
+        """The number of m/z channels."""
         return len(self.mz)
 
     @property
     def pad_value(self) -> float:
+        """The input value beyond the measured tissue (-1 black, +1 white)."""
         return PAD_VALUES[self.padding]
 
     def as_dict(self) -> dict:
+        """Return the contract as JSON-able values (stored in checkpoints).
+
+        Returns
+        -------
+        dict
+            Field name to value, tuples as lists of float.
+        """
         d = asdict(self)
         for k in ("mz", "scale", "lo", "hi"):
             d[k] = [float(v) for v in d[k]]
@@ -77,13 +93,41 @@ class ChannelContract:
 
     @classmethod
     def from_dict(cls, d: dict) -> ChannelContract:
+        """Rebuild a contract from :meth:`as_dict`'s values.
+
+        Parameters
+        ----------
+        d : dict
+            The stored contract.
+
+        Returns
+        -------
+        ChannelContract
+            The contract.
+        """
         d = dict(d)
         for k in ("mz", "scale", "lo", "hi"):
             d[k] = tuple(float(v) for v in d.get(k, ()))
         return cls(**d)
 
     def with_stats(self, stacks: list[np.ndarray], masks: list[np.ndarray]) -> ChannelContract:
-        """Measure the per-channel statistics on training stacks ``(C, Y, X)`` (measured pixels only)."""
+        """Measure the per-channel scaling on training stacks (measured pixels only).
+
+        ``scale`` is each channel's median positive intensity; ``lo``/``hi`` are the 1st and 99th
+        percentiles of ``log1p(x / scale)``.
+
+        Parameters
+        ----------
+        stacks : list of ndarray
+            ``(C, Y, X)`` ion images, one per training sample.
+        masks : list of ndarray
+            ``(Y, X)`` measured pixels of each.
+
+        Returns
+        -------
+        ChannelContract
+            A copy with ``scale``, ``lo`` and ``hi`` set.
+        """
         vals = [s[:, m] for s, m in zip(stacks, masks, strict=True)]
         allv = np.concatenate(vals, axis=1).astype(np.float64)
         scale = []
@@ -106,8 +150,27 @@ class ChannelContract:
 
 
 def match_channels(contract: ChannelContract, available_mz, source: str = "") -> np.ndarray:
-    """Index into ``available_mz`` for every contract m/z (nearest within the contract's tolerance);
-    raises :class:`ChannelMismatchError` listing the missing m/z."""
+    """Find every contract m/z among the available ones.
+
+    Parameters
+    ----------
+    contract : ChannelContract
+        Its m/z and tolerance.
+    available_mz : array_like
+        The m/z of the ion images at hand.
+    source : str
+        Named in the error.
+
+    Returns
+    -------
+    ndarray of int
+        Index into ``available_mz`` of the nearest m/z within tolerance, per contract m/z.
+
+    Raises
+    ------
+    ChannelMismatchError
+        Some contract m/z have none within tolerance (all of them are listed).
+    """
     avail = np.asarray(available_mz, dtype=np.float64)
     need = np.asarray(contract.mz, dtype=np.float64)
     tol = contract.tolerance.half_width(need)
@@ -122,7 +185,28 @@ def match_channels(contract: ChannelContract, available_mz, source: str = "") ->
 
 
 def normalise_channels(stack: np.ndarray, contract: ChannelContract) -> np.ndarray:
-    """Apply the per-channel scaling of the contract to a ``(C, Y, X)`` stack (any numeric dtype)."""
+    """Apply the contract's per-channel scaling to a stack.
+
+    ``2 (log1p(max(x, 0) / scale) - lo) / (hi - lo) - 1``: the training data's 1st..99th percentiles
+    map to [-1, 1].
+
+    Parameters
+    ----------
+    stack : ndarray
+        ``(C, Y, X)`` in the contract's channel order, any numeric dtype.
+    contract : ChannelContract
+        With statistics (:meth:`ChannelContract.with_stats`).
+
+    Returns
+    -------
+    ndarray
+        ``(C, Y, X)`` float32 model input.
+
+    Raises
+    ------
+    ValueError
+        The contract has no statistics yet.
+    """
     if not contract.scale:
         raise ValueError("the contract has no channel statistics yet (with_stats)")
     x = np.asarray(stack).astype(np.float64)
@@ -134,9 +218,25 @@ def normalise_channels(stack: np.ndarray, contract: ChannelContract) -> np.ndarr
 
 
 def output_grid(shape_yx, msi_pixel_um, working_pixel_um) -> tuple[int, int]:
-    """Shape of the working grid that spans the MSI pixel centres: pixel ``i`` of the working grid is at
-    world ``i * working_pixel_um`` (the MSI's pixel ``k`` is at ``k * msi_pixel_um``), so layers with
-    these scales overlay exactly in napari."""
+    """Compute the working grid that spans the MSI pixel centres.
+
+    Pixel ``i`` of the working grid is at world ``i * working_pixel_um`` (the MSI's pixel ``k`` is
+    at ``k * msi_pixel_um``), so layers with these scales overlay exactly in napari.
+
+    Parameters
+    ----------
+    shape_yx : tuple of int
+        The MSI grid's size.
+    msi_pixel_um : tuple of float
+        Its pixel size (yx um).
+    working_pixel_um : float
+        The working pixel.
+
+    Returns
+    -------
+    tuple of int
+        The working grid's size.
+    """
     return tuple(
         int(round((n - 1) * p / working_pixel_um)) + 1
         for n, p in zip(shape_yx, msi_pixel_um, strict=True)
@@ -146,7 +246,24 @@ def output_grid(shape_yx, msi_pixel_um, working_pixel_um) -> tuple[int, int]:
 def resample_to_working(
     img: np.ndarray, msi_pixel_um, working_pixel_um, order: int = 1
 ) -> np.ndarray:
-    """Resample ``(C, Y, X)`` from the MSI grid to the working grid (same world origin)."""
+    """Resample a stack from the MSI grid to the working grid (same world origin).
+
+    Parameters
+    ----------
+    img : ndarray
+        ``(C, Y, X)`` on the MSI grid.
+    msi_pixel_um : tuple of float
+        The MSI pixel size (yx um).
+    working_pixel_um : float
+        The working pixel.
+    order : int
+        Spline order (0 for masks).
+
+    Returns
+    -------
+    ndarray
+        ``(C, y, x)`` float32 on :func:`output_grid`; ``img`` itself when the pixels are equal.
+    """
     from scipy import ndimage as ndi
 
     ny, nx = output_grid(img.shape[-2:], msi_pixel_um, working_pixel_um)
@@ -163,8 +280,32 @@ def resample_to_working(
 
 
 def prepare_input(ions: IonImages, contract: ChannelContract) -> np.ndarray:
-    """Model input ``(C, Y, X)`` float32 on the working grid: channels picked and ordered by the
-    contract, scaled, resampled; unmeasured pixels get the padding value."""
+    """Build a model's input from ion images.
+
+    Channels picked and ordered by the contract, scaled, resampled to the working grid; unmeasured
+    pixels get the padding value.
+
+    Parameters
+    ----------
+    ions : IonImages
+        Ion images with a pixel size.
+    contract : ChannelContract
+        The model's contract.
+
+    Returns
+    -------
+    ndarray
+        ``(C, Y, X)`` float32 on the working grid.
+
+    Raises
+    ------
+    ChannelMismatchError
+        Contract m/z missing from the ion images.
+    ContractMismatchError
+        Ion images extracted with another tolerance or normalisation.
+    MissingPixelSize
+        The ion images have no pixel size.
+    """
     idx = match_channels(contract, ions.mz, ions.source)
     if ions.norm != contract.spectrum_norm or ions.tolerance != contract.tolerance:
         raise ContractMismatchError(

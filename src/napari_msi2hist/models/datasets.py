@@ -45,6 +45,8 @@ GLASS_RGB = (243, 241, 245)
 
 @dataclass
 class PairedSample:
+    """One MSI/H&E pair on the working grid, as training sees it."""
+
     name: str
     x: np.ndarray  # (C, Y, X) float32, model input space
     y: np.ndarray  # (3, Y, X) float32 in [-1, 1]
@@ -53,8 +55,21 @@ class PairedSample:
 
 
 def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares affine ``dst = A @ src + t`` (yx, um): the project's one landmark fitter,
-    :func:`napari_msi2hist.registration.landmarks.fit_linear`, as ``(A, t)``."""
+    """Fit a least-squares affine ``dst = A @ src + t`` to landmarks (yx, um).
+
+    The project's one landmark fitter, :func:`napari_msi2hist.registration.landmarks.fit_linear`, as
+    ``(A, t)``.
+
+    Parameters
+    ----------
+    src_yx, dst_yx : ndarray
+        ``(N, 2)`` paired points (at least 3), yx um.
+
+    Returns
+    -------
+    A, t : ndarray
+        The 2x2 matrix and the offset.
+    """
     from ..registration.landmarks import fit_linear
 
     m = fit_linear(np.asarray(src_yx, float), np.asarray(dst_yx, float), "affine")
@@ -64,8 +79,31 @@ def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.nd
 def he_on_msi_grid(
     he_rgb: np.ndarray, he_px, msi_to_he, grid_shape, working_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample the H&E at the world positions of the MSI working grid (area-averaged to the working
-    pixel). ``msi_to_he`` maps (N, 2) yx um points. Returns ``(Y, X, 3)`` uint8 and a validity mask."""
+    """Sample the H&E at the world positions of the MSI working grid.
+
+    The H&E is box-filtered to about the working pixel first (area-averaged); outside it the glass
+    colour is used.
+
+    Parameters
+    ----------
+    he_rgb : ndarray
+        ``(Y, X, 3)`` uint8 H&E.
+    he_px : tuple of float
+        Its pixel size (yx um).
+    msi_to_he : callable
+        Maps ``(N, 2)`` MSI world points (yx um) to H&E world points.
+    grid_shape : tuple of int
+        The working grid's size.
+    working_px : float
+        The working pixel (um).
+
+    Returns
+    -------
+    rgb : ndarray
+        ``(y, x, 3)`` uint8 H&E on the working grid.
+    valid : ndarray of bool
+        ``(y, x)`` where the sample came from inside the H&E.
+    """
     from scipy import ndimage as ndi
 
     ny, nx = grid_shape
@@ -91,6 +129,30 @@ def make_sample(
     contract: ChannelContract,
     split: str = "train",
 ) -> PairedSample:
+    """Pair ion images with their H&E on the contract's working grid.
+
+    Parameters
+    ----------
+    name : str
+        The sample's name.
+    ions : IonImages
+        Ion images matching the contract.
+    he_rgb : ndarray
+        ``(Y, X, 3)`` uint8 H&E.
+    he_px : tuple of float
+        Its pixel size (yx um).
+    msi_to_he : callable
+        Maps MSI world points (yx um) to H&E world points.
+    contract : ChannelContract
+        The model's contract.
+    split : str
+        ``train``, ``val`` or ``test``.
+
+    Returns
+    -------
+    PairedSample
+        The model input ``x``, the H&E ``y`` in [-1, 1] and its validity mask.
+    """
     x = prepare_input(ions, contract)
     rgb, valid = he_on_msi_grid(he_rgb, he_px, msi_to_he, x.shape[1:], contract.working_pixel_um)
     y = (np.moveaxis(rgb, -1, 0).astype(np.float32) / 127.5) - 1.0
@@ -123,8 +185,10 @@ def _align_function(align, base: Path):
 
 
 def _load_yaml_no_aliases(path: Path):
-    """``yaml.safe_load`` of a small file that refuses anchors and aliases (a 1 KB file of nested
-    aliases expands to gigabytes) and names the file in every error."""
+    """Load a small YAML file with ``yaml.safe_load``, refusing anchors and aliases.
+
+    (a 1 KB file of nested aliases expands to gigabytes) and names the file in every error.
+    """
     import yaml
 
     try:
@@ -144,7 +208,27 @@ def _load_yaml_no_aliases(path: Path):
 
 
 def read_pairs_yaml(path: str | os.PathLike) -> list[PairEntry]:
-    """The entries of a pairs YAML file, validated, with paths resolved against its folder."""
+    """Read the entries of a pairs YAML file, validated, with paths resolved against its folder.
+
+    YAML aliases are refused (no alias expansion); every sample needs ``imzml`` and ``he``, a known
+    ``split`` and a valid alignment (``aligned``, or a mapping of file paths: ``truth``,
+    ``transform``, landmarks); names must not repeat.
+
+    Parameters
+    ----------
+    path : path-like
+        The pairs file.
+
+    Returns
+    -------
+    list of PairEntry
+        One per sample.
+
+    Raises
+    ------
+    ValueError
+        A malformed file or sample (the message names the file and the sample).
+    """
     from .._files import validate_name
 
     path = Path(path)
@@ -222,8 +306,35 @@ def contract_from_data(
     working_pixel_um: float = 10.0,
     padding: str = "white",
 ) -> tuple[ChannelContract, list[IonImages]]:
-    """A channel contract from the training samples: m/z (top-N of the first training sample's mean
-    spectrum, unless given), then statistics over all training samples' ion images."""
+    """Build a channel contract from the training samples.
+
+    The m/z are the top N of the first training sample's mean spectrum, unless given; the channel
+    statistics come from all training samples' ion images.
+
+    Parameters
+    ----------
+    entries : list of dict
+        Pairs entries (all samples; ``split`` picks the training ones).
+    n_peaks : int
+        Peaks to pick when ``mz`` is None.
+    mz : list of float, optional
+        The m/z channels.
+    tolerance : Tolerance
+        Window half-width of the extraction.
+    norm : str
+        Per-spectrum normalisation of the extraction.
+    working_pixel_um : float
+        The model's working pixel.
+    padding : str
+        How the input beyond the tissue is padded (``white``, ...).
+
+    Returns
+    -------
+    contract : ChannelContract
+        With statistics.
+    stacks : list of IonImages
+        Every entry's ion images, in order (reused by :func:`load_samples`).
+    """
     train = [e for e in entries if e["split"] == "train"] or entries
     if mz is None:
         with ImzMLFile(train[0]["imzml"]) as imz:
@@ -251,6 +362,28 @@ def load_samples(
     contract: ChannelContract,
     stacks: list[IonImages] | None = None,
 ) -> list[PairedSample]:
+    """Load paired samples for pairs entries on a contract's grid.
+
+    Parameters
+    ----------
+    entries : list of dict
+        Pairs entries.
+    contract : ChannelContract
+        The model's contract.
+    stacks : list of IonImages, optional
+        Ion images already extracted, one per entry (from :func:`contract_from_data`); else
+        extracted here.
+
+    Returns
+    -------
+    list of PairedSample
+        One per entry, in order.
+
+    Raises
+    ------
+    MissingPixelSize
+        An H&E or MSI without a pixel size (none given in the entry).
+    """
     out = []
     for i, e in enumerate(entries):
         if stacks is not None:
@@ -284,7 +417,23 @@ def load_samples(
 
 
 def split_by_sample(samples: list[PairedSample]) -> tuple[list[PairedSample], list[PairedSample]]:
-    """Training and validation sets by sample (whole images), never by patch."""
+    """Split samples into training and validation sets by sample (whole images), never by patch.
+
+    Parameters
+    ----------
+    samples : list of PairedSample
+        The samples, each with its ``split``.
+
+    Returns
+    -------
+    train, val : list of PairedSample
+        The ``train`` and ``val`` samples (``test`` ones are left out).
+
+    Raises
+    ------
+    ValueError
+        A sample name in both sets.
+    """
     train = [s for s in samples if s.split == "train"]
     val = [s for s in samples if s.split == "val"]
     names_t, names_v = {s.name for s in train}, {s.name for s in val}
@@ -294,8 +443,11 @@ def split_by_sample(samples: list[PairedSample]) -> tuple[list[PairedSample], li
 
 
 class PatchSampler:
-    """Random crops with flips and 90-degree rotations; ``patch=0`` returns whole images (padded to the
-    network's multiple). Deterministic from the ``rng`` it is given."""
+    """Random crops of the samples with flips and 90-degree rotations.
+
+    ``patch=0`` returns whole images (padded to the network's multiple). Deterministic from the
+    ``rng`` it is given.
+    """
 
     def __init__(self, samples: list[PairedSample], patch: int, multiple: int, pad_value: float):
         if not samples:
@@ -313,6 +465,23 @@ class PatchSampler:
         return x, y
 
     def batch(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw a batch of augmented crops (or whole images).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The source of randomness (same state, same batch).
+        n : int
+            Batch size.
+
+        Returns
+        -------
+        x : ndarray
+            ``(n, C, p, p)`` model inputs (whole images padded to the largest and to the multiple when
+            ``patch`` is 0).
+        y : ndarray
+            ``(n, 3, p, p)`` H&E targets in [-1, 1] (padding white).
+        """
         xs, ys = [], []
         for _ in range(n):
             s = self.samples[int(rng.integers(len(self.samples)))]

@@ -50,9 +50,18 @@ class DomainReport:
 
     @property
     def ok(self) -> bool:
+        """Tell whether the data look in-domain (no warnings)."""
         return not self.warnings
 
     def summary(self) -> str:
+        """Summarise the report in one line.
+
+        Returns
+        -------
+        str
+            Model m/z inside the file's range, channels without signal, the intensity ratio to training
+            and the fraction of values outside the training range.
+        """
         cov = (
             f"{self.n_in_range}/{self.n_channels} model m/z inside the file's range "
             f"{self.mz_range[0]:.1f}-{self.mz_range[1]:.1f}"
@@ -73,8 +82,9 @@ def check_input_domain(
     mz_range: tuple[float, float] | None = None,
     source: str = "",
 ) -> DomainReport:
-    """Compare an ion-image stack ``(C, Y, X)`` (channels ``available_mz``, measured pixels ``mask``)
-    with the training statistics stored in ``contract``.
+    """Compare ion images with the training statistics stored in a contract.
+
+    The stack is ``(C, Y, X)`` with channels ``available_mz`` and measured pixels ``mask``.
 
     Parameters
     ----------

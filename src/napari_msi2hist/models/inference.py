@@ -20,6 +20,23 @@ from ..progress import CancelToken, Progress, run_to_end
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """Choose the torch device.
+
+    Parameters
+    ----------
+    device : str
+        ``auto`` (CUDA, else Apple MPS, else CPU), or a torch device name.
+
+    Returns
+    -------
+    torch.device
+        The device.
+
+    Raises
+    ------
+    RuntimeError
+        ``cuda`` or ``mps`` asked for but not available (never a silent fallback).
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -36,7 +53,23 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering ``[0, n)`` with tiles of ``tile`` overlapping by at least ``overlap``."""
+    """Place tiles along one axis.
+
+    Parameters
+    ----------
+    n : int
+        Axis length.
+    tile : int
+        Tile length.
+    overlap : int
+        Minimum overlap of neighbouring tiles.
+
+    Returns
+    -------
+    list of int
+        Start offsets covering ``[0, n)``; the last tile ends at ``n`` (a single tile at 0 when ``n
+        <= tile``).
+    """
     if n <= tile:
         return [0]
     stride = max(1, tile - overlap)
@@ -45,7 +78,22 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
 
 
 def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """Separable weight: raised-cosine ramps of ``overlap`` pixels at the edges, 1 inside, >= eps."""
+    """Build the separable blending weight of a tile.
+
+    Raised-cosine ramps of ``overlap`` pixels at the edges, 1 inside, never below 1e-3.
+
+    Parameters
+    ----------
+    tile : int
+        Tile side.
+    overlap : int
+        Ramp length (0: flat).
+
+    Returns
+    -------
+    ndarray
+        ``(tile, tile)`` float64 weights.
+    """
     w = np.ones(tile, dtype=np.float64)
     if overlap > 0:
         r = np.arange(overlap, dtype=np.float64)
@@ -58,6 +106,8 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InferenceOptions:
+    """How inference runs: tiling, batching, device and precision; one default each."""
+
     tile: int = 256
     overlap: int = 32
     batch_size: int | None = None  # None: 1 on CPU, from free memory on GPU
@@ -87,10 +137,34 @@ def iter_infer(
     pad_value: float = 1.0,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
-    """Run ``model`` over ``x`` (``(C, Y, X)`` float32 in model input space) tile by tile.
+    """Run a model over an image tile by tile, blending the overlaps.
 
-    Returns the ``(out_C, Y, X)`` float32 output in model output space ([-1, 1] for the generators).
-    Each tile is padded with ``pad_value`` beyond the image border (the model contract's padding)."""
+    Each tile is padded with ``pad_value`` beyond the image border (the model contract's padding).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The generator (its ``multiple`` rounds the tile size).
+    x : ndarray
+        ``(C, Y, X)`` float32 in model input space.
+    opts : InferenceOptions
+        Tile size, overlap, blending, batch, device, precision.
+    pad_value : float
+        Input value beyond the image.
+    cancel : CancelToken, optional
+        Checked between batches of tiles; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+        Tiles done (stage ``synthesis``).
+
+    Returns
+    -------
+    ndarray
+        ``(out_C, Y, X)`` float32 in model output space ([-1, 1] for the generators).
+    """
     device = pick_device(opts.device)
     mult = getattr(model, "multiple", 1)
     tile = max(mult, int(math.ceil(opts.tile / mult)) * mult)
@@ -158,9 +232,38 @@ def iter_infer(
 def infer(
     model, x, opts: InferenceOptions = InferenceOptions(), pad_value: float = 1.0
 ) -> np.ndarray:
+    """Run a model over an image: :func:`iter_infer` run to the end.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The generator.
+    x : ndarray
+        ``(C, Y, X)`` float32 input.
+    opts : InferenceOptions
+        Tiling, device, precision.
+    pad_value : float
+        Input value beyond the image.
+
+    Returns
+    -------
+    ndarray
+        ``(out_C, Y, X)`` float32 output.
+    """
     return run_to_end(iter_infer(model, x, opts, pad_value))
 
 
 def to_rgb_uint8(out: np.ndarray) -> np.ndarray:
-    """``(3, Y, X)`` in [-1, 1] to ``(Y, X, 3)`` uint8."""
+    """Convert generator output to an RGB image.
+
+    Parameters
+    ----------
+    out : ndarray
+        ``(C, Y, X)`` in [-1, 1]; the first three channels are used.
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X, 3)`` uint8, ``(v + 1) * 127.5`` rounded and clipped.
+    """
     return np.clip(np.round((np.moveaxis(out[:3], 0, -1) + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -30,6 +30,26 @@ def _norm(kind: str, ch: int) -> nn.Module:
 
 
 class UNetGenerator(nn.Module):
+    """The pix2pix U-Net generator for any number of MSI channels (see the module docstring).
+
+    Parameters
+    ----------
+    in_channels : int
+        MSI channels (at least 1).
+    out_channels : int
+        Output channels (3 for RGB).
+    ngf : int
+        Filters of the first layer (doubling per level, at most ``8 * ngf``).
+    depth : int
+        Levels (at least 2); inputs must be divisible by ``2**depth``.
+    norm : {"batch", "instance", "none"}
+        Normalisation layers.
+    dropout : float
+        Dropout probability in the innermost decoder layers.
+    n_dropout : int
+        How many innermost decoder layers have dropout.
+    """
+
     def __init__(
         self,
         in_channels: int,
@@ -78,9 +98,22 @@ class UNetGenerator(nn.Module):
 
     @property
     def multiple(self) -> int:
+        """The size inputs must be a multiple of (``2**depth``)."""
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Translate MSI to H&E.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, in_channels, H, W)``, ``H`` and ``W`` divisible by ``2**depth``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, out_channels, H, W)`` in [-1, 1].
+        """
         skips = []
         h = x
         for down in self.downs:
@@ -118,11 +151,34 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Score patches as real or synthetic.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, in_channels, H, W)``: the MSI and an H&E, concatenated.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, 1, h, w)`` logits, one per patch.
+        """
         return self.net(x)
 
 
 def patch_receptive_field(n_layers: int) -> int:
-    """Receptive field (pixels) of :class:`PatchDiscriminator` with ``n_layers`` strided layers."""
+    """Compute the receptive field of :class:`PatchDiscriminator`.
+
+    Parameters
+    ----------
+    n_layers : int
+        Its strided layers.
+
+    Returns
+    -------
+    int
+        Receptive field in pixels (70 for 3 layers).
+    """
     rf = 1
     # walk back from the output: two stride-1 4x4 convs, then n_layers stride-2 4x4 convs
     for stride in [1, 1] + [2] * n_layers:
@@ -131,6 +187,18 @@ def patch_receptive_field(n_layers: int) -> int:
 
 
 class PixelDiscriminator(nn.Module):
+    """A 1x1 PatchGAN: scores every pixel of ``cat(input, output)`` on its own.
+
+    Parameters
+    ----------
+    in_channels : int
+        MSI channels + 3.
+    ndf : int
+        Filters of the first layer.
+    norm : {"batch", "instance", "none"}
+        Normalisation.
+    """
+
     def __init__(self, in_channels: int, ndf: int = 64, norm: str = "batch"):
         super().__init__()
         self.net = nn.Sequential(
@@ -143,6 +211,18 @@ class PixelDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Score pixels as real or synthetic.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, in_channels, H, W)``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, 1, H, W)`` logits.
+        """
         return self.net(x)
 
 
@@ -176,9 +256,22 @@ class BaselineUNet(nn.Module):
 
     @property
     def multiple(self) -> int:
+        """The size inputs must be a multiple of (``2**depth``)."""
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Translate MSI to H&E.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, in_channels, H, W)``, ``H`` and ``W`` divisible by ``2**depth``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, out_channels, H, W)`` in [-1, 1] (``tanh``).
+        """
         skips = []
         h = x
         for e in self.enc:
@@ -192,7 +285,17 @@ class BaselineUNet(nn.Module):
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """pix2pix initialisation: conv weights N(0, std), norm scales N(1, std), biases 0."""
+    """Initialise a network as pix2pix does.
+
+    Conv weights N(0, std), batch-norm scales N(1, std), biases 0.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network, changed in place.
+    std : float
+        Standard deviation.
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, std)
@@ -208,7 +311,23 @@ DISCRIMINATORS = {"patch": PatchDiscriminator, "pixel": PixelDiscriminator}
 
 
 def build_generator(arch: dict) -> nn.Module:
-    """Build a generator from its checkpoint ``arch`` dict (``{"name": ..., **kwargs}``)."""
+    """Build a generator from its checkpoint ``arch`` dict (``{"name": ..., **kwargs}``).
+
+    Parameters
+    ----------
+    arch : dict
+        ``name`` (``unet_generator`` or ``baseline_unet``) and the class's keyword arguments.
+
+    Returns
+    -------
+    torch.nn.Module
+        The generator, freshly initialised by PyTorch.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    """
     kw = dict(arch)
     name = kw.pop("name")
     if name not in GENERATORS:
@@ -217,6 +336,23 @@ def build_generator(arch: dict) -> nn.Module:
 
 
 def build_discriminator(arch: dict) -> nn.Module:
+    """Build a discriminator from its ``arch`` dict (``{"name": ..., **kwargs}``).
+
+    Parameters
+    ----------
+    arch : dict
+        ``name`` (``patch`` or ``pixel``) and the class's keyword arguments.
+
+    Returns
+    -------
+    torch.nn.Module
+        The discriminator.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    """
     kw = dict(arch)
     name = kw.pop("name")
     if name not in DISCRIMINATORS:

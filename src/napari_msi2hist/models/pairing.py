@@ -24,7 +24,20 @@ class PairOverlapError(ValueError):
 
 
 def tissue_area_um2(he_rgb: np.ndarray, he_pixel_um) -> float:
-    """Area of stained tissue in an H&E (um^2), measured on at most about a million pixels."""
+    """Measure the area of stained tissue in an H&E, on at most about a million pixels.
+
+    Parameters
+    ----------
+    he_rgb : ndarray
+        ``(Y, X, 3)`` H&E.
+    he_pixel_um : tuple of float
+        Its pixel size (yx um).
+
+    Returns
+    -------
+    float
+        Tissue area in um^2.
+    """
     h, w = he_rgb.shape[:2]
     step = max(1, int(np.ceil(np.sqrt(h * w / 1e6))))
     frac = float(tissue_mask(np.asarray(he_rgb)[::step, ::step, :3]).mean())
@@ -38,8 +51,10 @@ def footprint_overlap(
     contract: ChannelContract,
     he_tissue_um2: float,
 ) -> float:
-    """Area where the MSI's measured footprint lands on H&E tissue, as a fraction of the smaller of
-    the MSI footprint and the H&E's tissue area (1: one lies wholly on the other; 0: no overlap).
+    """Measure how much of the MSI's measured footprint lands on H&E tissue.
+
+    The overlap is a fraction of the smaller of the MSI footprint and the H&E's tissue area (1: one
+    lies wholly on the other; 0: no overlap).
 
     Parameters
     ----------
@@ -79,7 +94,33 @@ def check_pair_overlap(
     he_rgb: np.ndarray,
     he_pixel_um,
 ) -> float:
-    """:func:`footprint_overlap`, raising :class:`PairOverlapError` below ``MIN_OVERLAP``."""
+    """Refuse a pair whose MSI footprint misses the H&E tissue.
+
+    Parameters
+    ----------
+    sample : PairedSample
+        The pair as training sees it.
+    msi_mask : ndarray of bool
+        The MSI's measured pixels on its own grid.
+    msi_pixel_um : tuple of float
+        The MSI pixel size (yx um).
+    contract : ChannelContract
+        The model's contract (its working pixel).
+    he_rgb : ndarray
+        The H&E, for its tissue area.
+    he_pixel_um : tuple of float
+        The H&E pixel size (yx um).
+
+    Returns
+    -------
+    float
+        The overlap (:func:`footprint_overlap`).
+
+    Raises
+    ------
+    PairOverlapError
+        The overlap is below ``MIN_OVERLAP`` (the message names the sample and what to check).
+    """
     f = footprint_overlap(
         sample, msi_mask, msi_pixel_um, contract, tissue_area_um2(he_rgb, he_pixel_um)
     )
@@ -102,6 +143,7 @@ def check_entries_overlap(entries, samples: list[PairedSample], contract: Channe
     samples : list of PairedSample
         What :func:`~napari_msi2hist.models.datasets.load_samples` made of them.
     contract : ChannelContract
+        The model's contract (its working pixel).
 
     Raises
     ------

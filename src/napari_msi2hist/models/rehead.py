@@ -17,8 +17,9 @@ from torch import nn
 
 
 def load_reheaded(net: nn.Module, state: dict, what: str = "generator") -> list[str]:
-    """Load ``state`` into ``net`` except the tensors of its input layer, which keep their fresh
-    initialisation; returns the names of the tensors left out.
+    """Load a state into a network except its input layer's tensors.
+
+    The input layer keeps its fresh initialisation; the names of the tensors left out are returned.
 
     Parameters
     ----------
@@ -64,7 +65,22 @@ def load_reheaded(net: nn.Module, state: dict, what: str = "generator") -> list[
 
 
 def rehead_message(base_path: str, old_n: int, new_n: int, skipped: list[str]) -> str:
-    """The one line a user sees when a model is re-headed."""
+    """Write the one line a user sees when a model is re-headed.
+
+    Parameters
+    ----------
+    base_path : str
+        The base checkpoint.
+    old_n, new_n : int
+        Input channels of the base and of the new model.
+    skipped : list of str
+        The base's parameters not carried over (the new input layer).
+
+    Returns
+    -------
+    str
+        The message.
+    """
     return (
         f"re-headed {base_path}: kept its trained body and decoder, new input layer "
         f"({', '.join(skipped) or 'none'}) for {new_n} m/z channels (the base had {old_n})"
@@ -72,9 +88,21 @@ def rehead_message(base_path: str, old_n: int, new_n: int, skipped: list[str]) -
 
 
 def reheaded_contract_kwargs(base_contract) -> dict:
-    """``contract_from_data`` keywords for a re-head of a model with ``base_contract``: the new m/z
-    come from the data, but the grid, padding, tolerance and normalisation stay the base's (its decoder
-    was trained for them)."""
+    """Give ``contract_from_data`` the keywords for re-heading a model.
+
+    The new m/z come from the data, but the grid, padding, tolerance and normalisation stay the
+    base's (its decoder was trained for them).
+
+    Parameters
+    ----------
+    base_contract : ChannelContract
+        The base model's contract.
+
+    Returns
+    -------
+    dict
+        ``working_pixel_um``, ``padding``, ``norm`` and ``tolerance``.
+    """
     c = base_contract
     return {
         "working_pixel_um": c.working_pixel_um,

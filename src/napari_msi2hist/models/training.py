@@ -41,6 +41,20 @@ from .validation import validation_metrics
 
 
 def generator_arch(cfg: TrainConfig, in_channels: int) -> dict:
+    """Describe the generator a training config builds.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``model`` (``pix2pix`` or ``unet``), width, depth, norm and dropout.
+    in_channels : int
+        MSI channels of the contract.
+
+    Returns
+    -------
+    dict
+        The architecture (``name`` and its arguments), stored in the checkpoint.
+    """
     if cfg.model == "unet":
         return {
             "name": "baseline_unet",
@@ -62,6 +76,23 @@ def generator_arch(cfg: TrainConfig, in_channels: int) -> dict:
 
 def discriminator_arch(cfg: TrainConfig, in_channels: int) -> dict:
     # WGAN-GP's penalty is per sample: no batch norm in its critic
+    """Describe the PatchGAN discriminator a pix2pix training config builds.
+
+    It sees the MSI channels and the H&E (``in_channels + 3``); WGAN-GP's penalty is per sample, so
+    its critic uses instance norm, never batch norm.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Width, layers, norm and GAN mode.
+    in_channels : int
+        MSI channels of the contract.
+
+    Returns
+    -------
+    dict
+        The architecture (``name`` and its arguments).
+    """
     norm = "instance" if cfg.gan_mode == "wgangp" else cfg.norm
     return {
         "name": "patch",
@@ -130,8 +161,10 @@ def _load_state(net: nn.Module, state: dict, source) -> None:
 
 
 def _config_of_arch(cfg: TrainConfig, arch: dict) -> TrainConfig:
-    """``cfg`` with the generator fields of the architecture actually built (a base checkpoint's
-    or a resumed run's may differ from the command-line defaults)."""
+    """Return ``cfg`` with the generator fields of the architecture actually built.
+
+    (a base checkpoint's or a resumed run's may differ from the command-line defaults).
+    """
     from dataclasses import replace
 
     if arch.get("name") == "unet_generator":
@@ -182,13 +215,56 @@ def iter_train(
     keep: dict | None = None,
     rehead: bool = False,
 ) -> Generator[Progress, None, Path]:
-    """Train; yields ``Progress(step, max_steps, "train", info={...losses, val metrics, preview})`` and
+    """Train a generator (pix2pix or the baseline U-Net), resumably.
+
+    Train; yields ``Progress(step, max_steps, "train", info={...losses, val metrics, preview})`` and
     returns the path of the final checkpoint (``OUT_DIR/model.pt``). ``keep``, if given, receives the
     trained networks (``keep["generator"]``), e.g. for comparing DDP ranks.
 
     With ``base`` the contract's m/z must be the base's, unless ``rehead``: then the base's body and
     decoder are kept and a new input layer is built for ``contract``'s channels (models/rehead.py);
-    the first Progress then carries ``info["note"]`` saying so, and the checkpoint records it."""
+    the first Progress then carries ``info["note"]`` saying so, and the checkpoint records it.
+
+    Parameters
+    ----------
+    train, val : list of PairedSample
+        Training and validation samples on the contract's grid.
+    contract : ChannelContract
+        The MSI channel contract the samples were made with (stored in the checkpoint).
+    cfg : TrainConfig
+        Model, losses, optimiser, steps, checkpoint and validation cadence, seed, device.
+    out_dir : path-like
+        The run folder: ``checkpoints/``, ``model.pt``, ``metrics.jsonl``.
+    resume : bool
+        Continue from ``out_dir``'s last checkpoint (same contract).
+    base : path-like or Checkpoint, optional
+        A checkpoint to fine-tune from.
+    cancel : CancelToken, optional
+        Checked every step; a cancelled run saves a checkpoint first, then raises
+        :class:`~napari_msi2hist.progress.Cancelled`.
+    data_info : dict, optional
+        Recorded in the checkpoint (pairs file, sample names).
+    keep : dict, optional
+        Receives the trained networks (``keep["generator"]``).
+    rehead : bool
+        With ``base``: build a new input layer for ``contract``'s channels.
+
+    Yields
+    ------
+    Progress
+        One per step (``info``: the losses, and the validation metrics and preview when validated).
+
+    Returns
+    -------
+    Path
+        The final checkpoint, ``out_dir/model.pt``.
+
+    Raises
+    ------
+    ValueError
+        Nothing to resume, or a contract that differs from the run's or the base's (without
+        ``rehead``).
+    """
     rank, world = _dist_info()
     out = Path(out_dir)
     ck_dir = out / "checkpoints"

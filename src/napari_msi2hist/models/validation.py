@@ -1,5 +1,7 @@
-"""Validation during training: a generator's prediction of a whole sample, and MI/SSIM on the
-validation samples (with a preview image for the widget's live plot)."""
+"""Validation during training: whole-sample predictions and MI/SSIM on the validation samples.
+
+The preview image feeds the Train widget's live plot.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,29 @@ from .datasets import PairedSample
 def predict_sample(
     g: nn.Module, s: PairedSample, multiple: int, pad_value: float, device
 ) -> np.ndarray:
-    """Whole-image prediction of one sample, ``(Y, X, 3)`` uint8 (for previews and validation)."""
+    """Predict one sample's whole image (for previews and validation).
+
+    The input is padded to a multiple of ``multiple`` with ``pad_value`` and the prediction cropped
+    back; the network's train/eval mode is restored.
+
+    Parameters
+    ----------
+    g : torch.nn.Module
+        The generator.
+    s : PairedSample
+        The sample (its ``x``).
+    multiple : int
+        The generator's size multiple (2 ** its depth).
+    pad_value : float
+        Input value of the padding (the contract's).
+    device : str or torch.device
+        Where to run.
+
+    Returns
+    -------
+    ndarray
+        ``(Y, X, 3)`` uint8 synthetic H&E.
+    """
     from .inference import to_rgb_uint8
 
     h, w = s.x.shape[1:]
@@ -30,6 +54,28 @@ def predict_sample(
 
 
 def validation_metrics(g, samples, multiple, pad_value, device) -> tuple[dict, np.ndarray | None]:
+    """Score the generator on validation samples: mean MI and SSIM against their H&E.
+
+    Parameters
+    ----------
+    g : torch.nn.Module
+        The generator.
+    samples : list of PairedSample
+        Validation samples (may be empty).
+    multiple : int
+        The generator's size multiple.
+    pad_value : float
+        Input value of the padding.
+    device : str or torch.device
+        Where to run.
+
+    Returns
+    -------
+    metrics : dict
+        ``val_mi`` and ``val_ssim`` (over each sample's valid pixels); empty without samples.
+    preview : ndarray or None
+        The first sample's prediction, ``(Y, X, 3)`` uint8; None without samples.
+    """
     from .inference import to_rgb_uint8
 
     if not samples:

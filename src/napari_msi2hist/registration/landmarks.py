@@ -40,8 +40,8 @@ MAX_COORD_UM = 1e9  # a kilometre: anything larger is not a coordinate on a slid
 def check_landmark_pairs(moving, fixed, names=("moving landmarks", "fixed landmarks")) -> None:
     """Refuse landmark sets that cannot define a transform.
 
-    Unpaired, non-finite or absurdly large coordinates, repeated points, or (three or more) points
-    on one line.
+    Refused: unpaired, non-finite or absurdly large coordinates, repeated points, or (three or more)
+    points on one line.
 
     Parameters
     ----------
