@@ -32,6 +32,7 @@ from ..registration.pipeline import checkerboard
 from ._common import (
     cancel_if_running,
     layer_names,
+    layer_pixel_size,
     msi2hist_kind,
     refill_combo,
     show_user_error,
@@ -71,6 +72,17 @@ def _is_moving_candidate(ly) -> bool:
         and not getattr(ly, "multiscale", False)
         and ly.ndim == 2
     )
+
+
+def _apply_pixel_size(layer, v: float) -> None:
+    """A pixel size typed by the user, applied to the layer: its scale and our metadata (every
+    widget then sees it; the file is never changed)."""
+    if tuple(layer.scale[-2:]) != (v, v):
+        layer.scale = (*tuple(layer.scale[:-2]), v, v)
+    md = dict(layer.metadata.get("msi2hist", {}))
+    if md.get("pixel_size_um") != [v, v]:
+        md.update(pixel_size_um=[v, v], pixel_size_source="set in the viewer")
+        layer.metadata = {**layer.metadata, "msi2hist": md}
 
 
 def _source_file(layer) -> str:
@@ -215,21 +227,13 @@ class RegisterWidget(LandmarkMixin, QWidget):
     def _load_px(self, combo, box):
         name = combo.currentText()
         if name and name in self.viewer.layers:
-            ly = self.viewer.layers[name]
-            md = ly.metadata.get("msi2hist", {})
-            known = md.get("pixel_size_um") is not None or tuple(ly.scale[-2:]) != (1.0, 1.0)
-            box.setValue(float(ly.scale[-1]) if known else 0.0)
+            px = layer_pixel_size(self.viewer.layers[name])
+            box.setValue(float(px[-1]) if px else 0.0)
 
     def _set_px(self, combo, box):
         name, v = combo.currentText(), box.value()
-        if not name or name not in self.viewer.layers or v <= 0:
-            return
-        ly = self.viewer.layers[name]
-        if tuple(ly.scale[-2:]) != (v, v):
-            ly.scale = (*tuple(ly.scale[:-2]), v, v)
-        md = dict(ly.metadata.get("msi2hist", {}))
-        md.update(pixel_size_um=[v, v], pixel_size_source="set in the viewer")
-        ly.metadata = {**ly.metadata, "msi2hist": md}
+        if name and name in self.viewer.layers and v > 0:
+            _apply_pixel_size(self.viewer.layers[name], v)
 
     def save_transform(self, path: str | None = None) -> str | None:
         """Write the last registration as ``transform.json`` and ``transform.h5`` (atomic)."""
@@ -261,8 +265,7 @@ class RegisterWidget(LandmarkMixin, QWidget):
             raise ValueError(
                 f"{layer.name}: no pixel size; enter the {what} pixel size (um) in the widget"
             )
-        if tuple(layer.scale[-2:]) != (v, v):  # the layer follows the user's pixel size
-            layer.scale = (*tuple(layer.scale[:-2]), v, v)
+        _apply_pixel_size(layer, v)  # the layer follows the user's pixel size
         return (v, v)
 
     def _same_msi_layers(self, moving_layer):
