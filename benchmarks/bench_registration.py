@@ -43,18 +43,15 @@ from napari_msi2hist.models.synthesis import extract_for_contract, iter_synthesi
 from napari_msi2hist.msi.ion_images import total_ion_image  # noqa: E402
 from napari_msi2hist.phantom import PhantomConfig, make_phantom  # noqa: E402
 from napari_msi2hist.progress import run_to_end  # noqa: E402
-from napari_msi2hist.registration.intensity import (  # noqa: E402
-    RegistrationOptions,
-    msi_summary,
-    od_image,
-)
+from napari_msi2hist.registration.intensity import RegistrationOptions  # noqa: E402
 from napari_msi2hist.registration.pipeline import iter_register_msi  # noqa: E402
+from napari_msi2hist.registration.preprocess import msi_summary, od_image  # noqa: E402
 from napari_msi2hist.registration.transforms import Transform, sitk_image  # noqa: E402
 from napari_msi2hist.registration.verdict import (  # noqa: E402
     FAILED,
     OK,
+    cross_check_routes,
     judge,
-    route_disagreement_px,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +151,9 @@ def tre_px(tr: Transform, he_pts, msi_true, px) -> float:
     return float(np.median(landmark_tre_um(tr, msi_true, he_pts)) / px)
 
 
-def run_phantom(cfg: PhantomConfig, work: Path, ckpt, stages_syn, stages_dir) -> dict:
+def run_phantom(
+    cfg: PhantomConfig, work: Path, ckpt, stages_syn, stages_dir, second_view: bool = True
+) -> dict:
     d = work / f"s{cfg.seed}"
     ph = make_phantom(d, cfg, overwrite=True)
     px = cfg.msi_pixel_um
@@ -195,6 +194,7 @@ def run_phantom(cfg: PhantomConfig, work: Path, ckpt, stages_syn, stages_dir) ->
                 summary="pca",
                 opts=RegistrationOptions(stages=stages, seed=0),
                 msi_pixel_um=px,
+                second_view=second_view,
             )
         )
         res[route] = r
@@ -205,13 +205,20 @@ def run_phantom(cfg: PhantomConfig, work: Path, ckpt, stages_syn, stages_dir) ->
             "dice_before": r.metrics["before"]["dice"],
             "dice_after": r.metrics["after"]["dice"],
             "bspline": (r.transform.meta.get("bspline") or {}).get("accepted"),
+            "evidence": r.verdict["evidence"],
             "seconds": time.monotonic() - t,
         }
     # route agreement, judged on both results
-    dis = route_disagreement_px(res["synthesis"].transform, res["direct"].transform, he_pts, px)
+    cc = cross_check_routes(od_image(ph.he_rgb), he_px, res, he_pts, px)
+    dis = cc["disagreement_msi_px"]
     row["route_disagreement_px"] = dis
+    row["route_fits_worse"] = cc["fits_worse"]
     for route in ("synthesis", "direct"):
-        ev = dict(res[route].verdict["evidence"], route_disagreement_msi_px=dis)
+        ev = dict(
+            res[route].verdict["evidence"],
+            route_disagreement_msi_px=dis,
+            route_fits_worse=cc["fits_worse"][route],
+        )
         v = judge(ev)
         row[route]["verdict"], row[route]["reasons"] = v["verdict"], v["reasons"]
     t = time.monotonic()
@@ -251,47 +258,30 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+HEADER = (
+    f"{'seed':>4} {'texture':<22} {'cov':>4} {'pc':>2} {'mk':>2} {'fl':>2} {'def':>3} {'rot':>6} | "
+    f"{'synth px':>8} {'verdict':<8} | {'direct':>6} {'verdict':<8} | {'ref':>6} | {'routes':>6}"
+)
+
+
+def row_line(r: dict) -> str:
+    return (
+        f"{r['seed']:>4} {r['texture'][:22]:<22} {r['coverage']:>4.2f} {r['pieces']:>2} "
+        f"{int(r['marks']):>2} {int(r['flip']):>2} {r['deform_px']:>3.1f} {r['rotation_deg']:>6.1f} | "
+        f"{r['synthesis']['tre_px']:>8.2f} {r['synthesis']['verdict']:<8} | "
+        f"{r['direct']['tre_px']:>6.2f} {r['direct']['verdict']:<8} | {r['reference']['tre_px']:>6.2f} | "
+        f"{r['route_disagreement_px']:>6.2f}"
     )
-    ap.add_argument("--n", type=int, default=24, help="number of phantoms")
-    ap.add_argument("--only", default=None, help="comma list of phantom indices to run")
-    ap.add_argument("--cache", default="/tmp/msi2hist-bench", help="model + phantom cache")
-    ap.add_argument("--train-steps", type=int, default=600)
-    ap.add_argument("--stages", default="rigid,affine,bspline", help="synthesis route stages")
-    ap.add_argument("--direct-stages", default="rigid,affine")
-    ap.add_argument("--model", default=None, help="use this checkpoint instead (development only)")
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
-    cache = Path(a.cache)
-    ckpt = load_checkpoint(a.model or ensure_model(cache, a.train_steps))
-    cfgs = phantom_configs(a.n)
-    if a.only:
-        cfgs = [cfgs[int(i)] for i in a.only.split(",")]
-    rows = []
-    hdr = (
-        f"{'seed':>4} {'texture':<22} {'cov':>4} {'pc':>2} {'mk':>2} {'fl':>2} {'def':>3} {'rot':>6} | "
-        f"{'synth px':>8} {'verdict':<8} | {'direct':>6} {'verdict':<8} | {'ref':>6} | {'routes':>6}"
-    )
-    print(hdr, flush=True)
-    for cfg in cfgs:
-        r = run_phantom(
-            cfg,
-            cache / "bench_phantoms",
-            ckpt,
-            tuple(a.stages.split(",")),
-            tuple(a.direct_stages.split(",")),
-        )
-        rows.append(r)
-        print(
-            f"{r['seed']:>4} {r['texture'][:22]:<22} {r['coverage']:>4.2f} {r['pieces']:>2} "
-            f"{int(r['marks']):>2} {int(r['flip']):>2} {r['deform_px']:>3.1f} {r['rotation_deg']:>6.1f} | "
-            f"{r['synthesis']['tre_px']:>8.2f} {r['synthesis']['verdict']:<8} | "
-            f"{r['direct']['tre_px']:>6.2f} {r['direct']['verdict']:<8} | {r['reference']['tre_px']:>6.2f} | "
-            f"{r['route_disagreement_px']:>6.2f}",
-            flush=True,
-        )
+
+
+def print_table(rows: list[dict]) -> dict:
+    print(HEADER)
+    for r in rows:
+        print(row_line(r))
+    return print_summary(rows)
+
+
+def print_summary(rows: list[dict]) -> dict:
     s = summarise(rows)
     print("\nsummary (TRE in MSI pixels, median over tissue points inside the raster):")
     for k, v in s.items():
@@ -306,6 +296,74 @@ def main() -> int:
         "false alarms <= 10 %: "
         f"{'MET' if max(s['synthesis_false_alarm_rate'], s['direct_false_alarm_rate']) <= 0.1 else 'NOT MET'}"
     )
+    print("\nflagged rows (route, TRE px, verdict: reasons):")
+    for r in rows:
+        for route in ("synthesis", "direct"):
+            if r[route]["verdict"] != OK:
+                why = "; ".join(x for x in r[route]["reasons"] if not x.startswith("note"))
+                print(
+                    f"  {r['seed']} {route:<9} {r[route]['tre_px']:6.2f} {r[route]['verdict']}: {why}"
+                )
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--n", type=int, default=24, help="number of phantoms")
+    ap.add_argument("--only", default=None, help="comma list of phantom indices to run")
+    ap.add_argument("--cache", default="/tmp/msi2hist-bench", help="model + phantom cache")
+    ap.add_argument("--train-steps", type=int, default=600)
+    ap.add_argument("--stages", default="rigid,affine,bspline", help="synthesis route stages")
+    ap.add_argument("--direct-stages", default="rigid,affine")
+    ap.add_argument("--model", default=None, help="use this checkpoint instead (development only)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--no-second-view",
+        action="store_true",
+        help="each route ranks its poses by its own image only (registration.consensus off)",
+    )
+    ap.add_argument(
+        "--rejudge",
+        default=None,
+        help="re-judge the rows of an earlier --json with today's verdict rules (no registration)",
+    )
+    a = ap.parse_args()
+    if a.rejudge:
+        rows = json.loads(Path(a.rejudge).read_text())["rows"]
+        for r in rows:
+            for route in ("synthesis", "direct"):
+                ev = dict(
+                    r[route]["evidence"],
+                    route_disagreement_msi_px=r["route_disagreement_px"],
+                    route_fits_worse=(r.get("route_fits_worse") or {}).get(route),
+                )
+                v = judge(ev)
+                r[route]["verdict"], r[route]["reasons"] = v["verdict"], v["reasons"]
+        print_table(rows)
+        return 0
+    cache = Path(a.cache)
+    ckpt = load_checkpoint(a.model or ensure_model(cache, a.train_steps))
+    cfgs = phantom_configs(a.n)
+    if a.only:
+        cfgs = [cfgs[int(i)] for i in a.only.split(",")]
+    rows = []
+    print(HEADER, flush=True)
+    for cfg in cfgs:
+        r = run_phantom(
+            cfg,
+            cache / "bench_phantoms",
+            ckpt,
+            tuple(a.stages.split(",")),
+            tuple(a.direct_stages.split(",")),
+            second_view=not a.no_second_view,
+        )
+        rows.append(r)
+        print(row_line(r), flush=True)
+        if a.json:  # rows so far (a long run stopped early still leaves its figures)
+            Path(a.json).write_text(json.dumps({"rows": rows}, indent=1))
+    s = print_summary(rows)
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "summary": s}, indent=1))
     return 0

@@ -93,7 +93,7 @@ def run_demo(
     from .models.inference import InferenceOptions
     from .msi.ion_images import DEFAULT_TOLERANCE
     from .phantom import PhantomConfig, iter_make_phantom
-    from .registration.intensity import od_image
+    from .registration.preprocess import od_image
     from .workflows.peaks import iter_peaks
     from .workflows.register import (
         RegisterConfig,
@@ -184,14 +184,18 @@ def run_demo(
         if route == "synthesis":
             best, best_inputs = res, inp
     # the two routes check each other: far apart means one of them is wrong
-    from .registration.verdict import judge, route_disagreement_px
+    from .registration.verdict import cross_check_routes, judge
 
     tissue_pts = np.argwhere(ph.he_classes[0] < 0.3)[::25] * cfg.he_pixel_um
-    dis = route_disagreement_px(
-        results["synthesis"].transform, results["direct"].transform, tissue_pts, msi_px[0]
-    )
+    cc = cross_check_routes(fixed_od, he_px, results, tissue_pts, msi_px[0])
+    dis = cc["disagreement_msi_px"]
     for route, res in results.items():
-        v = judge(dict(res.verdict["evidence"], route_disagreement_msi_px=dis))
+        ev = dict(
+            res.verdict["evidence"],
+            route_disagreement_msi_px=dis,
+            route_fits_worse=cc["fits_worse"][route],
+        )
+        v = judge(ev)
         routes[route]["verdict"], routes[route]["verdict_reasons"] = v["verdict"], v["reasons"]
         routes[route]["route_disagreement_msi_px"] = dis
     warped = {

@@ -317,11 +317,6 @@ def test_lazy_resampling_of_the_whole_imzml(small_phantom):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression of the global pose search (issue 11): on this small phantom the direct "
-    "route picks a rival pose ~15 MSI px away; the verdict flags it as failed",
-)
 def test_direct_route_on_the_small_phantom_is_within_2_px(tmp_path, small_phantom):
     from napari_msi2hist.cli import main
 

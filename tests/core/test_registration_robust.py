@@ -79,6 +79,40 @@ def test_hard_phantoms_register_and_verdict_agrees(hard_phantoms):
         assert r.metrics["after"]["dice"] > r.metrics["before"]["dice"]
 
 
+def test_hard_phantoms_synthesis_route_with_both_views(hard_phantoms):
+    """Synthesis route on the hard kinds (partial raster, pieces, marks, flips, large turns), the
+    bundled model's synthetic H&E with the ion images as second view: every phantom within 2 MSI
+    px, none judged 'failed', and the search's ranking used both views."""
+    from napari_msi2hist.models.checkpoint import load_checkpoint
+    from napari_msi2hist.models.inference import InferenceOptions
+    from napari_msi2hist.models.synthesis import extract_for_contract, iter_synthesize
+
+    ckpt = load_checkpoint("demo")
+    for ph, _ in hard_phantoms:
+        with ImzMLFile(ph.paths["imzml"]) as imz:
+            ions = run_to_end(extract_for_contract(imz, ckpt))
+        syn = run_to_end(iter_synthesize(ions, ckpt, InferenceOptions(device="cpu")))
+        px = ph.config.msi_pixel_um
+        r = run_to_end(
+            iter_register_msi(
+                ph.he_rgb,
+                (ph.config.he_pixel_um,) * 2,
+                "synthesis",
+                syn.pixel_size_um,
+                synth_rgb=syn.rgb,
+                msi_stack=ions.stack,
+                msi_mask=ions.mask,
+                summary="pca",
+                opts=RegistrationOptions(stages=("rigid", "affine"), seed=0),
+                msi_pixel_um=px,
+            )
+        )
+        tre = _tre_px(ph, r.transform)
+        assert tre < 2.0, (ph.config.seed, tre)
+        assert r.transform.meta["search"]["second_view"] == "MSI summary"
+        assert r.verdict["verdict"] != "failed", r.verdict["reasons"]
+
+
 def test_a_wrong_pair_is_judged_failed(hard_phantoms):
     """The MSI of one section against the H&E of another: nothing can align; the verdict says so."""
     (ph_a, _), (_, ions_b) = hard_phantoms[0], hard_phantoms[1]
@@ -99,7 +133,7 @@ def test_a_wrong_pair_is_judged_failed(hard_phantoms):
 
 def test_five_runs_give_one_transform():
     ph = make_phantom(None, PhantomConfig(seed=44, procedural_size=160, rotation_deg=80.0))
-    from napari_msi2hist.registration.intensity import od_image
+    from napari_msi2hist.registration.preprocess import od_image
 
     he = od_image(ph.he_rgb)
     mov = ph.msi_fractions[1:].sum(0).astype(np.float32)
@@ -174,6 +208,60 @@ def test_verdict_rules():
         judge({"dice_after": 0.9, "search": rival, "moving_pixel_um": 20.0})["verdict"]
         == "doubtful"
     )
+    # a ranking with two views records its own gap: a candidate that lost by 40 % is no rival
+    assert (
+        judge(
+            {"dice_after": 0.9, "search": {**rival, "runner_up_gap": 0.4}, "moving_pixel_um": 20.0}
+        )["verdict"]
+        == "ok"
+    )
+    # disagreeing routes with the cross-check known: only the route whose pose fits worse is
+    # flagged, failed when far off; the other gets a note
+    base = {"dice_after": 0.9, "route_disagreement_msi_px": 3.0}
+    assert judge({**base, "route_fits_worse": True})["verdict"] == "doubtful"
+    better = judge({**base, "route_fits_worse": False})
+    assert better["verdict"] == "ok" and any(r.startswith("note") for r in better["reasons"])
+    far = {"dice_after": 0.9, "route_disagreement_msi_px": 30.0, "route_fits_worse": True}
+    assert judge(far)["verdict"] == "failed"
+
+
+def test_cross_check_blames_the_pose_both_images_like_less():
+    """Two results of one raster: one at the true pose, one shifted by 6 MSI px. Scored with each
+    route's own image and metric, the shifted one must fit worse."""
+    from types import SimpleNamespace
+
+    from napari_msi2hist.registration.transforms import Transform
+    from napari_msi2hist.registration.verdict import cross_check_routes
+
+    ph = make_phantom_for_cross_check()
+    fixed, he_px, synth, summary, msi_px = ph
+    good = Transform.from_moving_to_fixed_matrix(np.eye(3))
+    m = np.eye(3)
+    m[:2, 2] = (6 * msi_px, -3 * msi_px)
+    bad = Transform.from_moving_to_fixed_matrix(m)
+    res = {
+        "synthesis": SimpleNamespace(transform=bad, moving_image=synth, moving_px=(msi_px, msi_px)),
+        "direct": SimpleNamespace(transform=good, moving_image=summary, moving_px=(msi_px, msi_px)),
+    }
+    pts = np.argwhere(fixed > 0.5)[::9] * np.asarray(he_px)
+    cc = cross_check_routes(fixed, he_px, res, pts, msi_px)
+    assert cc["disagreement_msi_px"] == pytest.approx(np.hypot(6, 3), abs=0.01)
+    assert cc["fits_worse"] == {"synthesis": True, "direct": False}
+    assert cc["deficit"]["synthesis"] > 0.1 and cc["deficit"]["direct"] == 0.0
+
+
+def make_phantom_for_cross_check():
+    """A textured tissue on a 10 um H&E grid and two views of it on a 20 um MSI grid."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:160, :160]
+    tissue = (((yy - 80) / 55.0) ** 2 + ((xx - 75) / 40.0) ** 2 < 1).astype(float)
+    tex = ndi.gaussian_filter(rng.random((160, 160)), 3)
+    fixed = ndi.gaussian_filter(tissue * (0.6 + tex), 1).astype(np.float32)
+    synth = fixed[::2, ::2] + 0.05 * rng.random((80, 80)).astype(np.float32)
+    summary = (tissue * (1.5 - tex))[::2, ::2].astype(np.float32)  # other modality: anti-texture
+    return fixed, (10.0, 10.0), synth, summary, 20.0
 
 
 def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms):
@@ -232,3 +320,33 @@ def test_missing_pixel_size_message_names_the_options():
         resolve_pixel_size(None, None, "fixed", "he.png")
     assert resolve_pixel_size(None, 0.5, "moving") == (0.5, 0.5)
     assert resolve_pixel_size((2.0, 3.0), None, "moving") == (2.0, 3.0)
+
+
+def test_msi_cleaning_removes_stripes_spikes_and_drift():
+    from napari_msi2hist.registration.preprocess import clean_msi_image
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.indices((60, 70))
+    truth = 1.0 + 1.0 * (((yy - 30) / 14.0) ** 2 + ((xx - 33) / 18.0) ** 2 < 1)
+    gain = np.exp(0.2 * rng.standard_normal((60, 1))) * (1.0 - 0.4 * yy / 60)
+    raw = truth * gain * np.exp(0.03 * rng.standard_normal(truth.shape))
+    raw[rng.random(raw.shape) < 0.003] *= 30  # hot pixels
+    clean = clean_msi_image(raw)
+
+    def r(a):
+        return np.corrcoef(a.ravel(), truth.ravel())[0, 1]
+
+    assert r(clean) > 0.9 > r(np.clip(raw, 0, np.percentile(raw, 99))) + 0.1
+
+
+def test_glass_frame_is_left_out_beside_cut_tissue():
+    from napari_msi2hist.registration.preprocess import pad_with_glass
+
+    img = np.zeros((20, 30), np.float32)
+    tissue = np.zeros((20, 30), bool)
+    tissue[5:15, 0:10] = True  # the section is cut by the left border
+    img[tissue] = 2.0
+    framed, valid = pad_with_glass(img, tissue, None, 6)
+    assert framed.shape == (32, 42) and np.all(framed[:6] == 0.0)
+    assert not valid[6 + 8, 0:6].any()  # left of the cut tissue: unknown, not glass
+    assert valid[6 + 8, -6:].all() and valid[0].all()  # elsewhere the frame counts as glass

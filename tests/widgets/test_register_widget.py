@@ -27,6 +27,8 @@ def test_register_synthetic_he_to_he(
     assert w.result is not None and w.result.route == "synthesis", w.status.text()
     assert "MI" in w.metrics.text() and "Dice" in w.metrics.text()
     tr = w.result.transform
+    # the open MSI layer of the same file was the second view of the pose ranking
+    assert tr.meta["search"].get("second_view") == "MSI summary", tr.meta["search"]
     # every layer of this MSI got the affine, and napari maps data exactly as SimpleITK does
     for name in ("msi TIC", "msi synthetic H&E"):
         ly = viewer.layers[name]

@@ -17,6 +17,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..progress import CancelToken, Progress
+from .preprocess import downsample_to as _downsample_to
+from .sitk_stages import (
+    _evaluate,
+    _flip_x_affine,
+    _mask_img,
+    _method,
+    _run_linear,
+    _similarity_init,
+)
 from .transforms import Transform, sitk_image
 
 STAGES = ("rigid", "affine", "bspline")
@@ -42,6 +51,7 @@ class RegistrationOptions:
     scale_range: float = 1.25  # scales searched: [1/r, r] around the pixel-size ratio
     scale_steps: int = 5
     refine_top: int = 4  # best distinct search poses refined by the linear stages
+    view_refine: int = 2  # with a second view: its best starts refined on it too (consensus.py)
     affine_step: float = 0.2  # first step of the affine optimiser (physical-shift scaled)
     threads: int = 1  # ITK threads (a fixed number keeps results bit-identical)
     bspline_iterations: int = 50  # few iterations: a regulariser of their own
@@ -55,216 +65,6 @@ class RegistrationOptions:
     extra: dict = field(default_factory=dict)
 
 
-def od_image(rgb: np.ndarray) -> np.ndarray:
-    """Compute the optical density summed over RGB: tissue bright, glass about 0.
-
-    A unimodal representation of an H&E for registration.
-
-    Parameters
-    ----------
-    rgb : ndarray
-        ``(Y, X, 3)`` uint8, or floats in [0, 1].
-
-    Returns
-    -------
-    ndarray
-        ``(Y, X)`` float32 optical density.
-    """
-    f = np.asarray(rgb, dtype=np.float64)
-    f = f / 255.0 if np.asarray(rgb).dtype == np.uint8 or f.max() > 1.5 else f
-    return (-np.log(np.clip(f, 1 / 255, 1.0))).sum(-1).astype(np.float32)
-
-
-def msi_summary(stack: np.ndarray, kind: str = "tic", mask: np.ndarray | None = None) -> np.ndarray:
-    """Summarise an ion-image stack as one image for registration.
-
-    Parameters
-    ----------
-    stack : ndarray
-        ``(C, Y, X)`` ion images (a ``(Y, X)`` image passes through).
-    kind : {"tic", "pca"}
-        The sum of the channels, or the first principal component of the standardised channels over
-        ``mask`` (signed to correlate with the sum).
-    mask : ndarray of bool, optional
-        Measured pixels (for ``pca``).
-
-    Returns
-    -------
-    ndarray
-        ``(Y, X)`` float32 scaled so that the 1st..99th percentiles span [0, 1], clipped.
-    """
-    x = np.asarray(stack, dtype=np.float64)
-    if x.ndim == 2:
-        img = x
-    elif kind == "pca":
-        m = np.ones(x.shape[1:], bool) if mask is None else mask
-        v = x[:, m].T
-        v = (v - v.mean(0)) / (v.std(0) + 1e-12)
-        _, _, vt = np.linalg.svd(v, full_matrices=False)
-        img = np.zeros(x.shape[1:])
-        img[m] = v @ vt[0]
-        if np.corrcoef(img[m], x[:, m].sum(0))[0, 1] < 0:
-            img = -img
-    else:
-        img = x.sum(0)
-    lo, hi = np.percentile(img, [1, 99])
-    return np.clip((img - lo) / (hi - lo + 1e-12), 0, 1).astype(np.float32)
-
-
-def _downsample_to(img: np.ndarray, px, target_px: float) -> tuple[np.ndarray, tuple[float, float]]:
-    """Area-average an image to about ``target_px`` um pixels (never upsample)."""
-    from skimage.transform import downscale_local_mean
-
-    fy, fx = max(1, int(round(target_px / px[0]))), max(1, int(round(target_px / px[1])))
-    if fy == 1 and fx == 1:
-        return img.astype(np.float32), (float(px[0]), float(px[1]))
-    return downscale_local_mean(img, (fy, fx)).astype(np.float32), (px[0] * fy, px[1] * fx)
-
-
-def _metric(r, opts: RegistrationOptions):
-    kind = opts.metric or ("correlation" if opts.route == "synthesis" else "mattes")
-    if kind == "correlation":
-        r.SetMetricAsCorrelation()
-    elif kind == "mattes":
-        r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=opts.mattes_bins)
-    elif kind == "meansquares":
-        r.SetMetricAsMeanSquares()
-    else:
-        raise ValueError(f"unknown metric {kind!r}")
-    return kind
-
-
-def _method(opts: RegistrationOptions, level: int, bspline: bool = False, affine: bool = False):
-    import SimpleITK as sitk
-
-    r = sitk.ImageRegistrationMethod()
-    _metric(r, opts)
-    r.SetMetricSamplingStrategy(r.RANDOM)
-    # seed 0 means 'wall clock' to SimpleITK: offset it so that every seed is reproducible
-    r.SetMetricSamplingPercentage(opts.sampling, int(opts.seed) + 1)
-    r.SetInterpolator(sitk.sitkLinear)
-    if bspline:
-        r.SetOptimizerAsLBFGSB(
-            gradientConvergenceTolerance=1e-5,
-            numberOfIterations=opts.bspline_iterations,
-            maximumNumberOfCorrections=5,
-            maximumNumberOfFunctionEvaluations=4 * opts.bspline_iterations,
-        )
-    elif not affine:
-        r.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=1.0,
-            minStep=1e-4,
-            numberOfIterations=opts.iterations,
-            relaxationFactor=0.6,
-            gradientMagnitudeTolerance=1e-8,
-        )
-        r.SetOptimizerScalesFromPhysicalShift()
-    else:
-        # affine: small regular steps (a large first step lets the matrix run away on a flat
-        # correlation surface)
-        r.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=opts.affine_step,
-            minStep=1e-5,
-            numberOfIterations=opts.iterations,
-            relaxationFactor=0.7,
-            gradientMagnitudeTolerance=1e-9,
-        )
-        r.SetOptimizerScalesFromPhysicalShift()
-    k = level
-    r.SetShrinkFactorsPerLevel([opts.shrink[k]])
-    r.SetSmoothingSigmasPerLevel([opts.smooth_px[k]])
-    r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    return r
-
-
-def _evaluate(fixed, moving, transform, opts, fixed_mask=None, moving_mask=None) -> float:
-    import SimpleITK as sitk
-
-    r = sitk.ImageRegistrationMethod()
-    _metric(r, opts)
-    r.SetMetricSamplingStrategy(r.NONE)
-    if fixed_mask is not None:
-        r.SetMetricFixedMask(fixed_mask)
-    if moving_mask is not None:
-        r.SetMetricMovingMask(moving_mask)
-    r.SetInterpolator(sitk.sitkLinear)
-    r.SetInitialTransform(transform, inPlace=False)
-    try:
-        return float(r.MetricEvaluate(fixed, moving))
-    except RuntimeError:  # no overlap
-        return np.inf
-
-
-def _similarity_init(m_fixed_to_moving_yx: np.ndarray, center_xy):
-    """Build a SimpleITK Similarity2DTransform (fixed -> moving) from a 3x3 yx similarity matrix."""
-    import SimpleITK as sitk
-
-    a_xy = m_fixed_to_moving_yx[:2, :2][::-1, ::-1]
-    o_xy = m_fixed_to_moving_yx[:2, 2][::-1]
-    sc = float(np.sqrt(abs(np.linalg.det(a_xy))))
-    ang = float(np.arctan2(a_xy[1, 0], a_xy[0, 0]))
-    c = np.asarray(center_xy, float)
-    t = sitk.Similarity2DTransform()
-    t.SetCenter(tuple(c))
-    t.SetScale(sc)
-    t.SetAngle(ang)
-    r = np.asarray(t.GetMatrix()).reshape(2, 2)
-    t.SetTranslation(tuple(o_xy - c + r @ c))
-    return t
-
-
-def _flip_x_affine(width_um: float):
-    """(y, x) -> (y, width - x) as an ITK affine: maps the mirrored moving frame to the moving frame."""
-    import SimpleITK as sitk
-
-    t = sitk.AffineTransform(2)
-    t.SetMatrix((-1.0, 0.0, 0.0, 1.0))
-    t.SetTranslation((float(width_um), 0.0))
-    return t
-
-
-def _mask_img(mask: np.ndarray, px):
-    import SimpleITK as sitk
-
-    return sitk.Cast(sitk_image(mask.astype(np.float32), px), sitk.sitkUInt8)
-
-
-def _run_linear(fixed, moving, tr, opts, n_levels, fmask, mmask, cancel, progress, stages):
-    """Rigid/affine stages, coarse to fine, in place on ``tr``; yields (stage, level, metric)."""
-    import SimpleITK as sitk
-
-    current = tr
-    for stage in stages:
-        if stage == "rigid":
-            t = current
-        elif stage == "affine":
-            t = sitk.AffineTransform(2)
-            t.SetCenter(current.GetCenter())
-            t.SetMatrix(current.GetMatrix())
-            t.SetTranslation(current.GetTranslation())
-        else:
-            continue
-        for level in range(n_levels):
-            if cancel is not None:
-                cancel.check()
-            r = _method(opts, level, affine=stage == "affine")
-            if fmask is not None:
-                r.SetMetricFixedMask(fmask)
-            if mmask is not None:
-                r.SetMetricMovingMask(mmask)
-            r.SetInitialTransform(t, inPlace=True)
-            try:
-                r.Execute(fixed, moving)
-            except RuntimeError as e:
-                raise RuntimeError(
-                    f"{stage} registration failed at level {level}: {str(e).splitlines()[-1][:200]}"
-                ) from None
-            if progress is not None:
-                yield stage, level, float(r.GetMetricValue())
-        current = t
-    return current
-
-
 def iter_register(
     fixed_yx: np.ndarray,
     fixed_px,
@@ -276,6 +76,7 @@ def iter_register(
     initial: Transform | None = None,
     moving_mask: np.ndarray | None = None,
     fixed_exclude: np.ndarray | None = None,
+    second_view=None,
 ) -> Generator[Progress, None, Transform]:
     """Register a moving image to a fixed one (2-D float images, tissue bright).
 
@@ -307,6 +108,10 @@ def iter_register(
     fixed_exclude : ndarray of bool, optional
         Fixed pixels the metric never counts (text, pen, debris); without it the metric counts the
         tissue and a rim of glass.
+    second_view : SecondView, optional
+        Another image of the same moving raster (the MSI summary beside a synthetic H&E, or the
+        reverse); when given, the refined candidates are ranked by both views
+        (:func:`.consensus.consensus_order`) instead of by the route's metric alone.
 
     Yields
     ------
@@ -323,7 +128,8 @@ def iter_register(
     import SimpleITK as sitk
 
     from .deformable import bspline_stage
-    from .search import global_search
+    from .preprocess import pad_with_glass
+    from .search import coarse_pixel_um, global_search
     from .tissue import image_tissue_mask
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, opts.threads))
@@ -352,6 +158,13 @@ def iter_register(
         rim = max(2, int(round(60.0 / f_px[0])))
         score_mask = ndi.binary_dilation(fmask_np, iterations=rim) if fmask_np.any() else None
     fixed = sitk_image(f_img, f_px)
+    # the search and the linear stages see the H&E framed by glass (see preprocess.pad_with_glass)
+    m_ext = max(m_img.shape[0] * m_px[0], m_img.shape[1] * m_px[1]) * max(1.0, opts.scale_range)
+    pad = int(np.ceil(0.5 * m_ext / min(f_px)))
+    f_pad, valid_pad = pad_with_glass(f_img, fmask_np, score_mask, pad)
+    origin = (-pad * f_px[1], -pad * f_px[0])
+    fixed_s = sitk_image(f_pad, f_px)
+    fixed_s.SetOrigin(origin)
     smallest = min(*f_img.shape, *m_img.shape)
     levels = [
         (s, sm) for s, sm in zip(opts.shrink, opts.smooth_px, strict=True) if smallest / s >= 32
@@ -362,8 +175,13 @@ def iter_register(
     n_levels = len(opts.shrink)
     linear = [s for s in opts.stages if s != "bspline"]
     use_search = initial is None and opts.rotation_search > 0
-    n_cand = opts.refine_top if use_search else 1
-    total = 1 + n_cand * n_levels * len(linear) + (n_levels if "bspline" in opts.stages else 0)
+    n_cand = opts.refine_top + 1 if use_search else 1
+    n_view = min(opts.view_refine, n_cand) if second_view is not None and n_cand > 1 else 0
+    total = (
+        1
+        + (n_cand + n_view) * n_levels * len(linear)
+        + (n_levels if "bspline" in opts.stages else 0)
+    )
     done = 0
     yield Progress(done, total, "initialisation")
     metric_kind = opts.metric or ("correlation" if opts.route == "synthesis" else "mattes")
@@ -378,28 +196,49 @@ def iter_register(
             )
         else:
             scales = (1.0,)
-        cands = global_search(
-            f_img,
-            f_px,
-            score_mask if score_mask is not None else fmask_np,
-            m_img,
-            m_px,
-            mfoot,
-            metric=metric_kind,
-            angle_step_deg=opts.angle_step_deg,
-            scales=scales,
-            flips=opts.flip_search,
-            keep=n_cand,
-        )
-        for c in cands:
-            info = {
-                "flip": c.flip,
-                "angle_deg": c.angle_deg,
-                "scale": c.scale,
-                "coarse_ncc": c.score,
-                "coarse_mi": c.mi,
-            }
-            starts.append((c.flip, np.linalg.inv(c.matrix_yx), info))
+
+        def _search(img, foot, metric, keep):
+            out = []
+            for c in global_search(
+                f_pad,
+                f_px,
+                valid_pad,
+                img,
+                m_px,
+                foot,
+                metric=metric,
+                angle_step_deg=opts.angle_step_deg,
+                scales=scales,
+                flips=opts.flip_search,
+                keep=keep,
+                coarse_um=coarse_pixel_um(f_img.shape, f_px, m_px),
+                inside=np.pad(np.ones(f_img.shape, bool), pad),
+            ):
+                mat = c.matrix_yx.copy()
+                mat[:2, 2] -= pad * np.asarray(f_px)  # padded-array world -> fixed world
+                info = {
+                    "flip": c.flip,
+                    "angle_deg": c.angle_deg,
+                    "scale": c.scale,
+                    "coarse_ncc": c.score,
+                    "coarse_mi": c.mi,
+                }
+                out.append((c.flip, np.linalg.inv(mat), info))
+            return out
+
+        starts = _search(m_img, mfoot, metric_kind, opts.refine_top)
+        # the images as placed (their own world coordinates) are a start too, so that the result
+        # is never a pose the metric rates below the placement the user gave (skipped when that
+        # placement does not overlap)
+        starts.append((False, np.eye(3), {"start": "as placed"}))
+        if n_view:
+            # the second view proposes poses of its own, refined on it (see consensus.py)
+            from .consensus import view_on_grid
+
+            v_img, v_foot = view_on_grid(second_view, m_img.shape, m_px)
+            v_foot &= mfoot
+            v_metric = "mattes" if second_view.metric == "mattes" else "correlation"
+            view_starts = _search(v_img, v_foot, v_metric, n_view)
     if not starts:  # no search: moments initialisation
         base = sitk.CenteredTransformInitializer(
             fixed,
@@ -414,43 +253,73 @@ def iter_register(
     done += 1
     yield Progress(done, total, "initialisation", {"candidates": len(starts)})
 
-    fmask_img = _mask_img(score_mask, f_px) if score_mask is not None else None
+    fmask_img = _mask_img(valid_pad, f_px)
+    fmask_img.SetOrigin(origin)
     width = (m_img.shape[1] - 1) * m_px[1]
-    refined = []
-    for k, (flip, m_yx, info) in enumerate(starts):
-        mimg = m_img[:, ::-1] if flip else m_img
-        mf = mfoot[:, ::-1] if flip else mfoot
-        moving = sitk_image(mimg, m_px)
-        mmask_img = None if mf.all() else _mask_img(mf, m_px)
-        if m_yx is None:
-            tr = base
-        else:
-            centre = np.asarray(
-                fixed.TransformContinuousIndexToPhysicalPoint(
-                    [(fixed.GetSize()[0] - 1) / 2, (fixed.GetSize()[1] - 1) / 2]
-                )
-            )
-            tr = _similarity_init(m_yx, centre)
+    centre = np.asarray(
+        fixed.TransformContinuousIndexToPhysicalPoint(
+            [(fixed.GetSize()[0] - 1) / 2, (fixed.GetSize()[1] - 1) / 2]
+        )
+    )
+
+    def _sitk_pair(img, foot, flip):
+        mimg, mf = (img[:, ::-1], foot[:, ::-1]) if flip else (img, foot)
+        return sitk_image(np.ascontiguousarray(mimg), m_px), (
+            None if mf.all() else _mask_img(np.ascontiguousarray(mf), m_px)
+        )
+
+    def _refine(k, flip, m_yx, moving, mmask_img, ropts, label):
+        nonlocal done
+        tr = base if m_yx is None else _similarity_init(m_yx, centre)
         gen = _run_linear(
-            fixed, moving, tr, opts, n_levels, fmask_img, mmask_img, cancel, True, linear
+            fixed_s, moving, tr, ropts, n_levels, fmask_img, mmask_img, cancel, True, linear
         )
         while True:
             try:
                 stage, level, val = next(gen)
             except StopIteration as stop:
-                final_linear = stop.value
-                break
+                return stop.value
             done += 1
             yield Progress(
                 done,
                 total,
-                f"{stage} level {level + 1}/{n_levels} (start {k + 1}/{len(starts)})",
+                f"{stage} level {level + 1}/{n_levels} ({label} {k + 1}/{len(starts)})",
                 {"metric": val},
             )
-        val = _evaluate(fixed, moving, final_linear, opts, fmask_img, mmask_img)
+
+    refined = []
+    for k, (flip, m_yx, info) in enumerate(starts):
+        moving, mmask_img = _sitk_pair(m_img, mfoot, flip)
+        try:
+            final_linear = yield from _refine(k, flip, m_yx, moving, mmask_img, opts, "start")
+        except RuntimeError:
+            if info.get("start") != "as placed" or len(starts) == 1:
+                raise
+            continue  # the placement given does not overlap: nothing to keep
+        val = _evaluate(fixed_s, moving, final_linear, opts, fmask_img, mmask_img)
         refined.append((val, flip, final_linear, info, moving, mmask_img))
-    order = sorted(range(len(refined)), key=lambda i: refined[i][0])
-    best_val, flip, lin, info, moving, mmask_img = refined[order[0]]
+    if n_view:
+        # the second view's own best poses, refined on it, join the candidates; each is scored by
+        # the route's metric on the route's image like every other
+        v_opts = replace(opts, metric=second_view.metric)
+        for k, (flip, m_yx, info) in enumerate(view_starts):
+            v_moving, v_mask = _sitk_pair(v_img, v_foot, flip)
+            try:
+                final_linear = yield from _refine(k, flip, m_yx, v_moving, v_mask, v_opts, "view")
+            except RuntimeError:
+                continue  # the second view cannot be registered from this start: skip it
+            moving, mmask_img = _sitk_pair(m_img, mfoot, flip)
+            val = _evaluate(fixed_s, moving, final_linear, opts, fmask_img, mmask_img)
+            refined.append(
+                (
+                    val,
+                    flip,
+                    final_linear,
+                    {**info, "refined_on": second_view.name},
+                    moving,
+                    mmask_img,
+                )
+            )
 
     def _to_moving_yx(i):
         # full fixed -> moving linear matrix (yx) of refined candidate i, mirror included
@@ -458,18 +327,30 @@ def iter_register(
         parts = [_flip_x_affine(width), t] if fl else [t]
         return Transform(sitk.CompositeTransform(parts))._linear_matrix_fixed_to_moving_yx()
 
+    from .consensus import rank_candidates
+
     tissue_pts = np.argwhere(fmask_np)[:: max(1, int(fmask_np.sum() // 400))] * np.asarray(f_px)
-    search_ev = {
-        "candidates": [{**refined[i][3], "refined_metric": float(refined[i][0])} for i in order],
-    }
-    if len(order) > 1 and len(tissue_pts):
-        ma, mb = (_to_moving_yx(order[i]) for i in (0, 1))
-        pa = tissue_pts @ ma[:2, :2].T + ma[:2, 2]
-        pb = tissue_pts @ mb[:2, :2].T + mb[:2, 2]
-        # where best and runner-up send the same fixed tissue points (moving world um)
-        search_ev["runner_up_disagreement_um"] = float(np.median(np.linalg.norm(pa - pb, axis=1)))
-        search_ev["runner_up_metric"] = float(refined[order[1]][0])
-    search_ev["best_metric"] = float(best_val)
+    matrices = [_to_moving_yx(i) for i in range(len(refined))]
+    view_values = None
+    if n_view and len(refined) > 1:
+        # every candidate scored on the second view with that view's own metric, as its own
+        # refinement saw it (same framed fixed image and masks); higher is better
+        v_opts = replace(opts, metric=second_view.metric)
+        view_values = []
+        for _, fl, t, *_ in refined:
+            v_moving, v_mask = _sitk_pair(v_img, v_foot, fl)
+            v = -_evaluate(fixed_s, v_moving, t, v_opts, fmask_img, v_mask)
+            view_values.append(v if np.isfinite(v) else 0.0)  # no overlap: nothing in favour
+    best_i, search_ev = rank_candidates(
+        [float(r[0]) for r in refined],
+        [r[3] for r in refined],
+        matrices,
+        tissue_pts,
+        2.0 * max(m_px),
+        view_values,
+        None if second_view is None else second_view.name,
+    )
+    best_val, flip, lin, info, moving, mmask_img = refined[best_i]
 
     bs_info = None
     current = lin

@@ -17,8 +17,9 @@ import numpy as np
 from ..metrics import landmark_tre_um, mutual_information
 from ..progress import CancelToken, Progress
 from .deformable import jacobian_folds
-from .intensity import RegistrationOptions, iter_register, msi_summary, od_image
+from .intensity import RegistrationOptions, iter_register
 from .landmarks import landmark_report
+from .preprocess import msi_summary, od_image
 from .transforms import Transform
 
 
@@ -149,6 +150,30 @@ def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, squares: int = 
     return np.where(((yy // k) + (xx // k)) % 2 == 0, f, w)
 
 
+def _second_view(route, moving_px, synth_rgb, msi_stack, msi_mask, summary, msi_px, synth_px, px):
+    """Build the other route's image of the same raster (see :mod:`.consensus`), or None."""
+    from .consensus import SecondView
+    from .preprocess import clean_msi_image
+    from .tissue import image_tissue_mask, tissue_polarity
+
+    if route == "synthesis":
+        mpx = msi_px or ((px, px) if px else None)
+        if mpx is None:
+            return None
+        foot = None if msi_mask is None else np.asarray(msi_mask, bool)
+        img = clean_msi_image(msi_summary(msi_stack, summary, msi_mask, scaled=False), foot)
+        if tissue_polarity(img, image_tissue_mask(img, foot)) < 0:
+            img = (img.max() - img).astype(np.float32)
+            if foot is not None:
+                img[~foot] = 0.0
+        return SecondView(img, tuple(mpx), foot, "MSI summary", "mattes")
+    img = od_image(synth_rgb)
+    if synth_px is None:
+        ny, nx = np.asarray(msi_stack).shape[-2:]
+        synth_px = (moving_px[0] * ny / img.shape[0], moving_px[1] * nx / img.shape[1])
+    return SecondView(img, tuple(synth_px), None, "synthetic H&E", "correlation")
+
+
 def iter_register_msi(
     he_rgb: np.ndarray,
     he_px,
@@ -166,6 +191,9 @@ def iter_register_msi(
     cancel: CancelToken | None = None,
     fixed_mask: np.ndarray | None = None,
     moving_mask: np.ndarray | None = None,
+    msi_px=None,
+    synth_px=None,
+    second_view: bool = True,
 ) -> Generator[Progress, None, RegistrationResult]:
     """Register an MSI (its synthetic H&E, or a summary image) to an H&E and judge the result.
 
@@ -206,6 +234,15 @@ def iter_register_msi(
     fixed_mask, moving_mask : ndarray of bool, optional
         User tissue masks on the H&E grid and on the moving grid; by default tissue is detected
         (:mod:`.tissue`).
+    msi_px : tuple of float, optional
+        The pixel of ``msi_stack`` when it is not ``moving_px`` (the synthesis route); default
+        ``msi_pixel_um`` on both axes.
+    synth_px : tuple of float, optional
+        The pixel of ``synth_rgb`` when it is not ``moving_px`` (the direct route); default: the
+        synthetic H&E spans the MSI raster.
+    second_view : bool
+        When both the synthetic H&E and the ion images are given, rank the search's refined poses
+        by both (:mod:`.consensus`); the route's image alone is registered either way.
 
     Yields
     ------
@@ -219,6 +256,7 @@ def iter_register_msi(
         The transform (fixed world -> moving world), ``metrics`` before and after, the verdict
         (:func:`.verdict.judge`) and landmark TRE.
     """
+    from .preprocess import clean_msi_image
     from .tissue import he_artefact_mask, he_tissue_mask, image_tissue_mask, tissue_polarity
     from .verdict import judge
 
@@ -232,8 +270,9 @@ def iter_register_msi(
     elif route == "direct":
         if msi_stack is None:
             raise ValueError("the direct route needs MSI ion images")
-        moving = msi_summary(msi_stack, summary, msi_mask)
         footprint = None if msi_mask is None else np.asarray(msi_mask, bool)
+        # hot/missing pixels and raster-line stripes removed (see preprocess.clean_msi_image)
+        moving = clean_msi_image(msi_summary(msi_stack, summary, msi_mask, scaled=False), footprint)
     else:
         raise ValueError(f"route must be synthesis or direct, not {route!r}")
     f_tissue = np.asarray(fixed_mask, bool) if fixed_mask is not None else he_tissue_mask(he_rgb)
@@ -255,6 +294,19 @@ def iter_register_msi(
         moving = (moving.max() - moving).astype(np.float32)
         if footprint is not None:
             moving[~footprint] = 0.0
+    view = None
+    if second_view and synth_rgb is not None and msi_stack is not None:
+        view = _second_view(
+            route,
+            moving_px,
+            synth_rgb,
+            msi_stack,
+            msi_mask,
+            summary,
+            msi_px,
+            synth_px,
+            msi_pixel_um,
+        )
     if fixed_mask is None:
         exclude = he_artefact_mask(he_rgb, f_tissue)
     else:  # a user mask: count it and a rim of glass, nothing further out
@@ -297,6 +349,7 @@ def iter_register_msi(
             cancel=cancel,
             moving_mask=footprint,
             fixed_exclude=exclude,
+            second_view=view,
         )
     res = RegistrationResult(
         tr,

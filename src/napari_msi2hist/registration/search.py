@@ -134,6 +134,7 @@ def global_search(
     keep: int = 8,
     min_overlap: float = 0.5,
     coarse_um: float | None = None,
+    inside: np.ndarray | None = None,
 ) -> list[Candidate]:
     """Search rotation x mirror x scale x translation; return the best ``keep`` distinct poses.
 
@@ -161,6 +162,9 @@ def global_search(
         A pose counts only where the images overlap by this fraction of the smaller one.
     coarse_um : float, optional
         The coarse grid's pixel (default :func:`coarse_pixel_um`).
+    inside : ndarray of bool, optional
+        The fixed image proper when ``fixed`` was framed (:func:`.preprocess.pad_with_glass`): the
+        ``min_overlap`` share of the moving raster must land inside it, not on the frame.
 
     Returns
     -------
@@ -194,6 +198,11 @@ def global_search(
     P = (next_fast_len(fshape[0] + cn, True), next_fast_len(fshape[1] + cn, True))
     FA = [rfft2(a, P) for a in (fm.astype(float), f * fm, f * f * fm)]
     n_fixed = fm.sum()
+    if inside is not None:
+        fin = fm & (_resize(inside.astype(float), fshape) > 0.5)
+        FIN, n_inside = rfft2(fin.astype(float), P), fin.sum()
+    else:
+        FIN, n_inside = FA[0], n_fixed
     results = []
     for flip in (False, True) if flips else (False,):
         mimg = m0[:, ::-1] if flip else m0
@@ -228,8 +237,9 @@ def global_search(
                 sff = corr(FA[2], FB[0])
                 smm = corr(FA[0], FB[2])
                 sfm = corr(FA[1], FB[1])
-                need = min_overlap * min(n_fixed, n_mov)
-                ok = n > max(need, 9)
+                need = min_overlap * min(n_inside, n_mov)
+                n_in = n if inside is None else corr(FIN, FB[0])
+                ok = (n_in > max(need, 9)) & (n > 9)
                 nn = np.where(ok, n, 1.0)
                 num = sfm - sf * sm / nn
                 den = np.sqrt(np.clip((sff - sf**2 / nn) * (smm - sm**2 / nn), 1e-12, None))
@@ -251,7 +261,7 @@ def global_search(
     for v, flip, ang, s, mat, n in top:
         mi = _mi_at(f, fm, c, m0, fp0, moving_px, mat, flip) if metric != "correlation" else 0.0
         score = v  # masked NCC ranks; MI is kept as evidence (noisy on a ~50 px grid)
-        rescored.append(Candidate(score, mi, flip, ang, s, mat, float(n) / max(1, n_fixed)))
+        rescored.append(Candidate(score, mi, flip, ang, s, mat, float(n) / max(1, n_inside)))
     rescored.sort(key=lambda x: -x.score)
     out: list[Candidate] = []
     for cand in rescored:

@@ -39,6 +39,7 @@ class VerdictRules:
     runner_up_px: float = 2.0  # a rival further than this (moving px): doubtful
     routes_fail_px: float = float("inf")  # disagreeing routes: one is wrong, not which: doubtful
     routes_doubt_px: float = 1.5
+    routes_blame_fail_px: float = 5.0  # ... this far, the route whose pose fits worse: failed
 
 
 def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
@@ -50,7 +51,8 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
         Keys used when present: ``dice_before``, ``dice_after``, ``metric_before``,
         ``metric_after`` (higher is better), ``moving_pixel_um``, ``search`` (transform meta),
         ``bspline`` (transform meta), ``landmark_tre_msi_px``, ``landmark_loo_tre_msi_px``,
-        ``route_disagreement_msi_px``.
+        ``route_disagreement_msi_px`` and ``route_fits_worse`` (from :func:`cross_check_routes`;
+        without it, disagreeing routes make both doubtful).
     rules : VerdictRules
         The thresholds (moving pixels, Dice, metric gap).
 
@@ -92,7 +94,8 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
     s = evidence.get("search") or {}
     if "runner_up_metric" in s and s.get("best_metric") not in (None, 0):
         best, ru = s["best_metric"], s["runner_up_metric"]  # minimised
-        gap = (ru - best) / abs(best)
+        # the ranking's own gap when the search recorded one (two views), else the metric's
+        gap = s["runner_up_gap"] if "runner_up_gap" in s else (ru - best) / abs(best)
         dis = s.get("runner_up_disagreement_um", 0.0) / px
         if gap < rules.runner_up_gap and dis > rules.runner_up_px:
             flag(
@@ -113,7 +116,21 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
             elif t > rules.doubt_tre_px:
                 flag(DOUBTFUL, f"median {what} {t:.2f} MSI px > {rules.doubt_tre_px}")
     r = evidence.get("route_disagreement_msi_px")
-    if r is not None:
+    worse = evidence.get("route_fits_worse")  # from cross_check_routes; None: not known
+    if r is not None and worse is not None:
+        if r > rules.routes_doubt_px and worse:
+            lv = FAILED if r > rules.routes_blame_fail_px else DOUBTFUL
+            flag(
+                lv,
+                f"the routes disagree by {r:.1f} MSI px and the other route's pose fits both "
+                "images better",
+            )
+        elif r > rules.routes_doubt_px:
+            reasons.append(
+                f"note: the routes disagree by {r:.1f} MSI px; this route's pose fits both images "
+                "better"
+            )
+    elif r is not None:
         if r > rules.routes_fail_px:
             flag(FAILED, f"the synthesis and direct routes disagree by {r:.1f} MSI px")
         elif r > rules.routes_doubt_px:
@@ -144,6 +161,64 @@ def route_disagreement_px(tr_a, tr_b, fixed_points_yx_um: np.ndarray, msi_pixel_
     return float(np.median(np.linalg.norm(pa - pb, axis=1)) / msi_pixel_um)
 
 
+def cross_check_routes(
+    fixed_od: np.ndarray,
+    fixed_px,
+    results: dict,
+    fixed_points_yx_um: np.ndarray,
+    msi_pixel_um: float,
+) -> dict:
+    """Check two routes' results against each other, and say which pose fits worse.
+
+    Each route's own image (synthetic H&E, MSI summary) is scored at both poses with its route's
+    metric (NCC, mutual information) over the whole fixed image; a pose's deficit is how far below
+    the better pose it scores, relative, summed over the two images. Far-apart poses mean one is
+    wrong; the one that both images like less is the likely one.
+
+    Parameters
+    ----------
+    fixed_od : ndarray
+        ``(Y, X)`` fixed image (H&E optical density).
+    fixed_px : tuple of float
+        Its pixel size (y, x) in um.
+    results : dict
+        ``{"synthesis": RegistrationResult, "direct": RegistrationResult}``.
+    fixed_points_yx_um : ndarray
+        ``(N, 2)`` fixed tissue points (yx um) at which the poses are compared.
+    msi_pixel_um : float
+        The MSI pixel size.
+
+    Returns
+    -------
+    dict
+        ``disagreement_msi_px``, ``deficit`` (per route) and ``fits_worse`` (per route, bool).
+    """
+    from .pipeline import overlap_metrics
+
+    a, b = results["synthesis"], results["direct"]
+    dis = route_disagreement_px(a.transform, b.transform, fixed_points_yx_um, msi_pixel_um)
+    deficit = {"synthesis": 0.0, "direct": 0.0}
+    for img_route, res in results.items():
+        key = "ncc" if img_route == "synthesis" else "mi"
+        score = {
+            pose: overlap_metrics(
+                fixed_od, fixed_px, res.moving_image, res.moving_px, other.transform
+            )[key]
+            for pose, other in results.items()
+        }
+        best = max(score.values())
+        for pose in score:
+            deficit[pose] += (best - score[pose]) / max(abs(best), 1e-12)
+    return {
+        "disagreement_msi_px": dis,
+        "deficit": deficit,
+        "fits_worse": {
+            "synthesis": deficit["synthesis"] > deficit["direct"],
+            "direct": deficit["direct"] > deficit["synthesis"],
+        },
+    }
+
+
 def combine(a: dict, b: dict) -> dict:
     """Return the worse of two verdicts (e.g. a result and the route-agreement check).
 
@@ -170,4 +245,13 @@ def _plain(d):
     return d
 
 
-__all__ = ["DOUBTFUL", "FAILED", "OK", "VerdictRules", "combine", "judge", "route_disagreement_px"]
+__all__ = [
+    "DOUBTFUL",
+    "FAILED",
+    "OK",
+    "VerdictRules",
+    "combine",
+    "cross_check_routes",
+    "judge",
+    "route_disagreement_px",
+]

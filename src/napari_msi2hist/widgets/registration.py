@@ -53,6 +53,9 @@ class RegParams:
     source_file: str
     fixed_mask: np.ndarray | None = None
     moving_mask: np.ndarray | None = None
+    # synthesis route: the ion images the synthetic H&E came from, when open (second view)
+    msi_stack: np.ndarray | None = None
+    msi_px: tuple[float, float] | None = None
 
 
 VERDICT_COLOURS = {"ok": "#2e7d32", "doubtful": "#ef6c00", "failed": "#c62828"}
@@ -307,6 +310,7 @@ class RegisterWidget(LandmarkMixin, QWidget):
                     f"{mname}: mask is {mk.shape[0]}x{mk.shape[1]} px; it must match the H&E "
                     f"{he.shape[0]}x{he.shape[1]} or the moving image"
                 )
+        stack, stack_px = self._msi_view(ml) if route == "synthesis" else (None, None)
         return RegParams(
             he,
             he_px,
@@ -317,7 +321,22 @@ class RegisterWidget(LandmarkMixin, QWidget):
             _source_file(ml),
             fmask,
             mmask,
+            stack,
+            stack_px,
         )
+
+    def _msi_view(self, synth_layer):
+        """The open MSI layer that a synthetic H&E was made from (same source file), if any: the
+        registration ranks its poses by both (registration.consensus)."""
+        for ly in self._same_msi_layers(synth_layer):
+            if ly is synth_layer or msi2hist_kind(ly) != "msi" or getattr(ly, "rgb", False):
+                continue
+            px = layer_pixel_size(ly)
+            data = np.asarray(ly.data[0] if getattr(ly, "multiscale", False) else ly.data)
+            if px is None or data.ndim not in (2, 3):
+                continue
+            return (data if data.ndim == 3 else data[None]).astype(np.float32), px
+        return None, None
 
     # ------------------------------------------------------------------ intensity registration
     def _run_or_cancel(self):
@@ -333,7 +352,7 @@ class RegisterWidget(LandmarkMixin, QWidget):
             from ..workflows.register import RegisterConfig, RegisterInputs, iter_register_job
 
             moving = (
-                {"synth": p.moving}
+                {"synth": p.moving, "stack": p.msi_stack, "msi_px": p.msi_px}
                 if p.route == "synthesis"
                 else {"stack": p.moving if p.moving.ndim == 3 else p.moving[None]}
             )
@@ -429,7 +448,7 @@ class RegisterWidget(LandmarkMixin, QWidget):
             self.status.setText("register first")
             self.checker_btn.setChecked(False)
             return
-        from ..registration.intensity import od_image
+        from ..registration.preprocess import od_image
 
         fl = self.viewer.layers[self.fixed_box.currentText()]
         he = np.asarray(fl.data[0] if fl.multiscale else fl.data)

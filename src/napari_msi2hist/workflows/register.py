@@ -236,8 +236,15 @@ def iter_register_job(
         verdict, and landmark TRE when landmarks were given. ``transform.meta`` records the
         sources, the pixel sizes and the metrics.
     """
+    # the synthesis route also gets the ion images (when known): the search ranks its poses by
+    # both views of the raster (registration.consensus)
     route_moving = (
-        {"synth_rgb": inp.synth}
+        {
+            "synth_rgb": inp.synth,
+            "msi_stack": inp.stack,
+            "msi_mask": inp.msi_mask,
+            "msi_px": inp.msi_px,
+        }
         if cfg.route == "synthesis"
         else {"msi_stack": inp.stack, "msi_mask": inp.msi_mask}
     )

@@ -450,6 +450,7 @@ def iter_section(
                 synth_rgb=None if synth is None else synth.rgb,
                 msi_stack=ions.stack,
                 msi_mask=ions.mask,
+                msi_px=tuple(msi_px),
                 opts=RegistrationOptions(
                     stages=tuple(cfg.stages),
                     rotation_search=cfg.rotation_search,
