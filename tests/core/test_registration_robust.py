@@ -350,3 +350,46 @@ def test_glass_frame_is_left_out_beside_cut_tissue():
     assert framed.shape == (32, 42) and np.all(framed[:6] == 0.0)
     assert not valid[6 + 8, 0:6].any()  # left of the cut tissue: unknown, not glass
     assert valid[6 + 8, -6:].all() and valid[0].all()  # elsewhere the frame counts as glass
+
+
+def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
+    """The B-spline stage against the phantom's true deformation. The moving image is the H&E seen
+    through the true (deformed) MSI->H&E map at the MSI grid, a perfect synthetic H&E: the default
+    B-spline must be kept and beat its own affine part on TRE; a 12 um mesh on 20 um pixels with no
+    fold allowed must be refused, the affine result kept, and its attempts recorded."""
+    from scipy import ndimage as ndi
+
+    from napari_msi2hist.registration.preprocess import od_image
+    from napari_msi2hist.registration.transforms import Transform
+
+    ph = make_phantom(
+        None,
+        PhantomConfig(seed=46, procedural_size=180, rotation_deg=25.0, deform_rms_px=1.5),
+    )
+    he = od_image(ph.he_rgb)
+    ny, nx = ph.msi_shape_yx
+    grid = np.stack(np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij"), -1).reshape(-1, 2)
+    on_he = ph.transform.forward(grid * 20.0) / 4.0
+    mov = ndi.map_coordinates(ndi.uniform_filter(he, 5), on_he.T, order=1).reshape(ny, nx)
+
+    def reg(**kw):
+        opts = RegistrationOptions(stages=("rigid", "affine", "bspline"), **kw)
+        return run_to_end(iter_register(he, (4, 4), mov.astype(np.float32), (20, 20), opts))
+
+    kept = reg()
+    info = kept.meta["bspline"]
+    assert info["accepted"], info["reason"]
+    assert not kept.is_linear and info["fold_fraction"] <= 0.001
+    affine_part = Transform(kept.itk.GetNthTransform(0))
+    assert affine_part.is_linear
+    assert _tre_px(ph, kept) < 0.7 * _tre_px(ph, affine_part)
+
+    strict = reg(bspline_mesh_um=12.0, bspline_max_folds=0.0)
+    si = strict.meta["bspline"]
+    assert not si["accepted"] and strict.is_linear
+    assert "affine result is kept" in si["reason"]
+    # a fold earns one retry with a mesh twice as coarse; a lack of improvement ends it
+    meshes = [a["mesh_um"] for a in si["attempts"]]
+    assert meshes in ([12.0], [12.0, 24.0])
+    if len(meshes) == 2:
+        assert si["attempts"][0]["fold_fraction"] > 0.0
