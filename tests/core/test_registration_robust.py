@@ -380,6 +380,10 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     info = kept.meta["bspline"]
     assert info["accepted"], info["reason"]
     assert not kept.is_linear and info["fold_fraction"] <= 0.001
+    # the check the pipeline reports (on the full H&E grid) agrees with the stage's own
+    from napari_msi2hist.registration.deformable import jacobian_folds
+
+    assert jacobian_folds(kept, he.shape, (4.0, 4.0)) <= 0.001
     affine_part = Transform(kept.itk.GetNthTransform(0))
     assert affine_part.is_linear
     assert _tre_px(ph, kept) < 0.7 * _tre_px(ph, affine_part)
