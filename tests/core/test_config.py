@@ -59,9 +59,9 @@ def test_ome_metadata_with_a_doctype_is_not_parsed(tmp_path):
         '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><OME><Image><Pixels '
         'PhysicalSizeX="&a;" PhysicalSizeY="1"/></Image></OME>'
     )
-    from napari_msi2hist.io.histology import _ome_pixel_size, _ome_root
+    from napari_msi2hist.io._tiff_metadata import ome_pixel_size, ome_root
 
-    assert _ome_root(evil) is None and _ome_pixel_size(evil) is None
+    assert ome_root(evil) is None and ome_pixel_size(evil) is None
 
 
 def test_pairs_entries_are_typed_and_read_like_mappings(tmp_path):

@@ -145,7 +145,7 @@ def test_processed_mixed_dtypes_and_scattered_reads(tmp_path, dtypes, monkeypatc
     from napari_msi2hist.msi._chunks import iter_raw_chunks
 
     monkeypatch.setattr(_chunks, "SPAN_SLACK_BYTES", 0)
-    from napari_msi2hist.msi.ion_images import _bisect_sums
+    from napari_msi2hist.msi._window_sums import bisect_sums
 
     rng = np.random.default_rng(1)
     p = tmp_path / "m.imzML"
@@ -166,7 +166,7 @@ def test_processed_mixed_dtypes_and_scattered_reads(tmp_path, dtypes, monkeypatc
         subset = np.arange(0, 60, 7)
         raws = list(iter_raw_chunks(imz, subset))
         assert raws[0].base == 0  # packed: the subset is scattered, so no single span read
-        got = np.concatenate([_bisect_sums(r, lo, hi) for r in raws])
+        got = np.concatenate([bisect_sums(r, lo, hi) for r in raws])
     for i, (mz, it) in enumerate(spectra):
         ref = [it[(mz >= a) & (mz <= b)].sum() for a, b in zip(lo, hi, strict=True)]
         np.testing.assert_allclose(res.stack[:, i // 10, i % 10], ref, rtol=1e-6)

@@ -85,7 +85,7 @@ def plan_for(args) -> OutputPlan:
     for name in getattr(args, "_inputs", ()):
         plan.add_inputs(_input_value(name, getattr(args, name, None)))
     if getattr(args, "pairs", None) and "pairs" in getattr(args, "_inputs", ()):
-        from ..models.datasets import read_pairs_yaml
+        from ..models.pairs import read_pairs_yaml
 
         for e in read_pairs_yaml(args.pairs):
             plan.add_inputs([e.get("imzml"), e.get("he"), e.get("label")])

@@ -14,7 +14,7 @@ from ._common import add_tolerance_args, tolerance_from_args
 
 
 def _entries(args):
-    from ..models.datasets import read_pairs_yaml
+    from ..models.pairs import read_pairs_yaml
 
     return read_pairs_yaml(args.pairs)
 
@@ -219,7 +219,7 @@ def _classify(args, out) -> int:
 def _superres(args, out) -> int:
     from ..io.histology import read_histology, to_uint8_rgb, write_ome_tiff
     from ..io.imzml import open_imzml
-    from ..models.datasets import align_function
+    from ..models.pairs import align_function
     from ..progress import run_to_end
     from ..workflows.peaks import pick_and_extract
     from ..workflows.superres import iter_superres_job

@@ -34,7 +34,7 @@ def _train_config(args, model: str):
 
 def cmd_compare(args) -> int:
     from ..models.compare import format_table, iter_compare
-    from ..models.datasets import read_pairs_yaml
+    from ..models.pairs import read_pairs_yaml
     from ..progress import run_to_end
 
     entries = read_pairs_yaml(args.pairs)
@@ -83,7 +83,8 @@ def cmd_compare(args) -> int:
 def cmd_train(args) -> int:
     import shutil
 
-    from ..models.datasets import read_pairs_yaml, split_by_sample
+    from ..models.datasets import split_by_sample
+    from ..models.pairs import read_pairs_yaml
     from ..progress import Cancelled, CancelToken, run_to_end
     from ..workflows.train import TrainJob, contract_and_samples, iter_train_job, load_base
     from ._policy import signals_to_cancel

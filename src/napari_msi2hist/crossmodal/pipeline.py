@@ -106,7 +106,7 @@ def iter_build_table(
     nothing the H&E can explain)."""
     from ..io.histology import read_histology, to_uint8_rgb
     from ..io.imzml import ImzMLFile
-    from ..models.datasets import align_function
+    from ..models.pairs import align_function
     from ..msi.ion_images import ion_images
     from ..msi.peaks import iter_top_peaks
 

@@ -2,35 +2,31 @@
 
 Pixel sizes are ``(y, x)`` micrometres, taken from OME ``PhysicalSizeY/X`` (with their units), SVS
 ``MPP``, or TIFF resolution tags in centimetres. When none is present ``pixel_size_um`` is None and a
-warning is recorded in ``warnings`` (the widgets show it; the CLI prints it).
+warning is recorded in ``warnings`` (the widgets show it; the CLI prints it). The metadata parsers
+are in :mod:`._tiff_metadata`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .._files import atomic_path
+from ._tiff_metadata import (
+    ANNOTATION_NAMESPACE,
+    ome_annotations,
+    ome_pixel_size,
+    ome_root,
+    svs_mpp,
+    tiff_resolution,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".btf", ".qptiff", ".ndpi")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAZY_BYTES = 256 * 2**20  # images above this open lazily (dask, per pyramid level)
-
-_UNIT_TO_UM = {
-    "µm": 1.0,
-    "um": 1.0,
-    "micron": 1.0,
-    "nm": 1e-3,
-    "mm": 1e3,
-    "cm": 1e4,
-    "m": 1e6,
-    "Å": 1e-4,
-}
 
 
 class HistologyError(Exception):
@@ -85,80 +81,6 @@ def is_histology_path(path) -> bool:
     """
     p = str(path).lower()
     return p.endswith(TIFF_SUFFIXES) or p.endswith(RASTER_SUFFIXES)
-
-
-ANNOTATION_NAMESPACE = "napari-msi2hist"  # our key/value pairs in an OME MapAnnotation
-
-
-def _ome_root(ome_xml):
-    """Parse OME-XML into an element tree, or None when it does not parse.
-
-    A DOCTYPE (the only way to declare entities) is refused: image metadata never needs one.
-    """
-    raw = ome_xml.encode() if isinstance(ome_xml, str) else bytes(ome_xml)
-    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
-        return None
-    try:
-        return ET.fromstring(raw)
-    except ET.ParseError:
-        return None
-
-
-def _ome_annotations(root) -> dict[str, str]:
-    """Key/value pairs of the MapAnnotation in our namespace (tolerance, normalisation, ...)."""
-    out: dict[str, str] = {}
-    if root is None:
-        return out
-    for el in root.iter():
-        if el.tag.endswith("MapAnnotation") and el.get("Namespace") == ANNOTATION_NAMESPACE:
-            for m in el.iter():
-                if m.tag.endswith("}M") or m.tag == "M":
-                    if m.get("K"):
-                        out[m.get("K")] = m.text or ""
-    return out
-
-
-def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
-    root = _ome_root(ome_xml)
-    if root is None:
-        return None
-    for el in root.iter():
-        if el.tag.endswith("Pixels"):
-            sx, sy = el.get("PhysicalSizeX"), el.get("PhysicalSizeY")
-            if sx is None and sy is None:
-                return None
-            ux = _UNIT_TO_UM.get(el.get("PhysicalSizeXUnit", "µm"), None)
-            uy = _UNIT_TO_UM.get(el.get("PhysicalSizeYUnit", "µm"), None)
-            if ux is None or uy is None:
-                return None
-            x = float(sx) * ux if sx is not None else float(sy) * uy
-            y = float(sy) * uy if sy is not None else x
-            return (y, x)
-    return None
-
-
-def _svs_mpp(desc: str) -> tuple[float, float] | None:
-    m = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", desc or "")
-    if m:
-        v = float(m.group(1))
-        if v > 0:
-            return (v, v)
-    return None
-
-
-def _tiff_resolution(page) -> tuple[float, float] | None:
-    tags = page.tags
-    unit = tags.get("ResolutionUnit")
-    xr, yr = tags.get("XResolution"), tags.get("YResolution")
-    if unit is None or xr is None or yr is None:
-        return None
-    if int(unit.value) != 3:  # only centimetres; inch values are usually a meaningless 72 dpi
-        return None
-    fx = xr.value[0] / xr.value[1] if isinstance(xr.value, tuple) else float(xr.value)
-    fy = yr.value[0] / yr.value[1] if isinstance(yr.value, tuple) else float(yr.value)
-    if fx <= 0 or fy <= 0:
-        return None
-    return (1e4 / fy, 1e4 / fx)
 
 
 def _to_yxc(arr, axes: str):
@@ -228,16 +150,16 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
                 nbytes = int(np.prod(series.shape)) * series.dtype.itemsize
                 use_lazy = nbytes > LAZY_BYTES if lazy is None else lazy
                 if tf.is_ome:
-                    px = _ome_pixel_size(tf.ome_metadata)
-                    root = _ome_root(tf.ome_metadata)
+                    px = ome_pixel_size(tf.ome_metadata)
+                    root = ome_root(tf.ome_metadata)
                     if root is not None:
                         names = [el.get("Name") for el in root.iter() if el.tag.endswith("Channel")]
                         channel_names = names if names and all(names) else None
-                        annotations = _ome_annotations(root)
+                        annotations = ome_annotations(root)
                 if px is None and tf.is_svs:
-                    px = _svs_mpp(tf.pages[0].description)
+                    px = svs_mpp(tf.pages[0].description)
                 if px is None:
-                    px = _tiff_resolution(tf.pages[0])
+                    px = tiff_resolution(tf.pages[0])
                 levels_series = series.levels if len(series.levels) > 1 else [series]
                 axes = series.axes
                 if use_lazy:

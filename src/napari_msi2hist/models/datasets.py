@@ -21,24 +21,25 @@ Pairs YAML::
         label: s1/tumour_mask.tif              # optional (msi2hist classify): mask on the H&E grid
 
 Paths are relative to the YAML's folder. Train/validation split is by sample, never by patch;
-``test`` samples are held out from both and only used by ``msi2hist compare``.
+``test`` samples are held out from both and only used by ``msi2hist compare``. The file and its
+alignments are read by :mod:`napari_msi2hist.models.pairs` (re-exported here).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import DEFAULT_TOLERANCE, PairEntry, Tolerance
+from ..config import DEFAULT_TOLERANCE, Tolerance
 from ..io.histology import read_histology, to_uint8_rgb
 from ..io.imzml import ImzMLFile
 from ..msi.ion_images import IonImages, ion_images
 from ..msi.peaks import iter_top_peaks
 from ..progress import run_to_end
 from .contract import ChannelContract, prepare_input
+from .pairs import affine_from_landmarks, align_function, read_pairs_yaml  # noqa: F401  (re-exported)
 
 GLASS_RGB = (243, 241, 245)
 
@@ -52,28 +53,6 @@ class PairedSample:
     y: np.ndarray  # (3, Y, X) float32 in [-1, 1]
     valid: np.ndarray  # (Y, X) bool: target pixels that came from the H&E image
     split: str = "train"
-
-
-def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fit a least-squares affine ``dst = A @ src + t`` to landmarks (yx, um).
-
-    The project's one landmark fitter, :func:`napari_msi2hist.registration.landmarks.fit_linear`, as
-    ``(A, t)``.
-
-    Parameters
-    ----------
-    src_yx, dst_yx : ndarray
-        ``(N, 2)`` paired points (at least 3), yx um.
-
-    Returns
-    -------
-    A, t : ndarray
-        The 2x2 matrix and the offset.
-    """
-    from ..registration.landmarks import fit_linear
-
-    m = fit_linear(np.asarray(src_yx, float), np.asarray(dst_yx, float), "affine")
-    return m[:2, :2], m[:2, 2]
 
 
 def he_on_msi_grid(
@@ -157,135 +136,6 @@ def make_sample(
     rgb, valid = he_on_msi_grid(he_rgb, he_px, msi_to_he, x.shape[1:], contract.working_pixel_um)
     y = (np.moveaxis(rgb, -1, 0).astype(np.float32) / 127.5) - 1.0
     return PairedSample(name, x, y, valid, split)
-
-
-def _align_function(align, base: Path):
-    if align in (None, "aligned"):
-        return lambda p: p
-    if "truth" in align:
-        from ..registration.truth import load_truth
-
-        return load_truth(base / align["truth"]).forward
-    if "transform" in align:  # a registration result: its moving frame is the MSI
-        from ..registration.transforms import Transform
-
-        return Transform.load(base / align["transform"]).moving_to_fixed
-    if "landmarks_msi" in align:
-        from ..io.points import read_points_csv
-        from ..registration.landmarks import check_landmark_pairs
-
-        f_msi, f_he = base / align["landmarks_msi"], base / align["landmarks_he"]
-        p_msi, p_he = read_points_csv(f_msi), read_points_csv(f_he)
-        check_landmark_pairs(p_msi, p_he, (str(f_msi), str(f_he)))
-        a, t = affine_from_landmarks(p_msi, p_he)
-        return lambda p: p @ a.T + t
-    raise ValueError(
-        f"unknown alignment {align!r} (use truth, landmarks_msi/landmarks_he, or aligned)"
-    )
-
-
-def _load_yaml_no_aliases(path: Path):
-    """Load a small YAML file with ``yaml.safe_load``, refusing anchors and aliases.
-
-    (a 1 KB file of nested aliases expands to gigabytes) and names the file in every error.
-    """
-    import yaml
-
-    try:
-        if path.stat().st_size > 16 * 2**20:
-            raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a pairs file")
-        text = path.read_text(encoding="utf-8")
-        for ev in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
-                raise ValueError(f"{path}: YAML anchors and aliases (&, *) are not accepted")
-        return yaml.safe_load(text)
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text (UTF-8) YAML file") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-
-
-def read_pairs_yaml(path: str | os.PathLike) -> list[PairEntry]:
-    """Read the entries of a pairs YAML file, validated, with paths resolved against its folder.
-
-    YAML aliases are refused (no alias expansion); every sample needs ``imzml`` and ``he``, a known
-    ``split`` and a valid alignment (``aligned``, or a mapping of file paths: ``truth``,
-    ``transform``, landmarks); names must not repeat.
-
-    Parameters
-    ----------
-    path : path-like
-        The pairs file.
-
-    Returns
-    -------
-    list of PairEntry
-        One per sample.
-
-    Raises
-    ------
-    ValueError
-        A malformed file or sample (the message names the file and the sample).
-    """
-    from .._files import validate_name
-
-    path = Path(path)
-    d = _load_yaml_no_aliases(path)
-    if not isinstance(d, dict) or not isinstance(d.get("samples"), list) or not d["samples"]:
-        raise ValueError(f"{path}: a pairs file needs a non-empty 'samples' list")
-    out = []
-    for i, s in enumerate(d["samples"]):
-        if not isinstance(s, dict):
-            raise ValueError(f"{path}: sample {i} is not a mapping of imzml, he, ...")
-        for k in ("imzml", "he"):
-            if k not in s:
-                raise ValueError(f"{path}: sample {i} has no '{k}'")
-            if not isinstance(s[k], str) or not s[k]:
-                raise ValueError(f"{path}: sample {i}: '{k}' must be a file path")
-        if s.get("label") is not None and not isinstance(s["label"], str):
-            raise ValueError(f"{path}: sample {i}: 'label' must be a file path")
-        if s.get("split", "train") not in ("train", "val", "test"):
-            raise ValueError(f"{path}: sample {i} has split {s['split']!r}; use train, val or test")
-        align = s.get("align", "aligned")
-        if not (
-            align in (None, "aligned")
-            or (isinstance(align, dict) and all(isinstance(v, str) for v in align.values()))
-        ):
-            raise ValueError(f"{path}: sample {i} has alignment {align!r}")
-        name = validate_name(s.get("name", f"sample{i}"), path)
-        out.append(
-            PairEntry(
-                name=name,
-                imzml=str(path.parent / s["imzml"]),
-                he=str(path.parent / s["he"]),
-                align=align,
-                split=s.get("split", "train"),
-                base=str(path.parent),
-                label=str(path.parent / s["label"]) if s.get("label") else None,
-                # pixel sizes (um) for files that carry none, or to override them
-                fixed_pixel_um=_opt_px(s, "fixed_pixel_um", path, i),
-                moving_pixel_um=_opt_px(s, "moving_pixel_um", path, i),
-            )
-        )
-    dup = {e["name"] for e in out if [f["name"] for f in out].count(e["name"]) > 1}
-    if dup:
-        raise ValueError(f"{path}: sample names repeat ({', '.join(sorted(dup))})")
-    return out
-
-
-def _opt_px(s: dict, key: str, path, i: int) -> float | None:
-    v = s.get(key)
-    if v is None:
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: sample {i} has {key} {v!r}; give a number in um") from None
-    if not v > 0:
-        raise ValueError(f"{path}: sample {i} has {key} {v}; give a positive number in um")
-    return v
 
 
 def _msi_px(imz, e: dict) -> None:
@@ -408,7 +258,7 @@ def load_samples(
                 ions,
                 rgb,
                 px,
-                _align_function(e["align"], Path(e["base"])),
+                align_function(e["align"], Path(e["base"])),
                 contract,
                 e["split"],
             )
@@ -517,6 +367,3 @@ class PatchSampler:
                 for a in ys
             ]
         return np.stack(xs), np.stack(ys)
-
-
-align_function = _align_function

@@ -4,7 +4,7 @@ Objective (seed 000 / pix2pix): conditional GAN loss (``vanilla`` BCE, ``lsgan``
 ``wgangp`` Wasserstein with gradient penalty, as seed 002 compares) + ``lambda_l1`` * L1, Adam with
 beta1 = 0.5, defaults lambda 200 and lr 2e-5 as in seed 000, optional linear decay of the learning rate
 to 0 from ``decay_start``. The baseline (``model="unet"``) is a plain U-Net trained with MSE on small
-patches.
+patches. The losses, optimisers and one step are in :mod:`napari_msi2hist.models.objective`.
 
 Resumable and deterministic: every step seeds torch and the patch sampler from ``(seed, step)``, so a
 run resumed from ``checkpoints/last.pt`` (weights, both optimisers, scheduler) reproduces the
@@ -37,6 +37,7 @@ from .contract import ChannelContract
 from .datasets import PairedSample, PatchSampler
 from .inference import pick_device
 from .networks import build_discriminator, build_generator, init_weights
+from .objective import make_optimisers, train_step, unwrap
 from .validation import validation_metrics
 
 
@@ -103,23 +104,6 @@ def discriminator_arch(cfg: TrainConfig, in_channels: int) -> dict:
     }
 
 
-def _gan_loss(mode: str, pred: torch.Tensor, real: bool) -> torch.Tensor:
-    if mode == "vanilla":
-        target = torch.ones_like(pred) if real else torch.zeros_like(pred)
-        return nn.functional.binary_cross_entropy_with_logits(pred, target)
-    if mode == "lsgan":
-        return ((pred - (1.0 if real else 0.0)) ** 2).mean()
-    return -pred.mean() if real else pred.mean()  # wgangp critic terms
-
-
-def _gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    a = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
-    inter = (a * real + (1 - a) * fake).requires_grad_(True)
-    out = d(inter)
-    (g,) = torch.autograd.grad(out.sum(), inter, create_graph=True)
-    return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
 def _dist_info() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -138,16 +122,6 @@ def _state_for_resume(d, opt_g, opt_d, sched_g, sched_d, step, d_arch) -> dict:
         "sched_g": sched_g.state_dict(),
         "sched_d": sched_d.state_dict() if sched_d else {},
     }
-
-
-def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:
-        if cfg.decay_start is None or step < cfg.decay_start:
-            return 1.0
-        span = max(1, cfg.max_steps - cfg.decay_start)
-        return max(0.0, 1.0 - (step - cfg.decay_start) / span)
-
-    return f
 
 
 def _load_state(net: nn.Module, state: dict, source) -> None:
@@ -196,10 +170,6 @@ def _truncate_log(log_path: Path, start: int) -> None:
         except (ValueError, KeyError, TypeError):
             continue
     write_text_atomic(log_path, "".join(k + "\n" for k in keep))
-
-
-def _unwrap(m):
-    return m.module if hasattr(m, "module") else m
 
 
 def iter_train(
@@ -355,24 +325,19 @@ def iter_train(
         g = DDP(g, device_ids=ids)
         if d is not None:
             d = DDP(d, device_ids=ids)
-    betas = (cfg.beta1, 0.999) if cfg.gan_mode != "wgangp" else (0.0, 0.9)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas) if d is not None else None
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_lambda(cfg)) if opt_d else None
+    opt_g, opt_d, sched_g, sched_d = make_optimisers(cfg, g, d)
     if resume_state:
         opt_g.load_state_dict(resume_state["opt_g"])
         sched_g.load_state_dict(resume_state["sched_g"])
         if opt_d is not None:
             opt_d.load_state_dict(resume_state["opt_d"])
             sched_d.load_state_dict(resume_state["sched_d"])
-    multiple = _unwrap(g).multiple
+    multiple = unwrap(g).multiple
     patch = cfg.baseline_patch if cfg.model == "unet" else cfg.patch
     if patch:
         patch = max(multiple, -(-patch // multiple) * multiple)
     sampler = PatchSampler(train, patch, multiple, contract.pad_value)
     use_amp = device.type == "cuda" and cfg.amp
-    amp_dtype = torch.bfloat16
     training_meta = {
         "config": asdict(cfg),
         "data": data_info or {"train": [s.name for s in train], "val": [s.name for s in val]},
@@ -385,11 +350,11 @@ def iter_train(
     def save(step: int, final: bool = False) -> Path:
         meta = {**training_meta, "steps": step, "losses": last_losses, "seed": cfg.seed}
         extra = _state_for_resume(
-            _unwrap(d) if d is not None else None, opt_g, opt_d, sched_g, sched_d, step, d_arch
+            unwrap(d) if d is not None else None, opt_g, opt_d, sched_g, sched_d, step, d_arch
         )
-        p = save_checkpoint(last, _unwrap(g), arch, contract, meta, extra)
+        p = save_checkpoint(last, unwrap(g), arch, contract, meta, extra)
         if final:
-            p = save_checkpoint(out / "model.pt", _unwrap(g), arch, contract, meta)
+            p = save_checkpoint(out / "model.pt", unwrap(g), arch, contract, meta)
         return p
 
     last_losses: dict = {}
@@ -408,53 +373,7 @@ def iter_train(
             xb, yb = sampler.batch(rng, cfg.batch_size)
             x = torch.from_numpy(xb).to(device)
             y = torch.from_numpy(yb).to(device)
-            losses = {}
-            if d is None:  # U-Net baseline, MSE
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss = nn.functional.mse_loss(g(x).float(), y)
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                sched_g.step()
-                losses["mse"] = float(loss.detach())
-            else:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    fake = g(x)
-                # discriminator / critic: real and fake pairs in one forward (DDP needs one forward
-                # per backward)
-                opt_d.zero_grad(set_to_none=True)
-                real_pair, fake_pair = torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    pred_real, pred_fake = d(torch.cat([real_pair, fake_pair], 0)).float().chunk(2)
-                if cfg.gan_mode == "wgangp":
-                    loss_d = pred_fake.mean() - pred_real.mean()
-                    loss_d = loss_d + cfg.gp_weight * _gradient_penalty(
-                        _unwrap(d), real_pair.float(), fake_pair.float()
-                    )
-                else:
-                    loss_d = 0.5 * (
-                        _gan_loss(cfg.gan_mode, pred_real, True)
-                        + _gan_loss(cfg.gan_mode, pred_fake, False)
-                    )
-                loss_d.backward()
-                opt_d.step()
-                # generator: adversarial + lambda * L1 (the discriminator's gradients from this pass are
-                # cleared before its next step)
-                opt_g.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    pred = d(torch.cat([x, fake], 1)).float()
-                adv = _gan_loss(cfg.gan_mode, pred, True)
-                l1 = nn.functional.l1_loss(fake.float(), y)
-                loss_g = adv + cfg.lambda_l1 * l1
-                loss_g.backward()
-                opt_g.step()
-                sched_g.step()
-                sched_d.step()
-                losses = {
-                    "d": float(loss_d.detach()),
-                    "g_adv": float(adv.detach()),
-                    "l1": float(l1.detach()),
-                }
+            losses = train_step(g, d, (opt_g, opt_d, sched_g, sched_d), x, y, cfg, use_amp)
             step += 1
             last_losses = losses
             info = {
@@ -464,7 +383,7 @@ def iter_train(
             }
             if rank == 0 and val and (step % cfg.val_every == 0 or step == cfg.max_steps):
                 vm, preview = validation_metrics(
-                    _unwrap(g), val, multiple, contract.pad_value, device
+                    unwrap(g), val, multiple, contract.pad_value, device
                 )
                 info.update(vm)
                 info["preview"] = preview
@@ -494,10 +413,10 @@ def iter_train(
 
         for net in (g, d):
             if net is not None:
-                for buf in _unwrap(net).buffers():
+                for buf in unwrap(net).buffers():
                     dist.broadcast(buf, 0)
     final = save(step, final=True) if rank == 0 else out / "model.pt"
     if keep is not None:  # hand the trained networks to the caller (each DDP rank has its own)
-        keep["generator"] = _unwrap(g)
-        keep["discriminator"] = _unwrap(d) if d is not None else None
+        keep["generator"] = unwrap(g)
+        keep["discriminator"] = unwrap(d) if d is not None else None
     return final

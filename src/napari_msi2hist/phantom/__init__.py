@@ -30,13 +30,8 @@ import numpy as np
 from ..crossmodal.features import tissue_classes
 from ..io.points import read_points_csv, write_points_csv  # noqa: F401  (re-exported)
 from ..progress import Progress, run_to_end
-from ..registration.transforms import (
-    DisplacementField,
-    PhantomTransform,
-    px_to_um,
-    rotation_scale_matrix_yx,
-    um_to_px,
-)
+from ..registration.transforms import px_to_um, rotation_scale_matrix_yx, um_to_px
+from ..registration.truth import DisplacementField, PhantomTransform
 from ._difficulty import _add_marks, _crop_raster, _glass, _inside_raster, _split_pieces
 from .truth import (  # noqa: F401  (re-exported)
     CLASSES,

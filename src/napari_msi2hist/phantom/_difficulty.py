@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..axes import um_to_px
-from ..registration.transforms import DisplacementField, PhantomTransform
+from ..registration.truth import DisplacementField, PhantomTransform
 
 if TYPE_CHECKING:
     from . import PhantomConfig

@@ -11,11 +11,10 @@ Conventions (also in docs/conventions.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..axes import px_to_um, um_to_px, xy_to_yx, yx_to_xy  # noqa: F401  (re-exported)
+from .truth import DisplacementField, PhantomTransform  # noqa: F401  (re-exported)
 
 
 def rotation_scale_matrix_yx(angle_deg: float, scale: float = 1.0) -> np.ndarray:
@@ -40,113 +39,6 @@ def rotation_scale_matrix_yx(angle_deg: float, scale: float = 1.0) -> np.ndarray
     # in xy with y down, [[c, s], [-s, c]] rotates visually anticlockwise; swap to yx
     m_xy = np.array([[c, s], [-s, c]])
     return scale * yx_to_xy(m_xy)
-
-
-@dataclass
-class DisplacementField:
-    """A smooth displacement sampled on a regular grid of the source frame (yx, um).
-
-    ``values[r, c]`` is the (dy, dx) displacement in um at source point
-    ``origin_yx_um + (r, c) * spacing_yx_um``; between samples it is interpolated bilinearly,
-    beyond the grid the nearest edge value holds.
-    """
-
-    values: np.ndarray  # (ny, nx, 2)
-    spacing_yx_um: tuple[float, float]
-    origin_yx_um: tuple[float, float] = (0.0, 0.0)
-
-    def __call__(self, points_yx_um: np.ndarray) -> np.ndarray:
-        """Interpolate the displacement at points (bilinear, nearest edge value outside the grid).
-
-        Parameters
-        ----------
-        points_yx_um : ndarray
-            ``(N, 2)`` points, yx um.
-
-        Returns
-        -------
-        ndarray
-            ``(N, 2)`` displacements, yx um.
-        """
-        from scipy.ndimage import map_coordinates
-
-        p = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
-        g = (p - np.asarray(self.origin_yx_um)) / np.asarray(self.spacing_yx_um)
-        out = np.empty_like(p)
-        for k in range(2):
-            out[:, k] = map_coordinates(self.values[..., k], g.T, order=1, mode="nearest")
-        return out
-
-    def rms(self) -> float:
-        """Return the root-mean-square displacement.
-
-        Returns
-        -------
-        float
-            RMS length of the sampled displacement vectors, in um.
-        """
-        return float(np.sqrt((self.values**2).sum(-1).mean()))
-
-
-@dataclass
-class PhantomTransform:
-    """``fixed = A @ moving + t + D(moving)`` with (y, x) points in um; invertible numerically."""
-
-    matrix_yx: np.ndarray
-    offset_yx_um: np.ndarray
-    displacement: DisplacementField | None = None
-
-    def forward(self, points_yx_um) -> np.ndarray:
-        """Map moving (MSI) world points to fixed (H&E) world points.
-
-        Parameters
-        ----------
-        points_yx_um : array_like
-            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
-
-        Returns
-        -------
-        ndarray
-            ``(N, 2)`` ``A @ p + t + D(p)``, yx um.
-        """
-        p = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
-        q = p @ self.matrix_yx.T + self.offset_yx_um
-        if self.displacement is not None:
-            q = q + self.displacement(p)
-        return q
-
-    def inverse(self, points_yx_um, tol_um: float = 1e-7, max_iter: int = 200) -> np.ndarray:
-        """Map fixed (H&E) world points back to moving (MSI) world points.
-
-        Exact for a linear transform; with a displacement, by fixed-point iteration from the linear
-        inverse.
-
-        Parameters
-        ----------
-        points_yx_um : array_like
-            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
-        tol_um : float
-            Stop when an iteration moves no point by more than this.
-        max_iter : int
-            Iteration limit (the last iterate is returned).
-
-        Returns
-        -------
-        ndarray
-            ``(N, 2)`` moving points, yx um.
-        """
-        q = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
-        ainv = np.linalg.inv(self.matrix_yx)
-        base = (q - self.offset_yx_um) @ ainv.T
-        if self.displacement is None:
-            return base
-        p = base.copy()
-        for _ in range(max_iter):
-            p_new = base - self.displacement(p) @ ainv.T
-            if np.abs(p_new - p).max() < tol_um:
-                return p_new
-            p = p_new
-        return p
 
 
 # --------------------------------------------------------------------------- registration transforms
@@ -416,9 +308,9 @@ class Transform:
             np.asarray(fixed_yx, float), src.T, order=order, cval=default
         ).reshape(ny, nx)
 
-    # ----------------------------------------------------------------- files
+    # ----------------------------------------------------------------- files (transform_files.py)
     def to_json(self) -> dict:
-        """Describe the transform as JSON-able values.
+        """Describe the transform as JSON-able values (:func:`.transform_files.transform_to_json`).
 
         Returns
         -------
@@ -426,27 +318,14 @@ class Transform:
             Format, package version, the direction convention, ``linear``, the ``meta``, and for a
             linear transform ``matrix_yx_um`` and ``matrix_xy_um`` (moving to fixed).
         """
-        from .. import __version__
+        from .transform_files import transform_to_json
 
-        d = {
-            "format": "napari-msi2hist transform v1",
-            "package_version": __version__,
-            "direction": "matrix_*_um maps MOVING world um to FIXED world um (homogeneous 3x3); the ITK "
-            "file maps FIXED to MOVING (ITK convention)",
-            "linear": self.is_linear,
-            **self.meta,
-        }
-        if self.is_linear:
-            m = self.linear_moving_to_fixed_yx()
-            mxy = np.eye(3)
-            mxy[:2, :2] = yx_to_xy(m[:2, :2])
-            mxy[:2, 2] = m[:2, 2][::-1]
-            d["matrix_yx_um"] = m.tolist()
-            d["matrix_xy_um"] = mxy.tolist()
-        return d
+        return transform_to_json(self)
 
     def save(self, json_path, itk_path=None) -> None:
         """Write ``transform.json`` and the ITK file it names, each atomically.
+
+        See :func:`.transform_files.save_transform`.
 
         Parameters
         ----------
@@ -455,29 +334,16 @@ class Transform:
         itk_path : path-like, optional
             The ITK file (default: ``json_path`` with ``.h5``).
         """
-        import json
-        import os
-        from pathlib import Path
+        from .transform_files import save_transform
 
-        import SimpleITK as sitk
-
-        json_path = Path(json_path)
-        itk_path = Path(itk_path) if itk_path else json_path.with_suffix(".h5")
-        d = self.to_json()
-        d["itk_file"] = itk_path.name
-        tmp = itk_path.with_name(f".tmp-{os.getpid()}-{itk_path.name}")
-        sitk.WriteTransform(self.itk, str(tmp))
-        os.replace(tmp, itk_path)
-        tmpj = json_path.with_name(f".tmp-{os.getpid()}-{json_path.name}")
-        tmpj.write_text(json.dumps(d, indent=1, default=float))
-        os.replace(tmpj, json_path)
+        save_transform(self, json_path, itk_path)
 
     @classmethod
     def load(cls, path) -> Transform:
         """Read a transform from our JSON, an ITK ``.tfm``/``.h5``, or a JSON with ``matrix_yx_um`` only.
 
-        When the JSON has both, the ITK file is used (it is exact, and may be deformable) and the two
-        must agree; a disagreement is refused.
+        When the JSON has both, the ITK file is used and the two must agree
+        (:func:`.transform_files.load_transform`).
 
         Parameters
         ----------
@@ -495,45 +361,9 @@ class Transform:
             Unreadable, inconsistent, missing its ITK file, singular or non-finite (the message names
             the file).
         """
-        import json
-        from pathlib import Path
+        from .transform_files import load_transform
 
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            return cls(_read_itk_checked(path)).checked(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a text (UTF-8) JSON file") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: not a transform (a JSON object is expected)")
-        meta = {k: v for k, v in d.items() if k not in ("matrix_yx_um", "matrix_xy_um")}
-        m = _matrix_from_json(d, path) if "matrix_yx_um" in d else None
-        itk_path = _itk_file_of(d, path)
-        if itk_path is not None and itk_path.is_file():
-            t = cls(_read_itk_checked(itk_path), meta).checked(itk_path)
-            if m is not None:
-                if not t.is_linear:
-                    raise ValueError(
-                        f"{path}: has matrix_yx_um but {itk_path.name} is deformable; remove one"
-                    )
-                mine = t.linear_moving_to_fixed_yx()
-                tol = 1e-6 * max(1.0, float(np.abs(m).max()))
-                if not np.allclose(mine, m, rtol=1e-6, atol=tol):
-                    raise ValueError(
-                        f"{path}: matrix_yx_um disagrees with {itk_path.name} (max difference "
-                        f"{float(np.abs(mine - m).max()):.3g}); remove or fix one of them"
-                    )
-            return t
-        if m is not None:
-            return cls.from_moving_to_fixed_matrix(m, meta)
-        if itk_path is not None:
-            raise ValueError(
-                f"{path}: its ITK file {itk_path} is missing and it has no matrix_yx_um"
-            )
-        raise ValueError(f"{path}: neither an ITK file nor matrix_yx_um")
+        return load_transform(path)
 
     def checked(self, source) -> Transform:
         """Check that the linear part is finite and invertible.
@@ -582,74 +412,3 @@ class Transform:
             Its inverse stored as an ITK affine (the ITK convention).
         """
         return cls(_affine_xy_from_yx(np.linalg.inv(np.asarray(m_yx, float))), meta)
-
-
-def _matrix_from_json(d: dict, path) -> np.ndarray:
-    try:
-        m = np.asarray(d["matrix_yx_um"], dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: matrix_yx_um is not a 3x3 list of numbers") from None
-    if m.shape != (3, 3):
-        raise ValueError(f"{path}: matrix_yx_um has shape {m.shape}, not 3x3")
-    if not np.isfinite(m).all():
-        raise ValueError(f"{path}: matrix_yx_um holds NaN or infinite values")
-    if not np.allclose(m[2], [0, 0, 1]):
-        raise ValueError(f"{path}: matrix_yx_um's last row is not 0, 0, 1 (not an affine)")
-    det = float(np.linalg.det(m[:2, :2]))
-    if abs(det) < 1e-12 * max(1.0, float(np.abs(m[:2, :2]).max())) ** 2:
-        raise ValueError(f"{path}: matrix_yx_um is singular (not invertible)")
-    return m
-
-
-def _itk_file_of(d: dict, path):
-    """Find the ITK file a transform JSON names: a file name inside the JSON's folder, nothing else."""
-    from pathlib import Path
-
-    name = d.get("itk_file")
-    if not name:
-        return None
-    if not isinstance(name, str):
-        raise ValueError(f"{path}: itk_file is not a file name")
-    p = Path(name)
-    folder = path.parent.resolve()
-    if p.is_absolute() or ".." in p.parts or (folder / p).resolve().parent != folder:
-        raise ValueError(f"{path}: itk_file {name!r} points outside the JSON's folder; refused")
-    return path.parent / p
-
-
-_ITK_OK: dict = {}
-
-
-def _read_itk_checked(path):
-    """Read an ITK transform file after a child process has read it without crashing.
-
-    A corrupted HDF5 file can crash SimpleITK's reader, which must not take this process down.
-    """
-    import os
-    import subprocess
-    import sys
-
-    import SimpleITK as sitk
-
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _ITK_OK:
-        code = "import sys, SimpleITK as s; s.ReadTransform(sys.argv[1])"
-        try:
-            r = subprocess.run(
-                [sys.executable, "-c", code, str(path)], capture_output=True, timeout=120
-            )
-        except subprocess.TimeoutExpired:
-            raise ValueError(f"{path}: reading the ITK transform did not finish") from None
-        if r.returncode != 0:
-            why = "crashed the reader" if r.returncode < 0 else "unreadable"
-            raise ValueError(f"{path}: not a readable ITK transform file ({why})")
-        _ITK_OK[key] = True
-    try:
-        return sitk.ReadTransform(str(path))
-    except RuntimeError as e:
-        msg = str(e).strip().splitlines()[-1][:160] if str(e).strip() else "unreadable"
-        raise ValueError(f"{path}: not a readable ITK transform file ({msg})") from None

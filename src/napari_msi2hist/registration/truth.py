@@ -1,24 +1,131 @@
-"""Read a phantom's ground truth (``truth.json``), the known MSI -> H&E transform.
+"""A phantom's ground truth: the known MSI -> H&E transform and its file (``truth.json``).
 
-The transform, with its smooth deformation, is what pairs files (``align: {truth: ...}``), tests and
-benchmarks use as an alignment.
+:class:`PhantomTransform` (``fixed = A @ moving + t + D(moving)``, with the smooth deformation a
+:class:`DisplacementField`) is what pairs files (``align: {truth: ...}``), tests and benchmarks use
+as an alignment; :func:`load_truth` reads it back. Both are re-exported by
+:mod:`napari_msi2hist.registration.transforms`, their earlier home.
 
-The file is written by :mod:`napari_msi2hist.phantom.truth`; it lives here, beside
-:class:`~napari_msi2hist.registration.transforms.PhantomTransform`, so that the methods (models,
-registration) can read a known transform without importing the phantom generator.
+The file is written by :mod:`napari_msi2hist.phantom.truth`; it is read here, so that the methods
+(models, registration) can use a known transform without importing the phantom generator.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .transforms import DisplacementField, PhantomTransform
-
 TRUTH_FORMAT = "napari-msi2hist phantom truth v1"
+
+
+@dataclass
+class DisplacementField:
+    """A smooth displacement sampled on a regular grid of the source frame (yx, um).
+
+    ``values[r, c]`` is the (dy, dx) displacement in um at source point
+    ``origin_yx_um + (r, c) * spacing_yx_um``; between samples it is interpolated bilinearly,
+    beyond the grid the nearest edge value holds.
+    """
+
+    values: np.ndarray  # (ny, nx, 2)
+    spacing_yx_um: tuple[float, float]
+    origin_yx_um: tuple[float, float] = (0.0, 0.0)
+
+    def __call__(self, points_yx_um: np.ndarray) -> np.ndarray:
+        """Interpolate the displacement at points (bilinear, nearest edge value outside the grid).
+
+        Parameters
+        ----------
+        points_yx_um : ndarray
+            ``(N, 2)`` points, yx um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` displacements, yx um.
+        """
+        from scipy.ndimage import map_coordinates
+
+        p = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
+        g = (p - np.asarray(self.origin_yx_um)) / np.asarray(self.spacing_yx_um)
+        out = np.empty_like(p)
+        for k in range(2):
+            out[:, k] = map_coordinates(self.values[..., k], g.T, order=1, mode="nearest")
+        return out
+
+    def rms(self) -> float:
+        """Return the root-mean-square displacement.
+
+        Returns
+        -------
+        float
+            RMS length of the sampled displacement vectors, in um.
+        """
+        return float(np.sqrt((self.values**2).sum(-1).mean()))
+
+
+@dataclass
+class PhantomTransform:
+    """``fixed = A @ moving + t + D(moving)`` with (y, x) points in um; invertible numerically."""
+
+    matrix_yx: np.ndarray
+    offset_yx_um: np.ndarray
+    displacement: DisplacementField | None = None
+
+    def forward(self, points_yx_um) -> np.ndarray:
+        """Map moving (MSI) world points to fixed (H&E) world points.
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` ``A @ p + t + D(p)``, yx um.
+        """
+        p = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
+        q = p @ self.matrix_yx.T + self.offset_yx_um
+        if self.displacement is not None:
+            q = q + self.displacement(p)
+        return q
+
+    def inverse(self, points_yx_um, tol_um: float = 1e-7, max_iter: int = 200) -> np.ndarray:
+        """Map fixed (H&E) world points back to moving (MSI) world points.
+
+        Exact for a linear transform; with a displacement, by fixed-point iteration from the linear
+        inverse.
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+        tol_um : float
+            Stop when an iteration moves no point by more than this.
+        max_iter : int
+            Iteration limit (the last iterate is returned).
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` moving points, yx um.
+        """
+        q = np.atleast_2d(np.asarray(points_yx_um, dtype=np.float64))
+        ainv = np.linalg.inv(self.matrix_yx)
+        base = (q - self.offset_yx_um) @ ainv.T
+        if self.displacement is None:
+            return base
+        p = base.copy()
+        for _ in range(max_iter):
+            p_new = base - self.displacement(p) @ ainv.T
+            if np.abs(p_new - p).max() < tol_um:
+                return p_new
+            p = p_new
+        return p
 
 
 def load_truth(path: str | os.PathLike) -> PhantomTransform:

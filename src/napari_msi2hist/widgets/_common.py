@@ -21,6 +21,12 @@ def msi2hist_kind(layer) -> str | None:
     return layer.metadata.get("msi2hist", {}).get("kind")
 
 
+def source_file(layer) -> str:
+    """The file a layer of this plugin was read from (``file`` or ``source`` in its metadata), or ""."""
+    md = layer.metadata.get("msi2hist", {})
+    return md.get("file") or md.get("source") or ""
+
+
 def show_user_error(status_label, exc: BaseException) -> None:
     """A readable notification plus the same text in the widget's status line (no traceback)."""
     from napari.utils.notifications import show_error

@@ -174,7 +174,7 @@ class PredictWidget(QWidget):
             e["label_array"] = label_on_he_grid(self.viewer.layers[lab], he_l)
         entries = [e]
         if self.pairs.text().strip():
-            from ..models.datasets import read_pairs_yaml
+            from ..models.pairs import read_pairs_yaml
 
             extra = read_pairs_yaml(self.pairs.text().strip())
             if "label_array" in e and any(not x.get("label") for x in extra):

@@ -5,6 +5,8 @@ layer -> ``direct``. A linear result becomes the ``affine`` of every layer from 
 images, synthetic H&E, moving landmarks), so they all overlay the H&E; a B-spline result adds the
 moving image resampled onto the H&E grid. Landmark layers (fixed on the H&E, moving on the MSI, world
 um) refit on every edit and show each landmark's leave-one-out TRE next to it; edits can be undone.
+The landmark half is a mixin (``_landmarks.py``), and so is showing and saving a result
+(``_reg_results.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from qtpy.QtWidgets import (
 from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
 from ..registration.landmarks import LandmarkEditor
-from ..registration.pipeline import checkerboard
 from ._common import (
     cancel_if_running,
     layer_names,
@@ -36,9 +37,10 @@ from ._common import (
     msi2hist_kind,
     refill_combo,
     show_user_error,
-    upsert_image,
+    source_file,
 )
 from ._landmarks import FIXED_ROLE, MOVING_ROLE, LandmarkMixin  # noqa: F401  (re-exported)
+from ._reg_results import VERDICT_COLOURS, ResultMixin  # noqa: F401  (re-exported)
 from ._workers import start_job
 
 
@@ -58,7 +60,6 @@ class RegParams:
     msi_px: tuple[float, float] | None = None
 
 
-VERDICT_COLOURS = {"ok": "#2e7d32", "doubtful": "#ef6c00", "failed": "#c62828"}
 DETECT = "(detect tissue)"
 
 
@@ -88,12 +89,7 @@ def _apply_pixel_size(layer, v: float) -> None:
         layer.metadata = {**layer.metadata, "msi2hist": md}
 
 
-def _source_file(layer) -> str:
-    md = layer.metadata.get("msi2hist", {})
-    return md.get("file") or md.get("source") or ""
-
-
-class RegisterWidget(LandmarkMixin, QWidget):
+class RegisterWidget(LandmarkMixin, ResultMixin, QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
@@ -238,30 +234,6 @@ class RegisterWidget(LandmarkMixin, QWidget):
         if name and name in self.viewer.layers and v > 0:
             _apply_pixel_size(self.viewer.layers[name], v)
 
-    def save_transform(self, path: str | None = None) -> str | None:
-        """Write the last registration as ``transform.json`` and ``transform.h5`` (atomic)."""
-        if self.result is None:
-            self.status.setText("register first: there is no transform to save")
-            return None
-        if path is None:
-            from qtpy.QtWidgets import QFileDialog
-
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Save transform", "transform.json", "transform (*.json)"
-            )
-        if not path:
-            return None
-        from pathlib import Path
-
-        j = Path(path).with_suffix(".json")
-        try:
-            self.result.transform.save(j, j.with_suffix(".h5"))
-        except (OSError, ValueError) as e:
-            show_user_error(self.status, e)
-            return None
-        self.status.setText(f"wrote {j} and {j.with_suffix('.h5').name}")
-        return str(j)
-
     def _pixel(self, box, layer, what) -> tuple[float, float]:
         v = box.value()
         if v <= 0:
@@ -272,12 +244,12 @@ class RegisterWidget(LandmarkMixin, QWidget):
         return (v, v)
 
     def _same_msi_layers(self, moving_layer):
-        src = _source_file(moving_layer)
+        src = source_file(moving_layer)
         return [
             ly
             for ly in self.viewer.layers
             if ly is moving_layer
-            or (src and _source_file(ly) == src and msi2hist_kind(ly) != "registered")
+            or (src and source_file(ly) == src and msi2hist_kind(ly) != "registered")
             or ly.metadata.get("msi2hist", {}).get("role") == MOVING_ROLE
         ]
 
@@ -318,7 +290,7 @@ class RegisterWidget(LandmarkMixin, QWidget):
             mv,
             mv_px,
             RegistrationOptions(stages=stages),
-            _source_file(ml),
+            source_file(ml),
             fmask,
             mmask,
             stack,
@@ -384,84 +356,3 @@ class RegisterWidget(LandmarkMixin, QWidget):
     def _finished(self):
         self.worker = None
         self.run_btn.setText("Register")
-
-    def _apply(self, res):
-        self.result = res
-        ml = self.viewer.layers[self.moving_box.currentText()]
-        tr = res.transform
-        if tr.is_linear:
-            aff = tr.napari_affine()
-            for ly in self._same_msi_layers(ml):
-                ly.affine = aff
-        else:
-            fl = self.viewer.layers[self.fixed_box.currentText()]
-            warped = tr.resample_moving_to_fixed(
-                res.moving_image,
-                res.moving_px,
-                fl.data.shape[:2] if not fl.multiscale else fl.data[0].shape[:2],
-                tuple(fl.scale[-2:]),
-            )
-            name = f"{ml.name} registered"
-            meta = {"msi2hist": {"kind": "registered", "source": _source_file(ml)}}
-            upsert_image(
-                self.viewer,
-                name,
-                warped,
-                scale=fl.scale[-2:],
-                colormap="magma",
-                blending="additive",
-                metadata=meta,
-            )
-        b, a = res.metrics["before"], res.metrics["after"]
-        text = (
-            f"MI {b['mi']:.3f} -> {a['mi']:.3f}; NCC {b['ncc']:.3f} -> {a['ncc']:.3f}; "
-            f"tissue Dice {b['dice']:.3f} -> {a['dice']:.3f} ({res.route} route, {res.seconds:.1f} s)"
-        )
-        fold = res.metrics.get("bspline_fold_fraction", 0.0)
-        if fold > 0:
-            text += f"\nWARNING: the B-spline folds on {100 * fold:.2f} % of the H&E grid (negative Jacobian)"
-            from napari.utils.notifications import show_warning
-
-            show_warning(
-                f"B-spline registration folds on {100 * fold:.2f} % of pixels; use fewer stages or landmarks"
-            )
-        self.metrics.setText(text)
-        v = res.verdict or {}
-        if v:
-            colour = VERDICT_COLOURS.get(v["verdict"], "black")
-            self.verdict.setStyleSheet(f"color: {colour}; font-weight: bold")
-            self.verdict.setText(
-                f"Verdict: {v['verdict'].upper()}\n" + "\n".join(v.get("reasons", []))
-            )
-        self.status.setText("registered")
-        if self.checker_btn.isChecked():
-            self._toggle_checker(True)
-        self._update_landmarks()
-
-    def _toggle_checker(self, on: bool):
-        name = "checkerboard"
-        if not on:
-            if name in self.viewer.layers:
-                self.viewer.layers[name].visible = False
-            return
-        if self.result is None:
-            self.status.setText("register first")
-            self.checker_btn.setChecked(False)
-            return
-        from ..registration.preprocess import od_image
-
-        fl = self.viewer.layers[self.fixed_box.currentText()]
-        he = np.asarray(fl.data[0] if fl.multiscale else fl.data)
-        f = od_image(he)
-        w = self.result.transform.resample_moving_to_fixed(
-            self.result.moving_image, self.result.moving_px, f.shape, tuple(fl.scale[-2:])
-        )
-        ly = upsert_image(
-            self.viewer,
-            name,
-            checkerboard(f, w),
-            scale=fl.scale[-2:],
-            colormap="gray",
-            metadata={"msi2hist": {"kind": "checkerboard"}},
-        )
-        ly.visible = True

@@ -86,7 +86,7 @@ def displayed_msi_to_he(msi_layer, he_layer) -> np.ndarray:
 
 
 def landmark_msi_to_he(moving_pts, fixed_pts) -> np.ndarray:
-    from ..models.datasets import affine_from_landmarks
+    from ..models.pairs import affine_from_landmarks
 
     a, t = affine_from_landmarks(np.asarray(moving_pts)[:, -2:], np.asarray(fixed_pts)[:, -2:])
     m = np.eye(3)
@@ -96,7 +96,8 @@ def landmark_msi_to_he(moving_pts, fixed_pts) -> np.ndarray:
 
 def training_job(p: TrainParams, cancel=None):
     """Worker: build the pairs, then train: the train workflow, as ``msi2hist train`` runs it."""
-    from ..models.datasets import read_pairs_yaml, split_by_sample
+    from ..models.datasets import split_by_sample
+    from ..models.pairs import read_pairs_yaml
     from ..workflows import train as wf
 
     job = wf.TrainJob(

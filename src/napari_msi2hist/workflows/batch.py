@@ -32,7 +32,9 @@ from pathlib import Path
 
 from ..progress import CancelToken, Progress
 from .cohort import read_cohort, report_row, write_report
-from .section import SectionConfig, fingerprints, is_complete, iter_section, read_record
+from .section import iter_section
+from .section_config import SectionConfig
+from .section_record import fingerprints, is_complete, read_record
 
 BAD_VERDICTS = frozenset({"error", "fail", "failed", "worse", "reject", "rejected"})
 

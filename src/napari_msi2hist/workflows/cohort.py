@@ -29,7 +29,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from .section import SectionConfig
+from .section_config import SectionConfig
 
 _PATH_KEYS = ("imzml", "he", "landmarks_he", "landmarks_msi", "he_mask")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -18,7 +18,6 @@ Outputs of a section folder:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,243 +25,27 @@ import shutil
 import tempfile
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
+from ..msi.ion_images import Tolerance
 from ..progress import CancelToken, Progress
-
-RECORD = "section.json"
-RECORD_VERSION = 1
-FULL_HASH_MAX = 8 * 2**20  # files up to this size are hashed whole (sha256)
-EDGE_BYTES = 2**20  # larger files: size + mtime + first and last MiB
-
-
-@dataclass(frozen=True)
-class SectionConfig:
-    """Everything one section needs; paths are absolute (workers read them from a shared filesystem).
-
-    ``he_pixel_um`` / ``msi_pixel_um`` override the files' own pixel sizes; a file without one and
-    no override is refused (no silent default for a physical quantity).
-    """
-
-    name: str
-    imzml: str
-    he: str
-    out_dir: str  # the final section folder
-    model: str = "demo"
-    route: str = "synthesis"  # synthesis | direct
-    n_peaks: int = 50
-    mz: tuple[float, ...] | None = None  # explicit m/z list instead of top-N
-    tolerance_ppm: float = DEFAULT_TOLERANCE.value  # ppm
-    norm: str = "tic"
-    he_pixel_um: tuple[float, float] | None = None
-    msi_pixel_um: tuple[float, float] | None = None
-    landmarks_he: str | None = None
-    landmarks_msi: str | None = None
-    landmarks_use: str = "eval"
-    he_mask: str | None = None  # optional H&E tissue mask (non-zero = tissue) for a mask Dice
-    stages: tuple[str, ...] = ("rigid", "affine")
-    rotation_search: int = 12
-    # intensity registration grid (um); None: the coarser of the two pixels. A coarser grid bounds
-    # the registration time of very large MSI (1000 x 1000 px and up)
-    registration_pixel_um: float | None = None
-    device: str = "cpu"
-    tile: int = 512
-    overlap: int = 64
-    zarr: bool = False  # also write registered_msi.ome.zarr
-    apply_pixel_um: float | None = None  # registered_msi grid pixel; None: the H&E's own (level 0)
-    extra: dict = field(default_factory=dict)
-
-    def inputs(self) -> dict[str, str]:
-        """Return the files this section reads, by role (the model included).
-
-        Returns
-        -------
-        dict
-            Role (``imzml``, ``ibd``, ``he``, landmarks, mask, ``model``) to path.
-        """
-        from ..models.checkpoint import resolve_model_path
-
-        d = {"imzml": self.imzml, "ibd": str(Path(self.imzml).with_suffix(".ibd")), "he": self.he}
-        for k in ("landmarks_he", "landmarks_msi", "he_mask"):
-            if getattr(self, k):
-                d[k] = getattr(self, k)
-        if self.route == "synthesis":
-            d["model"] = str(resolve_model_path(self.model))
-        return d
-
-    def as_dict(self) -> dict:
-        """Return the section as JSON-able values (written in its completion record).
-
-        Returns
-        -------
-        dict
-            Field name to value, tuples as lists.
-        """
-        return json.loads(json.dumps(asdict(self)))
-
-
-class SectionError(ValueError):
-    """A section that cannot run; the message names the file and the problem."""
-
-
-# ------------------------------------------------------------------ fingerprints and records
-def fingerprint(path: str | os.PathLike) -> str:
-    """Take a content fingerprint of a file.
-
-    Files up to 8 MiB: ``sha256:<hex>`` of the whole file. Larger files: ``edge:<hex>``, the sha256 of
-    the size, the mtime (ns) and the first and last MiB: cheap on multi-GB ``.ibd`` files, and it
-    changes on any rewrite that touches the mtime (an edit in the middle that keeps size and mtime
-    is not detected).
-
-    Parameters
-    ----------
-    path : path-like
-        The file.
-
-    Returns
-    -------
-    str
-        ``sha256:<hex>`` or ``edge:<hex>``.
-    """
-    p = Path(path)
-    st = p.stat()
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        if st.st_size <= FULL_HASH_MAX:
-            for block in iter(lambda: f.read(2**20), b""):
-                h.update(block)
-            return "sha256:" + h.hexdigest()
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        h.update(f.read(EDGE_BYTES))
-        f.seek(st.st_size - EDGE_BYTES)
-        h.update(f.read(EDGE_BYTES))
-    return "edge:" + h.hexdigest()
-
-
-def fingerprints(cfg: SectionConfig) -> dict[str, str]:
-    """Fingerprint every input of a section.
-
-    Parameters
-    ----------
-    cfg : SectionConfig
-        The section.
-
-    Returns
-    -------
-    dict
-        Role to :func:`fingerprint`.
-
-    Raises
-    ------
-    SectionError
-        An input file is missing.
-    """
-    out = {}
-    for role, path in cfg.inputs().items():
-        if not Path(path).is_file():
-            raise SectionError(f"{path}: {role} file not found")
-        out[role] = fingerprint(path)
-    return out
-
-
-def read_record(folder: str | os.PathLike) -> dict | None:
-    """Read the completion record of a section folder.
-
-    Parameters
-    ----------
-    folder : path-like
-        The section's output folder.
-
-    Returns
-    -------
-    dict or None
-        The record, or None when there is none or it is unreadable.
-    """
-    try:
-        return json.loads((Path(folder) / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _config_key(cfg: SectionConfig) -> dict:
-    d = cfg.as_dict()
-    d.pop("out_dir")
-    return d
-
-
-def is_complete(cfg: SectionConfig, hashes: dict[str, str] | None = None) -> bool:
-    """Tell whether a section's folder holds a finished run of exactly this config.
-
-    Parameters
-    ----------
-    cfg : SectionConfig
-        The section (its ``out_dir`` is checked).
-    hashes : dict, optional
-        Input fingerprints already taken; computed when None.
-
-    Returns
-    -------
-    bool
-        True when the record is ``done``, of the current record version, and its inputs'
-        fingerprints and config equal these.
-    """
-    rec = read_record(cfg.out_dir)
-    if not rec or rec.get("status") != "done" or rec.get("record_version") != RECORD_VERSION:
-        return False
-    try:
-        hashes = hashes if hashes is not None else fingerprints(cfg)
-    except (OSError, SectionError):
-        return False
-    return rec.get("inputs") == hashes and rec.get("config") == _config_key(cfg)
-
-
-def may_replace(final: Path) -> None:
-    """Refuse to replace a folder that is not a section folder.
-
-    The overwrite policy for a section folder (one function, so the project-wide policy can replace
-    it): an existing folder is replaced only when it is one of ours (it holds a ``section.json``) or
-    is empty; anything else is refused.
-
-    Parameters
-    ----------
-    final : Path
-        The section's output folder.
-
-    Raises
-    ------
-    SectionError
-        ``final`` exists and is neither empty nor a section folder.
-    """
-    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not read_record(final))):
-        raise SectionError(f"{final}: exists and is not a section folder; refusing to replace it")
-
-
-def publish_folder(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name.
-
-    One rename when ``final`` does not exist; else the old folder is renamed aside first and deleted
-    after (a crash in between leaves the old result under a hidden ``.old`` name, never a half-
-    written folder under ``final``).
-
-    Parameters
-    ----------
-    tmp : Path
-        The finished folder, beside ``final``.
-    final : Path
-        Its name once published.
-    """
-    may_replace(final)
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+from .section_config import SectionConfig, SectionError
+from .section_record import (  # noqa: F401  (FULL_HASH_MAX, EDGE_BYTES, RECORD_VERSION re-exported)
+    EDGE_BYTES,
+    FULL_HASH_MAX,
+    RECORD,
+    RECORD_VERSION,
+    config_key,
+    fingerprint,
+    fingerprints,
+    is_complete,
+    may_replace,
+    publish_folder,
+    read_record,
+)
 
 
 # ------------------------------------------------------------------ the job
@@ -506,7 +289,7 @@ def iter_section(
             "record_version": RECORD_VERSION,
             "status": "done",
             "name": cfg.name,
-            "config": _config_key(cfg),
+            "config": config_key(cfg),
             "inputs": hashes,
             "he_pixel_um": list(he_px),
             "registration_pixel_um": list(reg_px),

@@ -99,7 +99,7 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
     Parameters
     ----------
     entries : list of dict
-        Pairs entries (``read_pairs_yaml``), with pixel sizes resolved.
+        Pairs entries (``models.pairs.read_pairs_yaml``), with pixel sizes resolved.
     job : TrainJob
         The run: output folder, training settings, base checkpoint, re-head and resume flags.
     base : Checkpoint or None
