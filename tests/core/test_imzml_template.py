@@ -326,3 +326,15 @@ def test_real_files_read_through_the_template(shared_data, tmp_path):
             shutil.copy(shared_data / "imzml" / f"{name}{ext}", tmp_path / f"{name}{ext}")
         a, kind = _outcome(tmp_path / f"{name}.imzML", True)
         assert kind == "template" and a == _outcome(tmp_path / f"{name}.imzML", False)[0]
+
+
+def test_a_first_spectrum_far_into_the_list_is_found(tmp_path):
+    p = _writer_file(tmp_path)
+    xml = p.read_bytes()
+    i = xml.index(b"<spectrum ")
+    p.write_bytes(xml[:i] + b" " * 70000 + xml[i:])  # past the first 64 KiB read
+    assert _assert_template_agrees(p)
+    big = xml[:i] + b"<!--" + b"x" * 70000 + b"-->" + xml[i:]
+    p.write_bytes(big)  # a comment before the first spectrum: declined, strict decides
+    assert _template_or_none(p)[0] is None
+    assert _outcome(p, True)[0] == _outcome(p, False)[0]

@@ -79,7 +79,7 @@ _RE_LIST_START = re.compile(
     + _XML_WS
     + rb"*="
     + _XML_WS
-    + rb"*(?:\"[^\"<&]*\"|'[^'<&]*'))*+)"
+    + rb"*(?:\"[^\"<&]*\"|'[^'<&]*'))*)"
     + _XML_WS
     + rb"*>"
 )
@@ -87,8 +87,8 @@ _RE_COUNT = re.compile(_XML_WS + rb"count" + _XML_WS + rb"*=" + _XML_WS + rb"*[\
 _RE_SPECTRUM_END = re.compile(rb"</spectrum" + _XML_WS + rb"*>")
 _RE_LEADING_WS = re.compile(_XML_WS + rb"*")
 # a value the strict parse reads, and an ignored one (printable ASCII, legal in any attribute)
-_READ_RE = rb"(-?[0-9]{1,18}+)"
-_IGNORED_CLASS = rb"[^\"'<&\x00-\x1f\x7f-\xff]*+"
+_READ_RE = rb"(-?[0-9]{1,18})"
+_IGNORED_CLASS = rb"[^\"'<&\x00-\x1f\x7f-\xff]*"
 _RE_READ_VALUE = re.compile(rb"-?[0-9]{1,18}")
 _RE_IGNORED_VALUE = re.compile(_IGNORED_CLASS)
 _RE_DIGIT = re.compile(rb"[0-9]")
@@ -137,13 +137,14 @@ class Template:
         Returns
         -------
         re.Pattern
-            One group per value that the strict parse reads, in order. Repeats are possessive: a
-            slot's class excludes the quote that ends it, so they match what greedy ones would.
+            One group per value that the strict parse reads, in order. Each slot's class excludes
+            the quote that ends it, so only its longest match can succeed and a failing match backs
+            off in linear time (no possessive quantifiers: they need Python 3.11).
         """
         parts = [re.escape(self.pieces[0])]
         for read, p in zip(self.read, self.pieces[1:], strict=True):
             parts += (_READ_RE if read else _IGNORED_CLASS, re.escape(p))
-        parts.append(_XML_WS + rb"*+")
+        parts.append(_XML_WS + rb"*")
         return re.compile(b"".join(parts))
 
 
@@ -287,9 +288,12 @@ def scan_template(path: Path, head: ParseState, block_size: int = 16 * 2**20) ->
     size = path.stat().st_size
     with open(path, "rb") as fh:
         header = fh.read(at)
-        probe = fh.read(_PROBE_BYTES)
+        probe = fh.read(1 << 16)
         if len(header) != at or b"<!DOCTYPE" in header:
             return None
+        e = _RE_SPECTRUM_END.search(probe)
+        if e is None:  # a long first spectrum: look further
+            probe += fh.read(_PROBE_BYTES - len(probe))
         m = _RE_LIST_START.match(probe)
         if m is None:
             return None
