@@ -1,4 +1,7 @@
-"""The fast scan of the imzML spectrum list, used only where it agrees with the strict parse.
+"""The token scan of the imzML spectrum list, used only where it agrees with the strict parse.
+
+It runs where the template scan (:mod:`._imzml_template`, for lists that repeat their first spectrum)
+declines, and before the strict parse.
 
 The fast path (:func:`scan_spectra`) finds the per-spectrum values with regular expressions in C and
 assigns them to spectra and arrays by position. It is used only where it provably gives the same

@@ -192,10 +192,13 @@ def _not_xml_message(path: Path, e: Exception, first: bytes) -> str:
     return f"{path}: not well-formed XML ({e})"
 
 
-def _run(p, path: Path, first: bytes):
+def _run(p, path: Path, first: bytes, data: bytes | None = None):
     try:
-        with open(path, "rb") as fh:
-            p.ParseFile(fh)
+        if data is not None:
+            p.Parse(data, True)
+        else:
+            with open(path, "rb") as fh:
+                p.ParseFile(fh)
     except _StopAtSpectra:
         pass
     except _Forbidden as e:
@@ -206,15 +209,19 @@ def _run(p, path: Path, first: bytes):
         raise ImzMLFormatError(f"{path}: XML nested too deeply") from None
 
 
-def parse_imzml_xml(path: Path, header_only: bool = False) -> ParseState:
+def parse_imzml_xml(path: Path, header_only: bool = False, data: bytes | None = None) -> ParseState:
     """Parse an imzML strictly with expat.
 
     ``header_only`` stops at ``<spectrumList>`` and records its byte offset in ``st.spectra_at``
-    (the spectra are then read by :func:`scan_spectra`).
+    (the spectra are then read by :func:`scan_spectra`). ``data``: parse these bytes instead of
+    the file's (``path`` then only names the file in messages).
     """
     st = ParseState()
-    with open(path, "rb") as fh:
-        st.first_byte = fh.read(64)
+    if data is not None:
+        st.first_byte = data[:64]
+    else:
+        with open(path, "rb") as fh:
+            st.first_byte = fh.read(64)
     stack: list[str] = []
     cur_group: dict | None = None
     cur_spec: dict | None = None
@@ -283,5 +290,5 @@ def parse_imzml_xml(path: Path, header_only: bool = False) -> ParseState:
     p.EndElementHandler = end
     p.XmlDeclHandler = decl
     p.buffer_text = False
-    _run(p, path, st.first_byte)
+    _run(p, path, st.first_byte, data)
     return st

@@ -1,8 +1,11 @@
 """Fast, safe imzML reader.
 
-The XML is parsed once, streaming, with expat; any DTD entity declaration is refused, so neither
-"billion laughs" expansion nor external entities can happen. Per-spectrum offsets, lengths and
-coordinates are kept in numpy arrays. The ``.ibd`` is never loaded whole: spectra are read with
+The XML's meaning is defined by one streaming expat parse (:mod:`._imzml_xml`); any DTD entity
+declaration is refused, so neither "billion laughs" expansion nor external entities can happen. The
+spectrum list is read by the fastest path that provably gives that parse's answer: the index cache
+(:mod:`._imzml_index`), the template scan (:mod:`._imzml_template`: the list is the first spectrum
+repeated with other numbers), the token scan (:mod:`._imzml_scan`), else the strict parse itself.
+Per-spectrum offsets, lengths and coordinates are kept in numpy arrays. The ``.ibd`` is never loaded whole: spectra are read with
 positioned reads (``os.preadv``), which do not move a shared file position and are therefore safe
 from many threads at once (pyimzml's shared seek-and-read handle is known to mix up reads across
 threads).
@@ -36,6 +39,7 @@ from ._imzml_errors import (
     ImzMLWarning,
 )
 from ._imzml_scan import scan_spectra
+from ._imzml_template import scan_template
 from ._imzml_xml import ParseState, columns, n_spectra, parse_imzml_xml
 
 __all__ = [
@@ -127,7 +131,9 @@ class ImzMLFile:
         such spectra are skipped by images and mean spectra (the first one at a pixel is kept)
     n_duplicates : int
     offsets_repaired : bool, True when 32-bit wrapped offsets were repaired
-    used_fast_scan : bool, whether the spectrum list was read by the fast scan
+    used_fast_scan : bool, whether the spectrum list was read by a fast scan
+    scan_kind : "template" | "tokens" | None, which fast scan: the repeated-template match
+        (:mod:`._imzml_template`), the token scan (:mod:`._imzml_scan`), or neither
     index_source : "cache" | "fast" | "strict", where the per-spectrum index came from
 
     Parameters
@@ -166,10 +172,13 @@ class ImzMLFile:
         if use_cache and st.spectra_at is not None:
             key = _index.make_key(self.path, self.ibd_path, st)
             cached = _index.load(self.path, key)
+        self.scan_kind = None
         if cached is not None:
             st, self.index_source = cached, "cache"
+        elif fast_parse and (tst := scan_template(self.path, st)) is not None:
+            st, self.index_source, self.scan_kind = tst, "fast", "template"
         elif fast_parse and scan_spectra(self.path, st):
-            self.index_source = "fast"
+            self.index_source, self.scan_kind = "fast", "tokens"
         else:
             st, self.index_source = parse_imzml_xml(self.path), "strict"
         self.used_fast_scan = self.index_source == "fast"
