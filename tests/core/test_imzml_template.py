@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from imzml_corpus import build_corpus, load_seeds
+from imzml_corpus import Case, build_corpus, load_seeds
 
 from napari_msi2hist.io._imzml_template import scan_template, split_template
 from napari_msi2hist.io._imzml_xml import columns, parse_imzml_xml
@@ -338,3 +338,18 @@ def test_a_first_spectrum_far_into_the_list_is_found(tmp_path):
     p.write_bytes(big)  # a comment before the first spectrum: declined, strict decides
     assert _template_or_none(p)[0] is None
     assert _outcome(p, True)[0] == _outcome(p, False)[0]
+
+
+def test_token_pattern_without_possessive_repetition_finds_the_same_tokens(seeds):
+    """Python 3.10 has no possessive quantifiers; its greedy pattern must read the same tokens
+    as the possessive one on every seed and on mutated files (attributes reordered, added)."""
+    from napari_msi2hist.io._imzml_scan import token_pattern
+
+    fast, plain = token_pattern(True), token_pattern(False)
+    assert fast.pattern != plain.pattern
+    n = 0
+    for case in [*(Case(k, *v) for k, v in seeds.items()), *build_corpus(seeds, 150, seed=10)]:
+        found = fast.findall(case.xml)
+        assert plain.findall(case.xml) == found, case.seed_name
+        n += len(found)
+    assert n > 1000

@@ -21,6 +21,7 @@ answer as the strict parse; it returns False (and the caller runs the strict par
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,17 +71,44 @@ _CODES = (
 )
 
 
-def _attrs_except(name: bytes) -> bytes:
-    """Whole attributes other than ``name``, skipped possessively (no backtracking per char)."""
-    return rb"(?:\s+(?!" + name + rb'=)[^\s=>]+="[^"]*")*+'
+def _attrs_except(name: bytes, possessive: bool) -> bytes:
+    """Whole attributes other than ``name``; skipped possessively where the engine allows it.
+
+    Possessive repetition (Python >= 3.11) only saves backtracking: the repeated group can never
+    take the attribute ``name`` (negative lookahead), so the plain greedy form (Python 3.10) matches
+    exactly the same text.
+    """
+    return rb"(?:\s+(?!" + name + rb'=)[^\s=>]+="[^"]*")*' + (rb"+" if possessive else b"")
 
 
-_RE_TOK = re.compile(
-    rb"<(?:(spectrum|/spectrum|binaryDataArray|/binaryDataArray)[\s/>]"
-    rb"|(r)eferenceableParamGroupRef" + _attrs_except(rb"ref") + rb'\s+ref="([^"]*)"'
-    rb"|cvParam" + _attrs_except(rb"accession") + rb'\s+accession="(' + _CODES + rb')"'
-    rb"(?:" + _attrs_except(rb"value") + rb'\s+value="([^"]*)")?)'
-)
+def token_pattern(possessive: bool = sys.version_info >= (3, 11)) -> re.Pattern:
+    """Compile the token scan's pattern.
+
+    Parameters
+    ----------
+    possessive : bool
+        Use possessive repetition (needs Python >= 3.11; the default where available).
+
+    Returns
+    -------
+    re.Pattern
+        Five groups: tag, group-ref marker, ref, accession, value.
+    """
+    return re.compile(
+        rb"<(?:(spectrum|/spectrum|binaryDataArray|/binaryDataArray)[\s/>]"
+        rb"|(r)eferenceableParamGroupRef"
+        + _attrs_except(rb"ref", possessive)
+        + rb'\s+ref="([^"]*)"'
+        rb"|cvParam"
+        + _attrs_except(rb"accession", possessive)
+        + rb'\s+accession="('
+        + _CODES
+        + rb')"'
+        rb"(?:" + _attrs_except(rb"value", possessive) + rb'\s+value="([^"]*)")?)'
+    )
+
+
+_RE_TOK = token_pattern()
 _TAG_KINDS = {b"spectrum": 0, b"/spectrum": 1, b"binaryDataArray": 2, b"/binaryDataArray": 3}
 _VALUE_ACCS = (b"0050", b"0051", b"0052", b"0102", b"0103")
 # any of these inside the spectrum list: leave it to the strict parse
