@@ -356,9 +356,10 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     """The B-spline stage against the phantom's true deformation. The moving image is the H&E seen
     through the true (deformed) MSI->H&E map at the MSI grid, a perfect synthetic H&E: the default
     B-spline must be kept and beat its own affine part on TRE; a 12 um mesh on 20 um pixels with no
-    fold allowed must be refused, the affine result kept, and its attempts recorded."""
+    fold allowed must be refused and the affine result kept."""
     from scipy import ndimage as ndi
 
+    from napari_msi2hist.registration.deformable import jacobian_folds
     from napari_msi2hist.registration.preprocess import od_image
     from napari_msi2hist.registration.transforms import Transform
 
@@ -380,10 +381,7 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     info = kept.meta["bspline"]
     assert info["accepted"], info["reason"]
     assert not kept.is_linear and info["fold_fraction"] <= 0.001
-    # the check the pipeline reports (on the full H&E grid) agrees with the stage's own
-    from napari_msi2hist.registration.deformable import jacobian_folds
-
-    assert jacobian_folds(kept, he.shape, (4.0, 4.0)) <= 0.001
+    assert jacobian_folds(kept, he.shape, (4.0, 4.0)) <= 0.001  # the pipeline's check agrees
     affine_part = Transform(kept.itk.GetNthTransform(0))
     assert affine_part.is_linear
     assert _tre_px(ph, kept) < 0.7 * _tre_px(ph, affine_part)
@@ -392,8 +390,3 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     si = strict.meta["bspline"]
     assert not si["accepted"] and strict.is_linear
     assert "affine result is kept" in si["reason"]
-    # a fold earns one retry with a mesh twice as coarse; a lack of improvement ends it
-    meshes = [a["mesh_um"] for a in si["attempts"]]
-    assert meshes in ([12.0], [12.0, 24.0])
-    if len(meshes) == 2:
-        assert si["attempts"][0]["fold_fraction"] > 0.0

@@ -1,8 +1,7 @@
 """The B-spline stage, kept only when it earns its place.
 
 Regularisation: a coarse control-point mesh (``bspline_mesh_um``), optimised coarse to fine over the
-image pyramid with few iterations, so the grid cannot chase noise; when that grid folds, a mesh twice
-as coarse is tried once before giving up. Validation: a random set of tissue
+image pyramid with few iterations, so the grid cannot chase noise. Validation: a random set of tissue
 blocks (``bspline_holdout`` of the tissue pixels) is left out of the optimisation's fixed mask; the
 deformable result is accepted only if the metric on those held-out pixels beats the linear result and
 the folded-Jacobian fraction stays under ``bspline_max_folds``. Otherwise the linear transform is kept
@@ -97,15 +96,13 @@ def bspline_stage(
     Yields
     ------
     Progress
-        One after each optimisation (stage ``bspline``, ``info``: the metric); a second one when
-        the configured mesh folded and a mesh twice as coarse is tried.
+        One, after the optimisation (stage ``bspline``, ``info``: the metric).
 
     Returns
     -------
     transform, info
         The composite linear + B-spline transform, or ``linear`` when rejected; and a dict with the
-        decision, its reason, the held-out metrics, the fold fraction, the mesh kept and every
-        attempt.
+        decision, its reason, the held-out metrics, the fold fraction and the mesh.
     """
     import SimpleITK as sitk
 
@@ -116,93 +113,8 @@ def bspline_stage(
     def mask(m):
         return sitk.Cast(sitk_image(m.astype(np.float32), f_px), sitk.sitkUInt8)
 
-    hmask = mask(held)
-    train_mask = mask(train)
-    before = evaluate(fixed, moving, linear, opts, hmask, mmask_img)
-    shape = (fixed.GetSize()[1], fixed.GetSize()[0])
-    attempts = []
-    # Coarse-to-fine in reverse: the configured mesh first; when its grid folds, a mesh twice as
-    # coarse (stiffer, cannot fold as easily) gets one more try. Lack of improvement is final.
-    for mesh_um in (opts.bspline_mesh_um, 2.0 * opts.bspline_mesh_um):
-        both, mesh = yield from _fit_bspline(
-            fixed,
-            moving,
-            linear,
-            opts,
-            n_levels,
-            train_mask,
-            mmask_img,
-            mesh_um,
-            cancel,
-            done,
-            total,
-            make_method,
-        )
-        after = evaluate(fixed, moving, both, opts, hmask, mmask_img)
-        folds = jacobian_folds(Transform(both), shape, f_px)
-        gain = before - after  # metrics are minimised
-        improved = bool(np.isfinite(after) and gain > 1e-3 * abs(before))
-        folded = folds > opts.bspline_max_folds
-        attempts.append(
-            {
-                "mesh_um": float(mesh_um),
-                "mesh": mesh,
-                "heldout_metric": float(after),
-                "fold_fraction": float(folds),
-            }
-        )
-        if not folded or not improved:
-            break
-    accepted = improved and not folded
-    if accepted:
-        reason = "accepted: the held-out tissue metric improved and the grid does not fold"
-    elif not improved:
-        reason = "rejected: no improvement of the metric on held-out tissue pixels"
-    else:
-        reason = f"rejected: folded-Jacobian fraction {folds:.4f} > {opts.bspline_max_folds}"
-    if len(attempts) > 1:
-        first = attempts[0]
-        reason += (
-            f" with the {mesh_um:g} um mesh (the {first['mesh_um']:g} um mesh folded:"
-            f" {first['fold_fraction']:.4f})"
-        )
-    reason += "" if accepted else "; the affine result is kept"
-    info = {
-        "accepted": accepted,
-        "reason": reason,
-        "heldout_metric_linear": float(before),
-        "heldout_metric_bspline": float(after),
-        "fold_fraction": float(folds),
-        "heldout_fraction": float(held.sum() / max(1, tissue.sum())),
-        "mesh": mesh,
-        "mesh_um": float(mesh_um),
-        "attempts": attempts,
-    }
-    return (both if accepted else linear), info
-
-
-def _fit_bspline(
-    fixed,
-    moving,
-    linear,
-    opts,
-    n_levels,
-    train_mask,
-    mmask_img,
-    mesh_um,
-    cancel,
-    done,
-    total,
-    make_method,
-):
-    """Fit one B-spline of control spacing ``mesh_um`` on top of ``linear`` (a generator).
-
-    Returns the composite linear + B-spline transform and the mesh (control points per axis).
-    """
-    import SimpleITK as sitk
-
     mesh = [
-        max(1, int(round(sz * sp / mesh_um)))
+        max(1, int(round(sz * sp / opts.bspline_mesh_um)))
         for sz, sp in zip(fixed.GetSize(), fixed.GetSpacing(), strict=True)
     ]
     bs = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
@@ -213,7 +125,7 @@ def _fit_bspline(
     r.SetShrinkFactorsPerLevel(list(opts.shrink))
     r.SetSmoothingSigmasPerLevel(list(opts.smooth_px))
     r.SetMovingInitialTransform(linear_c)
-    r.SetMetricFixedMask(train_mask)
+    r.SetMetricFixedMask(mask(train))
     if mmask_img is not None:
         r.SetMetricMovingMask(mmask_img)
     r.SetInitialTransformAsBSpline(bs, inPlace=True, scaleFactors=[1] * n_levels)
@@ -227,15 +139,40 @@ def _fit_bspline(
     if cancel is not None:
         cancel.check()
     yield Progress(done + n_levels, total, "bspline", {"metric": float(r.GetMetricValue())})
-    return sitk.CompositeTransform([linear, bs]), mesh
+    both = sitk.CompositeTransform([linear, bs])
+    hmask = mask(held)
+    before = evaluate(fixed, moving, linear, opts, hmask, mmask_img)
+    after = evaluate(fixed, moving, both, opts, hmask, mmask_img)
+    shape = (fixed.GetSize()[1], fixed.GetSize()[0])
+    folds = jacobian_folds(Transform(both), shape, f_px)
+    gain = before - after  # metrics are minimised
+    accepted = bool(
+        np.isfinite(after) and gain > 1e-3 * abs(before) and folds <= opts.bspline_max_folds
+    )
+    reason = (
+        "accepted: the held-out tissue metric improved and the grid does not fold"
+        if accepted
+        else (
+            f"rejected: folded-Jacobian fraction {folds:.4f} > {opts.bspline_max_folds}"
+            if folds > opts.bspline_max_folds
+            else "rejected: no improvement of the metric on held-out tissue pixels"
+        )
+        + "; the affine result is kept"
+    )
+    info = {
+        "accepted": accepted,
+        "reason": reason,
+        "heldout_metric_linear": float(before),
+        "heldout_metric_bspline": float(after),
+        "fold_fraction": float(folds),
+        "heldout_fraction": float(held.sum() / max(1, tissue.sum())),
+        "mesh": mesh,
+    }
+    return (both if accepted else linear), info
 
 
-def jacobian_folds(transform: Transform, shape_yx, px, border: int = 2) -> float:
+def jacobian_folds(transform: Transform, shape_yx, px) -> float:
     """Measure where a transform folds: the fraction of fixed-grid pixels with det J <= 0.
-
-    The outermost ``border`` pixels are left out: a grid finer than the one the B-spline was fitted
-    on reaches past the B-spline's domain there (identity outside it), and that step is an artefact
-    of the edge, not a fold of the tissue mapping.
 
     Parameters
     ----------
@@ -245,13 +182,11 @@ def jacobian_folds(transform: Transform, shape_yx, px, border: int = 2) -> float
         The fixed grid's size.
     px : tuple of float
         Its pixel size (yx um).
-    border : int
-        Pixels left out along each edge.
 
     Returns
     -------
     float
-        Fraction of the inner pixels, 0 to 1.
+        Fraction of pixels, 0 to 1.
     """
     import SimpleITK as sitk
 
@@ -267,7 +202,4 @@ def jacobian_folds(transform: Transform, shape_yx, px, border: int = 2) -> float
         ref.GetDirection(),
     )
     det = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
-    b = int(border)
-    if b > 0 and min(det.shape) > 2 * b:
-        det = det[b:-b, b:-b]
     return float((det <= 0).mean())
