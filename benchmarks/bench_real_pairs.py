@@ -38,9 +38,12 @@ def main() -> int:
     ap.add_argument("--stages", default="rigid,affine")
     ap.add_argument("--scale-range", type=float, default=1.6)
     ap.add_argument("--scale-steps", type=int, default=9)
+    ap.add_argument("--only", default=None, help="comma list of pair ids (e.g. A18)")
     a = ap.parse_args()
     rows = []
     ids = sorted(p.name.split("_")[0] for p in (DATA / "he").glob("*_lowres_he_128.tif"))
+    if a.only:
+        ids = [i for i in ids if i in a.only.split(",")]
     print(f"{len(ids)} pairs: {', '.join(ids)}")
     for sid in ids:
         he_path = DATA / "he" / f"{sid}_lowres_he_128.tif"
@@ -83,6 +86,7 @@ def main() -> int:
                 "verdict": r.verdict["verdict"],
                 "reasons": r.verdict["reasons"],
                 "pixel_size_check": r.metrics["pixel_size_check"],
+                "search": r.transform.meta.get("search"),
                 "seconds": time.monotonic() - t,
             }
         )
