@@ -52,7 +52,9 @@ def main(argv: list[str]) -> int:
 
     # plugins that import the blocked packages at start-up are not loaded
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    return int(pytest.main(["-p", "no:cacheprovider", *(argv or ["tests/core"])]))
+    # options alone (e.g. -q) still mean tests/core, not pytest's testpaths (which hold the widgets)
+    paths = [a for a in argv if not a.startswith("-")]
+    return int(pytest.main(["-p", "no:cacheprovider", *argv, *([] if paths else ["tests/core"])]))
 
 
 if __name__ == "__main__":
