@@ -39,6 +39,7 @@ def main() -> int:
     ap.add_argument("--scale-range", type=float, default=1.6)
     ap.add_argument("--scale-steps", type=int, default=9)
     ap.add_argument("--only", default=None, help="comma list of pair ids (e.g. A18)")
+    ap.add_argument("--metric", default=None, help="force a metric (mattes, correlation)")
     a = ap.parse_args()
     rows = []
     ids = sorted(p.name.split("_")[0] for p in (DATA / "he").glob("*_lowres_he_128.tif"))
@@ -67,6 +68,7 @@ def main() -> int:
                     stages=tuple(a.stages.split(",")),
                     scale_range=a.scale_range,
                     scale_steps=a.scale_steps,
+                    metric=a.metric,
                 ),
             )
         )

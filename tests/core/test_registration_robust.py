@@ -77,6 +77,35 @@ def test_hard_phantoms_register_and_verdict_agrees(hard_phantoms):
         assert r.transform.meta["flipped"] == ph.config.flip
         assert r.verdict["verdict"] != "failed", r.verdict["reasons"]
         assert r.metrics["after"]["dice"] > r.metrics["before"]["dice"]
+        assert r.transform.meta["metric"] == "mattes"  # ion images: mutual information
+
+
+def test_a_single_exported_image_registers_by_correlation(hard_phantoms):
+    """A vendor export (one 8-bit image, tissue dark on white, no spectra): nothing can outvote
+    mutual information's spurious optima, so the direct route registers it by correlation; the
+    hard phantoms still land within 2 MSI px with the right mirror state."""
+    from napari_msi2hist.registration.preprocess import msi_summary
+
+    for ph, ions in hard_phantoms:
+        img = msi_summary(ions.stack, "pca", ions.mask, scaled=False)
+        lo, hi = np.percentile(img[ions.mask], [1, 99])
+        export = 255 - np.clip(255 * (img - lo) / (hi - lo), 0, 255)  # tissue dark, glass white
+        export[~ions.mask] = 255
+        r = run_to_end(
+            iter_register_msi(
+                ph.he_rgb,
+                (ph.config.he_pixel_um,) * 2,
+                "direct",
+                (ph.config.msi_pixel_um,) * 2,
+                msi_stack=export.astype(np.uint8)[None].astype(np.float32),
+                opts=RegistrationOptions(stages=("rigid", "affine")),
+            )
+        )
+        assert r.transform.meta["metric"] == "correlation"
+        assert r.verdict["evidence"]["registration_metric"] == "correlation"
+        tre = _tre_px(ph, r.transform)
+        assert tre < 2.0, (ph.config.seed, tre)
+        assert r.transform.meta["flipped"] == ph.config.flip
 
 
 def test_hard_phantoms_synthesis_route_with_both_views(hard_phantoms):
@@ -386,7 +415,44 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     assert affine_part.is_linear
     assert _tre_px(ph, kept) < 0.7 * _tre_px(ph, affine_part)
 
-    strict = reg(bspline_mesh_um=12.0, bspline_max_folds=0.0)
+    # an unbounded 12 um mesh on 20 um pixels chases noise and folds: refused
+    strict = reg(bspline_mesh_um=12.0, bspline_max_folds=0.0, bspline_bound=0.0)
     si = strict.meta["bspline"]
+    assert si["fold_fraction"] > 0.0, si
     assert not si["accepted"] and strict.is_linear
     assert "affine result is kept" in si["reason"]
+    # the same mesh with its coefficients bounded (the default) cannot fold, whatever it decides
+    bounded = reg(bspline_mesh_um=12.0, bspline_max_folds=0.0)
+    bi = bounded.meta["bspline"]
+    assert bi["coefficient_bound_um"] < 0.5 * 12.0 * 1.2
+    assert bi["fold_fraction"] == 0.0, bi
+
+
+def test_fold_count_sees_folds_not_mirrors_rotations_or_borders():
+    """A bounded B-spline (coefficients under 0.45 of the mesh spacing, the injectivity bound of
+    2-D cubic B-splines) composed with any rotation or a mirror image never folds; the same grid
+    with coefficients three times larger does. SimpleITK's own Jacobian filter halves the border
+    derivatives, which reads a rotation near 180 degrees as folds along the edges."""
+    import SimpleITK as sitk
+
+    from napari_msi2hist.registration.deformable import jacobian_folds
+    from napari_msi2hist.registration.transforms import Transform
+
+    img = sitk.GetImageFromArray(np.zeros((48, 64), np.float32))
+    img.SetSpacing((20.0, 20.0))
+    rng = np.random.default_rng(5)
+    for angle in (0.2, 3.0, -2.0):
+        for flip in (False, True):
+            bs = sitk.BSplineTransformInitializer(img, [6, 8], order=3)
+            step = min(bs.GetFixedParameters()[4:6])
+            signs = rng.choice([-1.0, 1.0], len(bs.GetParameters()))
+            bs.SetParameters((signs * 0.45 * step).tolist())
+            a = sitk.AffineTransform(2)
+            rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            a.SetMatrix((rot @ np.diag([-1.0 if flip else 1.0, 1.0])).ravel().tolist())
+            a.SetCenter((640.0, 480.0))
+            tr = Transform(sitk.CompositeTransform([a, bs]))
+            assert jacobian_folds(tr, (48, 64), (20.0, 20.0)) == 0.0, (angle, flip)
+            bs.SetParameters((signs * 1.5 * step).tolist())
+            tr = Transform(sitk.CompositeTransform([a, bs]))
+            assert jacobian_folds(tr, (48, 64), (20.0, 20.0)) > 0.05, (angle, flip)

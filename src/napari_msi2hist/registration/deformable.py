@@ -58,6 +58,7 @@ def bspline_stage(
     total,
     make_method,
     evaluate,
+    view=None,
 ):
     """Optimise a B-spline on top of a linear transform, validated on held-out tissue.
 
@@ -92,6 +93,11 @@ def bspline_stage(
     evaluate : callable
         ``evaluate(fixed, moving, transform, opts, fixed_mask, moving_mask)`` -> the metric (lower
         is better).
+    view : tuple, optional
+        ``(image, mask, opts, name)``: a second image of the same raster (see :mod:`.consensus`),
+        never used by the fit. The B-spline is also refused when it makes that image's metric
+        (over all scored pixels) worse than the linear result by more than
+        ``opts.bspline_view_tol`` (relative).
 
     Yields
     ------
@@ -121,7 +127,11 @@ def bspline_stage(
     linear_c = sitk.CompositeTransform([linear])
     if cancel is not None:
         cancel.check()
-    r = make_method(opts, 0, bspline=True)
+    # coefficients bounded to a fraction of the grid spacing: a grid that cannot fold (see
+    # RegistrationOptions.bspline_bound); the spacing is the initialiser's, not the requested mesh
+    spacing = min(bs.GetFixedParameters()[4:6]) if len(bs.GetFixedParameters()) >= 6 else 0.0
+    bound = opts.bspline_bound * spacing if opts.bspline_bound > 0 and spacing > 0 else None
+    r = make_method(opts, 0, bspline=True, bound=bound)
     r.SetShrinkFactorsPerLevel(list(opts.shrink))
     r.SetSmoothingSigmasPerLevel(list(opts.smooth_px))
     r.SetMovingInitialTransform(linear_c)
@@ -146,19 +156,34 @@ def bspline_stage(
     shape = (fixed.GetSize()[1], fixed.GetSize()[0])
     folds = jacobian_folds(Transform(both), shape, f_px)
     gain = before - after  # metrics are minimised
+    v_before = v_after = None
+    view_ok = True
+    if view is not None:
+        v_img, v_mask, v_opts, v_name = view
+        smask = mask(base)
+        v_before = evaluate(fixed, v_img, linear, v_opts, smask, v_mask)
+        v_after = evaluate(fixed, v_img, both, v_opts, smask, v_mask)
+        if np.isfinite(v_before):
+            view_ok = bool(
+                np.isfinite(v_after) and v_after <= v_before + opts.bspline_view_tol * abs(v_before)
+            )
     accepted = bool(
-        np.isfinite(after) and gain > 1e-3 * abs(before) and folds <= opts.bspline_max_folds
+        np.isfinite(after)
+        and gain > 1e-3 * abs(before)
+        and folds <= opts.bspline_max_folds
+        and view_ok
     )
-    reason = (
-        "accepted: the held-out tissue metric improved and the grid does not fold"
-        if accepted
-        else (
-            f"rejected: folded-Jacobian fraction {folds:.4f} > {opts.bspline_max_folds}"
-            if folds > opts.bspline_max_folds
-            else "rejected: no improvement of the metric on held-out tissue pixels"
-        )
-        + "; the affine result is kept"
-    )
+    if accepted:
+        reason = "accepted: the held-out tissue metric improved and the grid does not fold"
+        if view is not None:
+            reason += f"; the {view[3]} agrees"
+    elif folds > opts.bspline_max_folds:
+        reason = f"rejected: folded-Jacobian fraction {folds:.4f} > {opts.bspline_max_folds}"
+    elif not (np.isfinite(after) and gain > 1e-3 * abs(before)):
+        reason = "rejected: no improvement of the metric on held-out tissue pixels"
+    else:
+        reason = f"rejected: it makes the {view[3]} fit worse"
+    reason += "" if accepted else "; the affine result is kept"
     info = {
         "accepted": accepted,
         "reason": reason,
@@ -167,12 +192,22 @@ def bspline_stage(
         "fold_fraction": float(folds),
         "heldout_fraction": float(held.sum() / max(1, tissue.sum())),
         "mesh": mesh,
+        "coefficient_bound_um": None if bound is None else float(bound),
     }
+    if view is not None:
+        info["view_metric_linear"] = float(v_before)
+        info["view_metric_bspline"] = float(v_after)
     return (both if accepted else linear), info
 
 
 def jacobian_folds(transform: Transform, shape_yx, px) -> float:
-    """Measure where a transform folds: the fraction of fixed-grid pixels with det J <= 0.
+    """Measure where a transform folds, as a fraction of the fixed grid's pixels.
+
+    A pixel folds where the Jacobian determinant has lost the sign of the transform's overall
+    orientation. A mirror image or a rotation by nearly 180 degrees is not a fold (the map stays one-to-one); a
+    fold is where the local orientation disagrees with the global one. The determinant comes from
+    differences of the mapped positions on the grid (central inside, one-sided at the border, so
+    that a large rotation does not read as folds along the edges).
 
     Parameters
     ----------
@@ -192,14 +227,18 @@ def jacobian_folds(transform: Transform, shape_yx, px) -> float:
 
     if transform.is_linear:
         return 0.0
-    ref = sitk_image(np.zeros(shape_yx, np.float32), px)
+    ny, nx = (int(v) for v in shape_yx)
+    py, pxx = float(px[0]), float(px[1])
     field = sitk.TransformToDisplacementField(
-        transform.itk,
-        sitk.sitkVectorFloat64,
-        ref.GetSize(),
-        ref.GetOrigin(),
-        ref.GetSpacing(),
-        ref.GetDirection(),
+        transform.itk, sitk.sitkVectorFloat64, (nx, ny), (0.0, 0.0), (pxx, py), (1.0, 0.0, 0.0, 1.0)
     )
-    det = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
-    return float((det <= 0).mean())
+    u = sitk.GetArrayFromImage(field)  # (Y, X, 2): x, y displacement in um
+    yy, xx = np.meshgrid(np.arange(ny) * py, np.arange(nx) * pxx, indexing="ij")
+    tx, ty = xx + u[..., 0], yy + u[..., 1]
+    if min(ny, nx) < 2:
+        return 0.0
+    dtx_dy, dtx_dx = np.gradient(tx, py, pxx)
+    dty_dy, dty_dx = np.gradient(ty, py, pxx)
+    det = dtx_dx * dty_dy - dtx_dy * dty_dx
+    sign = np.sign(np.median(det)) or 1.0
+    return float((det * sign <= 0).mean())

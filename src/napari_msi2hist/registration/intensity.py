@@ -58,6 +58,10 @@ class RegistrationOptions:
     bspline_holdout: float = 0.25  # fraction of tissue pixels kept out of the B-spline fit
     bspline_max_folds: float = 0.001  # B-spline rejected above this folded-Jacobian fraction
     bspline_mesh_um: float = 160.0
+    # each B-spline coefficient bounded to this fraction of the mesh spacing: under 1/2.046 a 2-D
+    # cubic B-spline cannot fold (Choi & Lee 2000); 0: unbounded
+    bspline_bound: float = 0.45
+    bspline_view_tol: float = 0.0  # relative worsening of the second view tolerated (0: none)
     mattes_bins: int = 32
     sampling: float = 0.5
     seed: int = 0
@@ -355,6 +359,15 @@ def iter_register(
     bs_info = None
     current = lin
     if "bspline" in opts.stages:
+        view_check = None
+        if n_view:
+            v_moving, v_mask = _sitk_pair(v_img, v_foot, flip)
+            view_check = (
+                v_moving,
+                v_mask,
+                replace(opts, metric=second_view.metric),
+                second_view.name,
+            )
         current, bs_info = yield from bspline_stage(
             fixed,
             moving,
@@ -370,6 +383,7 @@ def iter_register(
             total,
             _method,
             _evaluate,
+            view=view_check,
         )
     parts = [_flip_x_affine(width)] if flip else []
     if isinstance(current, sitk.CompositeTransform):

@@ -314,6 +314,13 @@ def iter_register_msi(
 
         exclude = ~ndi.binary_dilation(f_tissue, iterations=max(3, min(fixed.shape) // 20))
     opts = replace(opts, route=route)
+    if route == "direct" and opts.metric is None and view is None and np.ndim(msi_stack) == 3:
+        if np.shape(msi_stack)[0] == 1:
+            # one exported image and nothing else (no spectra, no synthetic H&E): no second view
+            # can outvote a spurious optimum of mutual information, which on a real MALDI export
+            # preferred a mirrored pose (docs/registration.md, pair A18); tissue polarity is already
+            # made bright, so correlation is well posed and has far fewer such optima
+            opts = replace(opts, metric="correlation")
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":
         from .landmarks import fit_linear
@@ -372,14 +379,38 @@ def iter_register_msi(
         "bspline_fold_fraction": folds,
     }
     px = msi_pixel_um or float(np.mean(moving_px))
-    key = "ncc" if route == "synthesis" else "mi"
+    # the verdict judges the metric the registration optimised (correlation -> NCC, else MI)
+    optimised = tr.meta.get("metric", opts.metric)
+    key = "ncc" if route == "synthesis" or optimised == "correlation" else "mi"
+    dice_of = "synthetic H&E" if route == "synthesis" else "MSI summary"
+    dice_b, dice_a = res.metrics["before"]["dice"], res.metrics["after"]["dice"]
+    if view is not None:
+        # the other image of the same raster has a tissue mask of its own; a pose that puts the
+        # tissue in the wrong place cannot make either mask overlap the H&E's, while either mask
+        # alone can be poor (a model's pale tissue, a TIC threshold), so the better one counts
+        vm = dict(
+            fixed_tissue=f_tissue,
+            moving_tissue=image_tissue_mask(view.image, view.footprint),
+            moving_footprint=view.footprint,
+        )
+        res.metrics["view"] = {
+            "image": view.name,
+            "before": overlap_metrics(fixed, he_px, view.image, view.pixel_um, None, **vm),
+            "after": overlap_metrics(fixed, he_px, view.image, view.pixel_um, tr, **vm),
+        }
+        if res.metrics["view"]["after"]["dice"] > dice_a:
+            dice_of = view.name
+            dice_b = res.metrics["view"]["before"]["dice"]
+            dice_a = res.metrics["view"]["after"]["dice"]
     ev = {
         "route": route,
         "metric_name": key,
         "metric_before": res.metrics["before"][key],
         "metric_after": res.metrics["after"][key],
-        "dice_before": res.metrics["before"]["dice"],
-        "dice_after": res.metrics["after"]["dice"],
+        "dice_before": dice_b,
+        "dice_after": dice_a,
+        "dice_image": dice_of,
+        "registration_metric": tr.meta.get("metric"),
         "fold_fraction": folds,
         "moving_pixel_um": px,
         "search": tr.meta.get("search"),

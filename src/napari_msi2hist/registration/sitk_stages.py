@@ -30,7 +30,13 @@ def _metric(r, opts: RegistrationOptions):
     return kind
 
 
-def _method(opts: RegistrationOptions, level: int, bspline: bool = False, affine: bool = False):
+def _method(
+    opts: RegistrationOptions,
+    level: int,
+    bspline: bool = False,
+    affine: bool = False,
+    bound: float | None = None,
+):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
@@ -40,11 +46,13 @@ def _method(opts: RegistrationOptions, level: int, bspline: bool = False, affine
     r.SetMetricSamplingPercentage(opts.sampling, int(opts.seed) + 1)
     r.SetInterpolator(sitk.sitkLinear)
     if bspline:
+        kw = {} if not bound else {"lowerBound": -float(bound), "upperBound": float(bound)}
         r.SetOptimizerAsLBFGSB(
             gradientConvergenceTolerance=1e-5,
             numberOfIterations=opts.bspline_iterations,
             maximumNumberOfCorrections=5,
             maximumNumberOfFunctionEvaluations=4 * opts.bspline_iterations,
+            **kw,
         )
     elif not affine:
         r.SetOptimizerAsRegularStepGradientDescent(

@@ -48,7 +48,8 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
     Parameters
     ----------
     evidence : dict
-        Keys used when present: ``dice_before``, ``dice_after``, ``metric_before``,
+        Keys used when present: ``dice_before``, ``dice_after`` (and ``dice_image``, the image
+        whose tissue mask they come from), ``metric_before``,
         ``metric_after`` (higher is better), ``moving_pixel_um``, ``search`` (transform meta),
         ``bspline`` (transform meta), ``landmark_tre_msi_px``, ``landmark_loo_tre_msi_px``,
         ``route_disagreement_msi_px`` and ``route_fits_worse`` (from :func:`cross_check_routes`;
@@ -80,13 +81,14 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
     ]
     indirect = DOUBTFUL if tres and max(tres) <= rules.max_tre_px else FAILED
     da, db = evidence.get("dice_after"), evidence.get("dice_before")
+    of = f" ({evidence['dice_image']})" if evidence.get("dice_image") else ""
     if da is not None:
         if da < rules.min_dice:
-            flag(indirect, f"tissue Dice after registration {da:.2f} < {rules.min_dice}")
+            flag(indirect, f"tissue Dice after registration{of} {da:.2f} < {rules.min_dice}")
         elif da < rules.good_dice:
-            flag(DOUBTFUL, f"tissue Dice after registration {da:.2f} < {rules.good_dice}")
+            flag(DOUBTFUL, f"tissue Dice after registration{of} {da:.2f} < {rules.good_dice}")
         if db is not None and da < db - 0.02:
-            flag(indirect, f"tissue Dice got worse ({db:.2f} -> {da:.2f})")
+            flag(indirect, f"tissue Dice got worse{of} ({db:.2f} -> {da:.2f})")
     ma, mb = evidence.get("metric_after"), evidence.get("metric_before")
     if ma is not None and mb is not None and ma < mb:
         flag(indirect, f"the metric got worse ({mb:.3f} -> {ma:.3f})")
