@@ -38,7 +38,10 @@ class VerdictRules:
     runner_up_gap: float = 0.05  # relative metric gap under which a runner-up counts as a rival
     runner_up_px: float = 2.0  # a rival further than this (moving px): doubtful
     routes_fail_px: float = float("inf")  # disagreeing routes: one is wrong, not which: doubtful
-    routes_doubt_px: float = 1.5
+    # the route blamed by the cross-check is off by about the disagreement (the other fits both
+    # images better), so it is doubtful when that exceeds the failure tolerance max_tre_px; below
+    # it, a deformable route and a linear one differ by the deformation itself
+    routes_doubt_px: float = 2.0
     routes_blame_fail_px: float = 5.0  # ... this far, the route whose pose fits worse: failed
 
 
