@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +32,7 @@ from ._common import (
     upsert_image,
 )
 from ._workers import start_job
-
-# checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser, and
-# the live widgets to tell when a new one appears
-RECENT_CHECKPOINTS: list[str] = []
-LIVE_WIDGETS: weakref.WeakSet = weakref.WeakSet()
+from .session import session_for
 
 
 @dataclass(frozen=True)
@@ -118,12 +113,18 @@ class SynthesisWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
+        # checkpoints trained in this viewer (the Train widget) are offered first, newest first,
+        # and a new one is selected as it appears
+        self.session = session_for(self.viewer)
         self.refresh_checkpoints()
-        LIVE_WIDGETS.add(self)
+        self.session.subscribe(self._checkpoint_added)
+
+    def _checkpoint_added(self, path: str):
+        self.refresh_checkpoints(select=path)
 
     def refresh_checkpoints(self, select: str | None = None):
         current = select or self.ckpt_box.currentText() or "demo"
-        items = list(dict.fromkeys(list(reversed(RECENT_CHECKPOINTS)) + ["demo"]))
+        items = list(dict.fromkeys(list(reversed(self.session.checkpoints)) + ["demo"]))
         self.ckpt_box.clear()
         self.ckpt_box.addItems(items)
         self.ckpt_box.setCurrentText(current)

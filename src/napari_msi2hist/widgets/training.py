@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
 
 from ..config import TrainConfig
 from ..io.histology import to_uint8_rgb
-from . import synthesis as synth_widget
 from ._common import (
     cancel_if_running,
     layer_names,
@@ -42,6 +41,7 @@ from ._common import (
     show_user_error,
 )
 from ._workers import start_job
+from .session import session_for
 
 KEEP_CHANNELS = "the base model's m/z"
 REHEAD_CHANNELS = "re-head to my data's top peaks"
@@ -221,7 +221,8 @@ class TrainWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
-        self.base.addItems(["demo", ""] + list(reversed(synth_widget.RECENT_CHECKPOINTS)))
+        self.session = session_for(self.viewer)
+        self.base.addItems(["demo", ""] + list(reversed(self.session.checkpoints)))
 
     def _refresh(self, *_):
         v = self.viewer
@@ -366,13 +367,7 @@ class TrainWidget(QWidget):
 
     def _done(self, path):
         self.last_checkpoint = str(path)
-        if str(path) not in synth_widget.RECENT_CHECKPOINTS:
-            synth_widget.RECENT_CHECKPOINTS.append(str(path))
-        for w in list(synth_widget.LIVE_WIDGETS):
-            try:
-                w.refresh_checkpoints(select=str(path))
-            except RuntimeError:  # its Qt object was deleted (the dock was closed)
-                synth_widget.LIVE_WIDGETS.discard(w)
+        self.session.add_checkpoint(str(path))  # every Synthesise widget of this viewer selects it
         note = f"\n{self.note}" if self.note else ""
         self.status.setText(f"done: {path} (now selectable in Synthesise H&E){note}")
 
