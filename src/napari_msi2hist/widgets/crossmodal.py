@@ -14,26 +14,21 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..crossmodal.superres import default_factor, fine_grid_offset
 from ..io.histology import to_uint8_rgb
 from ._common import (
-    cancel_if_running,
     layer_names,
     msi2hist_kind,
     refill_combo,
     require_pixel_size,
-    show_progress,
-    show_user_error,
     upsert_image,
 )
-from ._workers import start_job
+from ._job import JobWidget
 from .training import _layer_matrix, displayed_msi_to_he
 
 NONE = "(none)"
@@ -79,9 +74,6 @@ def placed_like(layer, ndim: int, scale=None, translate=None) -> dict:
 
 
 def _form_widget(widget, rows, run_btn):
-    widget.progress = QProgressBar()
-    widget.status = QLabel("")
-    widget.status.setWordWrap(True)
     widget.result_label = QLabel("")
     widget.result_label.setWordWrap(True)
     form = QFormLayout()
@@ -100,15 +92,13 @@ def _form_widget(widget, rows, run_btn):
     widget._refresh()
 
 
-class PredictWidget(QWidget):
+class PredictWidget(JobWidget):
     """H&E features -> MSI PCA modes (ridge) and -> a label (logistic), on the open MSI + H&E, with
     extra training samples from a pairs file. With extra samples the open sample's layers are
     predicted by models that never saw it; with none, the fit is in-sample and says so."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.result = None
         self.msi_box, self.he_box, self.label_box = QComboBox(), QComboBox(), QComboBox()
         self.msi_box.setToolTip("MSI layer (opened from an .imzML), registered onto the H&E")
@@ -133,7 +123,7 @@ class PredictWidget(QWidget):
         self.alpha.setValue(1.0)
         self.alpha.setToolTip("Ridge penalty (on standardised features)")
         self.run_btn = QPushButton("Predict")
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         _form_widget(
             self,
             [
@@ -184,14 +174,8 @@ class PredictWidget(QWidget):
             entries += extra
         return entries
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self):
-            return
-        try:
-            entries = self._entries()
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, exc)
-            return
+    def _prepare(self):
+        entries = self._entries()
         params = (
             entries,
             self.n_peaks.value(),
@@ -199,18 +183,7 @@ class PredictWidget(QWidget):
             self.n_comp.value(),
             self.alpha.value(),
         )
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            lambda tok: predict_job(*params, cancel=tok),
-            lambda p: show_progress(self.progress, self.status, p),
-            self._show,
-            on_error=self.status.setText,
-            on_finished=self._finished,
-        )
-
-    def _finished(self):
-        self.worker = None
-        self.run_btn.setText("Predict")
+        return (lambda tok: predict_job(*params, cancel=tok)), self._show
 
     def _show(self, res):
         self.result = res
@@ -309,13 +282,11 @@ def _first_only(table):
     return Table(table.samples[:1], table.mz, table.feature_names, table.meta)
 
 
-class SuperResWidget(QWidget):
+class SuperResWidget(JobWidget):
     """Ion images (a stack from Peak selection) -> a finer grid guided by the displayed H&E."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.result = None
         self.stack_box, self.he_box = QComboBox(), QComboBox()
         self.stack_box.setToolTip("Ion images: the stack added by Peak selection")
@@ -334,7 +305,7 @@ class SuperResWidget(QWidget):
         self.model = QLineEdit("superres")
         self.model.setToolTip("Super-resolution model: 'superres' (bundled) or a local file")
         self.run_btn = QPushButton("Super-resolve")
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         _form_widget(
             self,
             [
@@ -354,37 +325,23 @@ class SuperResWidget(QWidget):
         )
         refill_combo(self.he_box, layer_names(v, lambda ly: getattr(ly, "rgb", False)))
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self):
-            return
-        try:
-            name, he = self.stack_box.currentText(), self.he_box.currentText()
-            if not name or not he:
-                raise ValueError("add ion images (Peak selection) and open the H&E first")
-            st, he_l = self.viewer.layers[name], self.viewer.layers[he]
-            data = np.asarray(st.data, np.float32)
-            stack = data if data.ndim == 3 else data[None]
-            px = require_pixel_size(st, "MSI")
-            he_px = require_pixel_size(he_l, "H&E")
-            factor = self.factor.value() or default_factor(px, he_px)
-            m = displayed_msi_to_he(st, he_l)
-            params = (stack, _he_rgb(he_l), he_px, m, px, factor)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, exc)
-            return
+    def _prepare(self):
+        name, he = self.stack_box.currentText(), self.he_box.currentText()
+        if not name or not he:
+            raise ValueError("add ion images (Peak selection) and open the H&E first")
+        st, he_l = self.viewer.layers[name], self.viewer.layers[he]
+        data = np.asarray(st.data, np.float32)
+        stack = data if data.ndim == 3 else data[None]
+        px = require_pixel_size(st, "MSI")
+        he_px = require_pixel_size(he_l, "H&E")
+        factor = self.factor.value() or default_factor(px, he_px)
+        m = displayed_msi_to_he(st, he_l)
+        params = (stack, _he_rgb(he_l), he_px, m, px, factor)
         method, model = self.method.currentText(), self.model.text().strip() or "superres"
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            lambda tok: superres_job(*params, method, model, cancel=tok),
-            lambda p: show_progress(self.progress, self.status, p),
-            lambda res: self._show(name, res),
-            on_error=self.status.setText,
-            on_finished=self._finished,
+        return (
+            (lambda tok: superres_job(*params, method, model, cancel=tok)),
+            (lambda res: self._show(name, res)),
         )
-
-    def _finished(self):
-        self.worker = None
-        self.run_btn.setText("Super-resolve")
 
     def _show(self, name, res):
         self.result = res

@@ -20,27 +20,22 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..config import TrainConfig
 from ..io.histology import to_uint8_rgb
 from ._common import (
-    cancel_if_running,
     layer_names,
     layer_pixel_size,
     msi2hist_kind,
     refill_combo,
     require_pixel_size,
-    show_user_error,
 )
-from ._workers import start_job
+from ._job import JobWidget
 from .session import session_for
 
 KEEP_CHANNELS = "the base model's m/z"
@@ -119,11 +114,9 @@ def training_job(p: TrainParams, cancel=None):
     return (yield from wf.iter_train_job(train, val, contract, job, base, cancel=cancel))
 
 
-class TrainWidget(QWidget):
+class TrainWidget(JobWidget):
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer, "cancelling (the state is saved for resuming)...")
         self.history: list[tuple[int, dict]] = []
         self.last_checkpoint: str | None = None
         self.note = ""
@@ -175,9 +168,6 @@ class TrainWidget(QWidget):
         self.out_dir.setToolTip("Run folder: checkpoints, metrics.jsonl, config.yaml, model.pt")
         self.resume = QCheckBox("resume the run in this folder")
         self.run_btn = QPushButton("Train")
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -217,7 +207,7 @@ class TrainWidget(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
 
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
@@ -305,14 +295,8 @@ class TrainWidget(QWidget):
             float(np.mean(msi_px)) if msi_px else None,
         )
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self, "cancelling (the state is saved for resuming)..."):
-            return
-        try:
-            params = self._params()
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, e)
-            return
+    def _prepare(self):
+        params = self._params()
         if not params.resume and (Path(params.out_dir) / "checkpoints").exists():
             # never start over a previous run: take a fresh folder next to it
             k = 2
@@ -323,16 +307,9 @@ class TrainWidget(QWidget):
         os.makedirs(params.out_dir, exist_ok=True)
         self.history = []
         self.note = ""
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            lambda tok: training_job(params, tok),
-            self._on_progress,
-            self._done,
-            on_error=self.status.setText,
-            on_finished=self._finished,
-        )
+        return (lambda tok: training_job(params, tok)), self._done
 
-    def _on_progress(self, p):
+    def on_progress(self, p):
         self.progress.setMaximum(max(1, p.total))
         self.progress.setValue(p.done)
         info = p.info or {}
@@ -371,11 +348,9 @@ class TrainWidget(QWidget):
         note = f"\n{self.note}" if self.note else ""
         self.status.setText(f"done: {path} (now selectable in Synthesise H&E){note}")
 
-    def _finished(self):
-        if self.worker is not None and self.worker.cancel_token.cancelled:
+    def job_finished(self):
+        if self.cancelled:
             done = self.history[-1][0] if self.history else 0
             self.status.setText(
                 f"cancelled at step {done}; the state is saved: tick 'resume' to continue"
             )
-        self.worker = None
-        self.run_btn.setText("Train")
