@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 
 from ..crossmodal.superres import default_factor, fine_grid_offset
 from ..io.histology import to_uint8_rgb
+from ..workflows.predict import PredictConfig
 from ._common import (
     layer_names,
     msi2hist_kind,
@@ -176,14 +177,15 @@ class PredictWidget(JobWidget):
 
     def _prepare(self):
         entries = self._entries()
-        params = (
-            entries,
-            self.n_peaks.value(),
-            self.weights.text().strip() or None,
-            self.n_comp.value(),
-            self.alpha.value(),
+        cfg = PredictConfig(
+            n_peaks=self.n_peaks.value(),
+            backbone=self.weights.text().strip() or None,
+            n_components=self.n_comp.value(),
+            alpha=self.alpha.value(),
+            label_from=("he",),  # when a label layer is chosen and is neither empty nor full
+            in_sample=True,  # one open sample: fitted and scored on itself, and labelled so
         )
-        return (lambda tok: predict_job(*params, cancel=tok)), self._show
+        return (lambda tok: predict_job(entries, cfg, cancel=tok)), self._show
 
     def _show(self, res):
         self.result = res
@@ -229,57 +231,22 @@ class PredictWidget(JobWidget):
         self.status.setText("done")
 
 
-def predict_job(entries, n_peaks, backbone, n_comp, alpha, cancel=None):
-    """Worker: build the pixel tables, regress (and classify), return layers for the first sample."""
-    from ..crossmodal.pipeline import iter_build_table, pixels_to_images
-    from ..crossmodal.regression import (
-        cross_validated_logistic,
-        cross_validated_regression,
-        fit_logistic,
-        fit_pca,
-        fit_ridge,
-        r2_score,
-        roc_auc,
-    )
+def predict_job(entries, cfg, cancel=None):
+    """Worker: the predict workflow (as ``msi2hist predict-msi`` / ``classify`` run it), then the
+    first sample's images for the layers."""
+    from ..workflows.predict import iter_predict_job
 
-    table = yield from iter_build_table(entries, n_peaks=n_peaks, backbone=backbone, cancel=cancel)
-    f, x, g, lab = table.pixels()
-    first = table.samples[0]
-    n0 = int(first.mask.sum())
-    cv = len(table.samples) > 1
-    if cv:
-        reg = cross_validated_regression(f, x, g, n_comp, alpha)
-        pred, true = reg.oof_scores[:n0], reg.true_scores[:n0]
-        r2 = reg.r2_per_sample[first.name]
-    else:
-        pca = fit_pca(x, n_comp)
-        true = pca.transform(x)
-        pred = fit_ridge(f, true, alpha).predict(f)
-        r2 = r2_score(true, pred)
-    out = {
-        "cv": cv,
-        "r2": [float(v) for v in r2],
-        "predicted": pixels_to_images(pred, _first_only(table))[0],
-        "measured": pixels_to_images(true, _first_only(table))[0],
-        "probability": None,
-        "auc": None,
+    res = yield from iter_predict_job(entries, cfg, source="the pairs file", cancel=cancel)
+    first = res.table.samples[0].name
+    lab = res.labels.get("he")
+    return {
+        "cv": res.cross_validated,
+        "r2": [float(v) for v in res.r2_per_sample[first]],
+        "predicted": res.images(res.predicted)[0],
+        "measured": res.images(res.measured)[0],
+        "probability": None if lab is None else res.images(lab.oof_proba)[0][0],
+        "auc": None if lab is None else float(lab.per_sample[first]["auc"]),
     }
-    if lab is not None and lab.any() and not lab.all():
-        if cv:
-            c = cross_validated_logistic(f, lab, g)
-            proba, auc = c.oof_proba[:n0], c.per_sample[first.name]["auc"]
-        else:
-            proba = fit_logistic(f, lab).predict_proba(f)
-            auc = roc_auc(lab, proba)
-        out["probability"] = pixels_to_images(proba, _first_only(table))[0][0]
-        out["auc"] = float(auc)
-    return out
-
-
-def _first_only(table):
-    from ..crossmodal.pipeline import Table
-
-    return Table(table.samples[:1], table.mz, table.feature_names, table.meta)
 
 
 class SuperResWidget(JobWidget):
