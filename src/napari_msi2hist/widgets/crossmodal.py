@@ -40,10 +40,6 @@ def _he_rgb(layer) -> np.ndarray:
     return to_uint8_rgb(np.asarray(data)[..., :3])
 
 
-def _matrix_fn(m: np.ndarray):
-    return lambda p: p @ m[:2, :2].T + m[:2, 2]
-
-
 def label_on_he_grid(labels_layer, he_layer) -> np.ndarray:
     """A Labels layer (drawn anywhere in world space) sampled at the H&E's pixel centres."""
     data = np.asarray(labels_layer.data)
@@ -158,7 +154,7 @@ class PredictWidget(JobWidget):
             "he": he,
             "he_rgb": _he_rgb(he_l),
             "he_px": tuple(float(v) for v in he_l.scale[-2:]),
-            "msi_to_he": _matrix_fn(displayed_msi_to_he(msi_l, he_l)),
+            "msi_to_he": displayed_msi_to_he(msi_l, he_l).moving_to_fixed,
         }
         lab = self.label_box.currentText()
         if lab and lab != NONE:
@@ -329,7 +325,7 @@ class SuperResWidget(JobWidget):
         self.status.setText("done")
 
 
-def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, cancel=None):
+def superres_job(stack, he_rgb, he_px, alignment, px, factor, method, model, cancel=None):
     """The super-resolve workflow on the layers as displayed (as ``msi2hist superres`` runs it)."""
     from ..workflows import superres
 
@@ -337,7 +333,7 @@ def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, c
         stack,
         he_rgb,
         he_px,
-        _matrix_fn(msi_to_he_m),
+        alignment.moving_to_fixed,
         px,
         factor=factor,
         method=method,

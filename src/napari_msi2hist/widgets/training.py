@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..config import TrainConfig
 from ..io.histology import to_uint8_rgb
+from ..registration.alignment import LinearAlignment
 from ._common import (
     layer_names,
     layer_pixel_size,
@@ -57,7 +58,7 @@ class TrainParams:
     he_rgb: np.ndarray | None
     he_pixel_um: tuple[float, float]
     align: str  # "displayed" | "landmarks"
-    msi_to_he_matrix: np.ndarray | None  # 3x3 homogeneous, yx um
+    msi_to_he: LinearAlignment | None
     base: str
     out_dir: str
     resume: bool
@@ -76,17 +77,16 @@ def _layer_matrix(layer) -> np.ndarray:
     return aff @ t
 
 
-def displayed_msi_to_he(msi_layer, he_layer) -> np.ndarray:
-    return np.linalg.inv(_layer_matrix(he_layer)) @ _layer_matrix(msi_layer)
+def displayed_msi_to_he(msi_layer, he_layer) -> LinearAlignment:
+    """The MSI -> H&E alignment the viewer shows: the two layers' own transforms."""
+    return LinearAlignment(np.linalg.inv(_layer_matrix(he_layer)) @ _layer_matrix(msi_layer))
 
 
-def landmark_msi_to_he(moving_pts, fixed_pts) -> np.ndarray:
-    from ..models.pairs import affine_from_landmarks
-
-    a, t = affine_from_landmarks(np.asarray(moving_pts)[:, -2:], np.asarray(fixed_pts)[:, -2:])
-    m = np.eye(3)
-    m[:2, :2], m[:2, 2] = a, t
-    return m
+def landmark_msi_to_he(moving_pts, fixed_pts) -> LinearAlignment:
+    """The MSI -> H&E affine through paired Points layers' data (world um)."""
+    return LinearAlignment.from_landmarks(
+        np.asarray(moving_pts)[:, -2:], np.asarray(fixed_pts)[:, -2:]
+    )
 
 
 def training_job(p: TrainParams, cancel=None):
@@ -109,7 +109,7 @@ def training_job(p: TrainParams, cancel=None):
         train, val = split_by_sample(samples)
     else:
         contract, train, val = wf.sample_from_arrays(
-            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he_matrix, job, base, p.msi_pixel_um
+            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he, job, base, p.msi_pixel_um
         )
     return (yield from wf.iter_train_job(train, val, contract, job, base, cancel=cancel))
 
@@ -271,9 +271,9 @@ class TrainWidget(JobWidget):
                 raise ValueError(
                     f"landmarks must be paired: {len(m_pts)} moving vs {len(f_pts)} fixed (>= 3)"
                 )
-            matrix = landmark_msi_to_he(m_pts, f_pts)
+            alignment = landmark_msi_to_he(m_pts, f_pts)
         else:
-            matrix = displayed_msi_to_he(msi_l, he_l)
+            alignment = displayed_msi_to_he(msi_l, he_l)
         data = he_l.data[0] if he_l.multiscale else he_l.data
         rgb = to_uint8_rgb(np.asarray(data)[..., :3])
         he_px = require_pixel_size(he_l, "H&E")
@@ -285,7 +285,7 @@ class TrainWidget(JobWidget):
             rgb,
             he_px,
             self.align.currentText(),
-            matrix,
+            alignment,
             base,
             self.out_dir.text(),
             self.resume.isChecked(),
