@@ -111,12 +111,11 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
     samples : list of PairedSample
     """
     from ..models.datasets import contract_from_data, load_samples
-    from ..models.pairing import check_entries_overlap
     from ..models.rehead import reheaded_contract_kwargs
 
     if base is not None and not job.rehead:
-        samples = load_samples(entries, base.contract)
-        check_entries_overlap(entries, samples, base.contract)  # refuses unrelated pairs
+        # refuses unrelated pairs, on the files as loaded (each read once)
+        samples = load_samples(entries, base.contract, check_overlap=True)
         return base.contract, samples
     if base is not None:
         kw = reheaded_contract_kwargs(base.contract)
@@ -132,8 +131,8 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
         mz=list(job.mz) if job.mz else None,
         **kw,
     )
-    samples = load_samples(entries, contract, stacks)
-    check_entries_overlap(entries, samples, contract)  # refuses unrelated or misaligned pairs
+    # refuses unrelated or misaligned pairs, on the files as loaded (each read once)
+    samples = load_samples(entries, contract, stacks, check_overlap=True)
     return contract, samples
 
 
@@ -174,7 +173,7 @@ def sample_from_arrays(
     """
     from ..io.imzml import open_imzml
     from ..models.datasets import contract_from_data, make_sample
-    from ..models.pairing import check_pair_overlap
+    from ..models.overlap import check_pair_overlap
     from ..models.rehead import reheaded_contract_kwargs
     from ..msi.ion_images import ion_images
     from ..pixel_size import resolve_pixel_size
