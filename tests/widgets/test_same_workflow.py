@@ -242,3 +242,31 @@ def test_predict_classify_cli_and_widget_share_the_predict_job(
     qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
     assert w.result is not None, w.status.text()
     assert len(calls) == 3, "the Predict button did not run workflows.predict.iter_predict_job"
+
+
+def test_export_elastix_cli_and_widget_share_the_export_job(
+    make_napari_viewer, qtbot, phantom_dir, tmp_path, spy, click
+):
+    from napari_msi2hist.widgets.export import ExportWidget
+    from napari_msi2hist.workflows import export
+
+    calls = spy(export, "iter_export_elastix")
+    reg = tmp_path / "reg"
+    args = ["register", "--fixed", str(phantom_dir / "he.ome.tif"), "--moving"]
+    args += [str(phantom_dir / "msi.imzML"), "--route", "direct", "--out", str(reg)]
+    assert main([*args, "--allow-failed", "--quiet"]) == 0
+    transform = reg / "transform.json"
+    out = tmp_path / "elx"
+    assert (
+        main(["export-elastix", "--transform", str(transform), "--out", str(out), "--quiet"]) == 0
+    )
+    assert len(calls) == 1 and (out / "TransformParameters.0.txt").is_file()
+    w = ExportWidget(make_napari_viewer())
+    w.edits["transform"].setText(str(transform))
+    w.edits["he"].setText(str(phantom_dir / "he.ome.tif"))
+    w.edits["out"].setText(str(tmp_path / "wexp"))
+    (tmp_path / "wexp").mkdir()
+    click(w.elx_export_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert (tmp_path / "wexp" / "elastix" / "TransformParameters.0.txt").is_file(), w.status.text()
+    assert len(calls) == 2, "the Export elastix button did not run workflows.export"
