@@ -129,7 +129,7 @@ def run_demo(
     truth_rgb, valid = he_on_msi_grid(
         ph.he_rgb,
         (cfg.he_pixel_um,) * 2,
-        ph.transform.forward,
+        ph.transform.moving_to_fixed,
         syn.rgb.shape[:2],
         syn.pixel_size_um[0],
     )

@@ -30,7 +30,7 @@ PLANTS = {
     "models imports phantom": ("models/datasets.py", "from .. import phantom\n"),
     # no loops: crossmodal -> models -> registration, so registration must not import back
     "registration imports models": ("registration/verdict.py", "from ..models import contract\n"),
-    "models imports interop": ("models/pairing.py", "from ..interop import geojson\n"),
+    "models imports interop": ("models/overlap.py", "from ..interop import geojson\n"),
 }
 
 

@@ -204,3 +204,69 @@ def test_train_cli_and_widget_share_the_train_job(
     qtbot.waitUntil(lambda: w.worker is None, timeout=300000)
     assert w.last_checkpoint, w.status.text()
     assert len(calls) == 2, "the Train button did not run workflows.train.iter_train_job"
+
+
+def test_predict_classify_cli_and_widget_share_the_predict_job(
+    make_napari_viewer, open_phantom, qtbot, phantom_entries, tmp_path, spy, click
+):
+    import numpy as np
+    import tifffile
+    import yaml
+
+    from napari_msi2hist.io.histology import read_histology
+    from napari_msi2hist.widgets.crossmodal import PredictWidget
+    from napari_msi2hist.workflows import predict
+
+    calls = spy(predict, "iter_predict_job")
+    samples = []
+    for e in phantom_entries[:2]:
+        mask = np.zeros(np.asarray(read_histology(e["he"]).levels[0]).shape[:2], np.uint8)
+        mask[:, : mask.shape[1] // 2] = 1  # the left half of the H&E
+        label = tmp_path / f"{e['name']}_label.tif"
+        tifffile.imwrite(label, mask)
+        samples.append({**{k: e[k] for k in ("name", "imzml", "he", "align")}, "label": str(label)})
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(yaml.safe_dump({"samples": samples}))
+    common = ["--pairs", str(pairs), "--n-peaks", "5", "--n-components", "2", "--quiet"]
+    assert main(["predict-msi", *common, "--out", str(tmp_path / "pred")]) == 0
+    assert len(calls) == 1 and calls[0][0][1].regress and not calls[0][0][1].label_from
+    assert main(["classify", *common, "--from", "he", "--out", str(tmp_path / "cls")]) == 0
+    assert len(calls) == 2 and calls[1][0][1].label_from == ("he",)
+    assert (tmp_path / "cls" / "biomarkers.csv").is_file()
+    viewer = make_napari_viewer()
+    open_phantom(viewer, aligned=True)
+    w = PredictWidget(viewer)
+    w.n_peaks.setValue(5)
+    w.n_comp.setValue(2)
+    click(w.run_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=300_000)
+    assert w.result is not None, w.status.text()
+    assert len(calls) == 3, "the Predict button did not run workflows.predict.iter_predict_job"
+
+
+def test_export_elastix_cli_and_widget_share_the_export_job(
+    make_napari_viewer, qtbot, phantom_dir, tmp_path, spy, click
+):
+    from napari_msi2hist.widgets.export import ExportWidget
+    from napari_msi2hist.workflows import export
+
+    calls = spy(export, "iter_export_elastix")
+    reg = tmp_path / "reg"
+    args = ["register", "--fixed", str(phantom_dir / "he.ome.tif"), "--moving"]
+    args += [str(phantom_dir / "msi.imzML"), "--route", "direct", "--out", str(reg)]
+    assert main([*args, "--allow-failed", "--quiet"]) == 0
+    transform = reg / "transform.json"
+    out = tmp_path / "elx"
+    assert (
+        main(["export-elastix", "--transform", str(transform), "--out", str(out), "--quiet"]) == 0
+    )
+    assert len(calls) == 1 and (out / "TransformParameters.0.txt").is_file()
+    w = ExportWidget(make_napari_viewer())
+    w.edits["transform"].setText(str(transform))
+    w.edits["he"].setText(str(phantom_dir / "he.ome.tif"))
+    w.edits["out"].setText(str(tmp_path / "wexp"))
+    (tmp_path / "wexp").mkdir()
+    click(w.elx_export_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert (tmp_path / "wexp" / "elastix" / "TransformParameters.0.txt").is_file(), w.status.text()
+    assert len(calls) == 2, "the Export elastix button did not run workflows.export"

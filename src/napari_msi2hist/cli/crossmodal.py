@@ -19,23 +19,23 @@ def _entries(args):
     return read_pairs_yaml(args.pairs)
 
 
-def _build(args, entries, bar):
-    from ..crossmodal.pipeline import iter_build_table
+def _run(args, entries, bar, **cfg):
+    """The predict workflow (as the Predict from H&E widget runs it) on the command's options."""
     from ..progress import run_to_end
+    from ..workflows.predict import PredictConfig, iter_predict_job
 
-    mz = [float(v) for v in args.mz.split(",")] if args.mz else None
-    return run_to_end(
-        iter_build_table(
-            entries,
-            mz=mz,
-            n_peaks=args.n_peaks,
-            backbone=args.features,
-            stage=args.stage,
-            norm=args.norm,
-            tolerance=tolerance_from_args(args),
-        ),
-        bar,
+    config = PredictConfig(
+        mz=tuple(float(v) for v in args.mz.split(",")) if args.mz else None,
+        n_peaks=args.n_peaks,
+        backbone=args.features,
+        stage=args.stage,
+        norm=args.norm,
+        tolerance=tolerance_from_args(args),
+        n_components=args.n_components,
+        scale=args.scale,
+        **cfg,
     )
+    return run_to_end(iter_predict_job(entries, config, source=args.pairs), bar)
 
 
 def _in_output_folder(job):
@@ -54,20 +54,17 @@ def _in_output_folder(job):
 
 
 def _predict_msi(args, out) -> int:
-    from ..crossmodal.pipeline import pixels_to_images
-    from ..crossmodal.regression import cross_validated_regression
     from ..io.histology import write_ome_tiff
     from ._common import CLIError, ProgressBar
 
     entries = _entries(args)
     bar = ProgressBar(args.quiet)
-    table = _build(args, entries, bar)
-    f, x, g, _ = table.pixels()
-    res = cross_validated_regression(f, x, g, args.n_components, args.alpha, args.scale)
+    res = _run(args, entries, bar, alpha=args.alpha)
+    table = res.table
     k = len(res.r2)
-    pred = pixels_to_images(res.oof_scores, table)
-    true = pixels_to_images(res.true_scores, table)
-    recon = pixels_to_images(res.pca.inverse(res.oof_scores), table)
+    pred = res.images(res.predicted)
+    true = res.images(res.measured)
+    recon = res.images(res.pca.inverse(res.predicted))
     modes = [f"PC{i + 1}" for i in range(k)]
     for s, p, t, r in zip(table.samples, pred, true, recon, strict=True):
         px = tuple(float(v) for v in s.pixel_size_um)
@@ -125,7 +122,7 @@ def _predict_msi(args, out) -> int:
     summary = {
         "features": table.meta["backbone"],
         "n_features": len(table.feature_names),
-        "n_pixels": int(len(f)),
+        "n_pixels": int(len(res.predicted)),
         "samples": [s.name for s in table.samples],
         "r2": [float(v) for v in res.r2],
         "explained_variance": [float(v) for v in res.pca.explained_variance_ratio],
@@ -167,8 +164,6 @@ def _is_float(s: str) -> bool:
 
 
 def _classify(args, out) -> int:
-    from ..crossmodal.pipeline import pixels_to_images
-    from ..crossmodal.regression import biomarker_table, cross_validated_logistic, fit_pca
     from ..io.histology import write_ome_tiff
     from ._common import CLIError, ProgressBar
 
@@ -178,26 +173,29 @@ def _classify(args, out) -> int:
     if missing:
         raise CLIError(f"{args.pairs}: samples without a 'label' mask: {', '.join(missing)}")
     bar = ProgressBar(args.quiet)
-    table = _build(args, entries, bar)
-    f, x, g, lab = table.pixels()
-    if lab.all() or not lab.any():
-        raise CLIError(f"{args.pairs}: the label masks cover all or none of the MSI pixels")
-    pca = fit_pca(x, args.n_components, args.scale)
-    sources = {"msi": pca.transform(x), "he": f}
-    summary: dict = {"n_pixels": int(len(x)), "label_fraction": float(lab.mean())}
-    for name in [s for s in args.sources.split(",") if s]:
-        if name not in sources:
-            raise CLIError(f"--from {name!r}: choose from msi, he")
-        r = cross_validated_logistic(sources[name], lab, g, args.l2)
+    res = _run(
+        args,
+        entries,
+        bar,
+        regress=False,
+        label_from=tuple(s for s in args.sources.split(",") if s),
+        label_required=True,
+        l2=args.l2,
+        names=names,
+    )
+    table = res.table
+    lab = table.pixels()[3]
+    summary: dict = {"n_pixels": int(len(lab)), "label_fraction": float(lab.mean())}
+    for name, r in res.labels.items():
         summary[name] = {"accuracy": r.accuracy, "auc": r.auc, "per_sample": r.per_sample}
-        for s, img in zip(table.samples, pixels_to_images(r.oof_proba, table), strict=True):
+        for s, img in zip(table.samples, res.images(r.oof_proba), strict=True):
             write_ome_tiff(
                 out / f"{s.name}_label_probability_{name}.ome.tif",
                 img,
                 tuple(float(v) for v in s.pixel_size_um),
                 [f"P(label | {name})"],
             )
-    rows = biomarker_table(x, table.mz, lab, names)
+    rows = res.biomarkers
     write_text_atomic(out / "biomarkers.csv", rows_to_csv(rows))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     if args.json:

@@ -211,6 +211,7 @@ def load_samples(
     entries: list[dict],
     contract: ChannelContract,
     stacks: list[IonImages] | None = None,
+    check_overlap: bool = False,
 ) -> list[PairedSample]:
     """Load paired samples for pairs entries on a contract's grid.
 
@@ -223,6 +224,10 @@ def load_samples(
     stacks : list of IonImages, optional
         Ion images already extracted, one per entry (from :func:`contract_from_data`); else
         extracted here.
+    check_overlap : bool
+        Refuse a pair whose MSI footprint misses the H&E tissue
+        (:func:`~napari_msi2hist.models.overlap.check_entry_overlap`), on the files as read here,
+        without reading them again.
 
     Returns
     -------
@@ -233,7 +238,11 @@ def load_samples(
     ------
     MissingPixelSize
         An H&E or MSI without a pixel size (none given in the entry).
+    PairOverlapError
+        With ``check_overlap``: the first pair whose MSI footprint misses the H&E tissue.
     """
+    from .overlap import check_entry_overlap
+
     out = []
     for i, e in enumerate(entries):
         if stacks is not None:
@@ -252,17 +261,18 @@ def load_samples(
         from ..pixel_size import resolve_pixel_size
 
         px = resolve_pixel_size(he.pixel_size_um, e.get("fixed_pixel_um"), "fixed", e["he"])
-        out.append(
-            make_sample(
-                e["name"],
-                ions,
-                rgb,
-                px,
-                align_function(e["align"], Path(e["base"])),
-                contract,
-                e["split"],
-            )
+        sample = make_sample(
+            e["name"],
+            ions,
+            rgb,
+            px,
+            align_function(e["align"], Path(e["base"])),
+            contract,
+            e["split"],
         )
+        if check_overlap:
+            check_entry_overlap(e, sample, ions, he, contract)
+        out.append(sample)
     return out
 
 

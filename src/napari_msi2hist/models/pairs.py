@@ -2,9 +2,10 @@
 
 A pairs file lists MSI / H&E samples for training and evaluation (format in
 :mod:`napari_msi2hist.models.datasets`). :func:`read_pairs_yaml` reads and validates it into
-:class:`~napari_msi2hist.config.PairEntry` items; :func:`align_function` turns an entry's ``align``
-into a point mapping (a phantom's truth, a registration result, or an affine fitted to landmarks by
-:func:`affine_from_landmarks`). :mod:`napari_msi2hist.models.datasets` re-exports all three.
+:class:`~napari_msi2hist.config.PairEntry` items; :func:`alignment_of_entry` turns an entry's
+``align`` into an :class:`~napari_msi2hist.registration.alignment.Alignment` (a phantom's truth, a
+registration result, or an affine fitted to landmarks), and :func:`align_function` into its forward
+point mapping. :mod:`napari_msi2hist.models.datasets` re-exports them.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.nd
     return m[:2, :2], m[:2, 2]
 
 
-def align_function(align, base: Path):
-    """Build the MSI -> H&E point mapping of a pairs entry's alignment.
+def alignment_of_entry(align, base: Path):
+    """Build the MSI -> H&E alignment of a pairs entry's ``align``.
 
     Parameters
     ----------
@@ -53,24 +54,28 @@ def align_function(align, base: Path):
 
     Returns
     -------
-    callable
-        Maps ``(N, 2)`` MSI world points (yx um) to H&E world points.
+    Alignment
+        A :class:`~napari_msi2hist.registration.alignment.LinearAlignment`, a phantom's
+        ``PhantomTransform`` or a registration's ``Transform``: each has ``moving_to_fixed`` and
+        ``fixed_to_moving``.
 
     Raises
     ------
     ValueError
         An unknown alignment, or unreadable or unpaired landmarks.
     """
+    from ..registration.alignment import LinearAlignment
+
     if align in (None, "aligned"):
-        return lambda p: p
+        return LinearAlignment.identity()
     if "truth" in align:
         from ..registration.truth import load_truth
 
-        return load_truth(base / align["truth"]).forward
+        return load_truth(base / align["truth"])
     if "transform" in align:  # a registration result: its moving frame is the MSI
         from ..registration.transforms import Transform
 
-        return Transform.load(base / align["transform"]).moving_to_fixed
+        return Transform.load(base / align["transform"])
     if "landmarks_msi" in align:
         from ..io.points import read_points_csv
         from ..registration.landmarks import check_landmark_pairs
@@ -78,11 +83,30 @@ def align_function(align, base: Path):
         f_msi, f_he = base / align["landmarks_msi"], base / align["landmarks_he"]
         p_msi, p_he = read_points_csv(f_msi), read_points_csv(f_he)
         check_landmark_pairs(p_msi, p_he, (str(f_msi), str(f_he)))
-        a, t = affine_from_landmarks(p_msi, p_he)
-        return lambda p: p @ a.T + t
+        return LinearAlignment.from_landmarks(p_msi, p_he)
     raise ValueError(
         f"unknown alignment {align!r} (use truth, landmarks_msi/landmarks_he, or aligned)"
     )
+
+
+def align_function(align, base: Path):
+    """Build the MSI -> H&E point mapping of a pairs entry's alignment.
+
+    :func:`alignment_of_entry`'s ``moving_to_fixed``, for code that needs only the forward map.
+
+    Parameters
+    ----------
+    align : str, dict or None
+        As :func:`alignment_of_entry`.
+    base : Path
+        The folder the alignment's file paths are relative to.
+
+    Returns
+    -------
+    callable
+        Maps ``(N, 2)`` MSI world points (yx um) to H&E world points.
+    """
+    return alignment_of_entry(align, base).moving_to_fixed
 
 
 def _load_yaml_no_aliases(path: Path):

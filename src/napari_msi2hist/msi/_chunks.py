@@ -91,10 +91,13 @@ def iter_dense_chunks(
         a = b
 
 
-def _gather(
+def gather_typed(
     buf: np.ndarray, base: int, offsets: np.ndarray, lengths: np.ndarray, dtype: np.dtype
 ) -> np.ndarray:
-    """Gather variable-length typed arrays at byte ``offsets`` (relative to ``base``) from ``buf``."""
+    """Gather variable-length typed arrays at byte ``offsets`` (relative to ``base``) from ``buf``.
+
+    Shared within ``msi``: the chunk readers here and the window-sum kernels (``_window_sums``).
+    """
     total = int(lengths.sum())
     out = np.empty(total, dtype=dtype)
     if total == 0:
@@ -141,13 +144,13 @@ class RawChunk:
         return TypedArrays(self.buf, self.base, self.int_off, self.int_dtype)
 
     def to_flat(self) -> FlatChunk:
-        inten = _gather(self.buf, self.base, self.int_off, self.lengths, self.int_dtype)
+        inten = gather_typed(self.buf, self.base, self.int_off, self.lengths, self.int_dtype)
         if self.mz_off is None:
             mz64 = np.tile(self.axis, len(self.index))
         else:
-            mz64 = _gather(self.buf, self.base, self.mz_off, self.lengths, self.mz_dtype).astype(
-                np.float64
-            )
+            mz64 = gather_typed(
+                self.buf, self.base, self.mz_off, self.lengths, self.mz_dtype
+            ).astype(np.float64)
         return FlatChunk(self.index, self.lengths, mz64, inten)
 
 

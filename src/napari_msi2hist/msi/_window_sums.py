@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._chunks import RawChunk, _gather
+from ._chunks import RawChunk, gather_typed
 
 
 class DensePlan:
@@ -175,8 +175,8 @@ def unsorted_sums(raw: RawChunk, sel: np.ndarray, lo: np.ndarray, hi: np.ndarray
         ``(len(sel), C)`` float64 window sums.
     """
     ln = raw.lengths[sel]
-    mz = _gather(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype).astype(np.float64)
-    it = _gather(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype).astype(np.float64)
+    mz = gather_typed(raw.buf, raw.base, raw.mz_off[sel], ln, raw.mz_dtype).astype(np.float64)
+    it = gather_typed(raw.buf, raw.base, raw.int_off[sel], ln, raw.int_dtype).astype(np.float64)
     seg = np.repeat(np.arange(len(sel)), ln)
     order = np.argsort(mz)
     ms = mz[order]

@@ -1,7 +1,7 @@
 """A phantom's ground truth: the known MSI -> H&E transform and its file (``truth.json``).
 
 :class:`PhantomTransform` (``fixed = A @ moving + t + D(moving)``, with the smooth deformation a
-:class:`DisplacementField`) is what pairs files (``align: {truth: ...}``), tests and benchmarks use
+:class:`DisplacementField`; an :class:`~napari_msi2hist.registration.alignment.Alignment`) is what pairs files (``align: {truth: ...}``), tests and benchmarks use
 as an alignment; :func:`load_truth` reads it back. Both are re-exported by
 :mod:`napari_msi2hist.registration.transforms`, their earlier home.
 
@@ -126,6 +126,37 @@ class PhantomTransform:
                 return p_new
             p = p_new
         return p
+
+    # the project's one MSI -> H&E mapping type (registration.alignment.Alignment)
+    def moving_to_fixed(self, points_yx_um) -> np.ndarray:
+        """Map moving (MSI) world points to fixed (H&E) world points (:meth:`forward`).
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` fixed points, yx um.
+        """
+        return self.forward(points_yx_um)
+
+    def fixed_to_moving(self, points_yx_um) -> np.ndarray:
+        """Map fixed (H&E) world points to moving (MSI) world points (:meth:`inverse`).
+
+        Parameters
+        ----------
+        points_yx_um : array_like
+            ``(N, 2)`` or ``(2,)`` points, (y, x) in um.
+
+        Returns
+        -------
+        ndarray
+            ``(N, 2)`` moving points, yx um.
+        """
+        return self.inverse(points_yx_um)
 
 
 def load_truth(path: str | os.PathLike) -> PhantomTransform:

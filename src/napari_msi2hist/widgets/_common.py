@@ -42,15 +42,6 @@ def show_progress(bar, status_label, p) -> None:
     status_label.setText(f"{p.stage}: {p.done}/{p.total}" if p.stage else f"{p.done}/{p.total}")
 
 
-def cancel_if_running(widget, message: str = "cancelling...") -> bool:
-    """If the widget's job runs, ask it to stop (it stops at its next check) and return True."""
-    if widget.worker is None:
-        return False
-    widget.worker.cancel_token.cancel()
-    widget.status.setText(message)
-    return True
-
-
 def upsert_image(viewer, name: str, data, **kwargs):
     """Add an image layer, or update the existing one of that name (data and the given properties)."""
     if name in viewer.layers:

@@ -14,26 +14,22 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..crossmodal.superres import default_factor, fine_grid_offset
 from ..io.histology import to_uint8_rgb
+from ..workflows.predict import PredictConfig
 from ._common import (
-    cancel_if_running,
     layer_names,
     msi2hist_kind,
     refill_combo,
     require_pixel_size,
-    show_progress,
-    show_user_error,
     upsert_image,
 )
-from ._workers import start_job
+from ._job import JobWidget
 from .training import _layer_matrix, displayed_msi_to_he
 
 NONE = "(none)"
@@ -42,10 +38,6 @@ NONE = "(none)"
 def _he_rgb(layer) -> np.ndarray:
     data = layer.data[0] if layer.multiscale else layer.data
     return to_uint8_rgb(np.asarray(data)[..., :3])
-
-
-def _matrix_fn(m: np.ndarray):
-    return lambda p: p @ m[:2, :2].T + m[:2, 2]
 
 
 def label_on_he_grid(labels_layer, he_layer) -> np.ndarray:
@@ -79,9 +71,6 @@ def placed_like(layer, ndim: int, scale=None, translate=None) -> dict:
 
 
 def _form_widget(widget, rows, run_btn):
-    widget.progress = QProgressBar()
-    widget.status = QLabel("")
-    widget.status.setWordWrap(True)
     widget.result_label = QLabel("")
     widget.result_label.setWordWrap(True)
     form = QFormLayout()
@@ -100,15 +89,13 @@ def _form_widget(widget, rows, run_btn):
     widget._refresh()
 
 
-class PredictWidget(QWidget):
+class PredictWidget(JobWidget):
     """H&E features -> MSI PCA modes (ridge) and -> a label (logistic), on the open MSI + H&E, with
     extra training samples from a pairs file. With extra samples the open sample's layers are
     predicted by models that never saw it; with none, the fit is in-sample and says so."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.result = None
         self.msi_box, self.he_box, self.label_box = QComboBox(), QComboBox(), QComboBox()
         self.msi_box.setToolTip("MSI layer (opened from an .imzML), registered onto the H&E")
@@ -133,7 +120,7 @@ class PredictWidget(QWidget):
         self.alpha.setValue(1.0)
         self.alpha.setToolTip("Ridge penalty (on standardised features)")
         self.run_btn = QPushButton("Predict")
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         _form_widget(
             self,
             [
@@ -167,7 +154,7 @@ class PredictWidget(QWidget):
             "he": he,
             "he_rgb": _he_rgb(he_l),
             "he_px": tuple(float(v) for v in he_l.scale[-2:]),
-            "msi_to_he": _matrix_fn(displayed_msi_to_he(msi_l, he_l)),
+            "msi_to_he": displayed_msi_to_he(msi_l, he_l).moving_to_fixed,
         }
         lab = self.label_box.currentText()
         if lab and lab != NONE:
@@ -184,33 +171,17 @@ class PredictWidget(QWidget):
             entries += extra
         return entries
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self):
-            return
-        try:
-            entries = self._entries()
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, exc)
-            return
-        params = (
-            entries,
-            self.n_peaks.value(),
-            self.weights.text().strip() or None,
-            self.n_comp.value(),
-            self.alpha.value(),
+    def _prepare(self):
+        entries = self._entries()
+        cfg = PredictConfig(
+            n_peaks=self.n_peaks.value(),
+            backbone=self.weights.text().strip() or None,
+            n_components=self.n_comp.value(),
+            alpha=self.alpha.value(),
+            label_from=("he",),  # when a label layer is chosen and is neither empty nor full
+            in_sample=True,  # one open sample: fitted and scored on itself, and labelled so
         )
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            lambda tok: predict_job(*params, cancel=tok),
-            lambda p: show_progress(self.progress, self.status, p),
-            self._show,
-            on_error=self.status.setText,
-            on_finished=self._finished,
-        )
-
-    def _finished(self):
-        self.worker = None
-        self.run_btn.setText("Predict")
+        return (lambda tok: predict_job(entries, cfg, cancel=tok)), self._show
 
     def _show(self, res):
         self.result = res
@@ -256,66 +227,29 @@ class PredictWidget(QWidget):
         self.status.setText("done")
 
 
-def predict_job(entries, n_peaks, backbone, n_comp, alpha, cancel=None):
-    """Worker: build the pixel tables, regress (and classify), return layers for the first sample."""
-    from ..crossmodal.pipeline import iter_build_table, pixels_to_images
-    from ..crossmodal.regression import (
-        cross_validated_logistic,
-        cross_validated_regression,
-        fit_logistic,
-        fit_pca,
-        fit_ridge,
-        r2_score,
-        roc_auc,
-    )
+def predict_job(entries, cfg, cancel=None):
+    """Worker: the predict workflow (as ``msi2hist predict-msi`` / ``classify`` run it), then the
+    first sample's images for the layers."""
+    from ..workflows.predict import iter_predict_job
 
-    table = yield from iter_build_table(entries, n_peaks=n_peaks, backbone=backbone, cancel=cancel)
-    f, x, g, lab = table.pixels()
-    first = table.samples[0]
-    n0 = int(first.mask.sum())
-    cv = len(table.samples) > 1
-    if cv:
-        reg = cross_validated_regression(f, x, g, n_comp, alpha)
-        pred, true = reg.oof_scores[:n0], reg.true_scores[:n0]
-        r2 = reg.r2_per_sample[first.name]
-    else:
-        pca = fit_pca(x, n_comp)
-        true = pca.transform(x)
-        pred = fit_ridge(f, true, alpha).predict(f)
-        r2 = r2_score(true, pred)
-    out = {
-        "cv": cv,
-        "r2": [float(v) for v in r2],
-        "predicted": pixels_to_images(pred, _first_only(table))[0],
-        "measured": pixels_to_images(true, _first_only(table))[0],
-        "probability": None,
-        "auc": None,
+    res = yield from iter_predict_job(entries, cfg, source="the pairs file", cancel=cancel)
+    first = res.table.samples[0].name
+    lab = res.labels.get("he")
+    return {
+        "cv": res.cross_validated,
+        "r2": [float(v) for v in res.r2_per_sample[first]],
+        "predicted": res.images(res.predicted)[0],
+        "measured": res.images(res.measured)[0],
+        "probability": None if lab is None else res.images(lab.oof_proba)[0][0],
+        "auc": None if lab is None else float(lab.per_sample[first]["auc"]),
     }
-    if lab is not None and lab.any() and not lab.all():
-        if cv:
-            c = cross_validated_logistic(f, lab, g)
-            proba, auc = c.oof_proba[:n0], c.per_sample[first.name]["auc"]
-        else:
-            proba = fit_logistic(f, lab).predict_proba(f)
-            auc = roc_auc(lab, proba)
-        out["probability"] = pixels_to_images(proba, _first_only(table))[0][0]
-        out["auc"] = float(auc)
-    return out
 
 
-def _first_only(table):
-    from ..crossmodal.pipeline import Table
-
-    return Table(table.samples[:1], table.mz, table.feature_names, table.meta)
-
-
-class SuperResWidget(QWidget):
+class SuperResWidget(JobWidget):
     """Ion images (a stack from Peak selection) -> a finer grid guided by the displayed H&E."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.result = None
         self.stack_box, self.he_box = QComboBox(), QComboBox()
         self.stack_box.setToolTip("Ion images: the stack added by Peak selection")
@@ -334,7 +268,7 @@ class SuperResWidget(QWidget):
         self.model = QLineEdit("superres")
         self.model.setToolTip("Super-resolution model: 'superres' (bundled) or a local file")
         self.run_btn = QPushButton("Super-resolve")
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         _form_widget(
             self,
             [
@@ -354,37 +288,23 @@ class SuperResWidget(QWidget):
         )
         refill_combo(self.he_box, layer_names(v, lambda ly: getattr(ly, "rgb", False)))
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self):
-            return
-        try:
-            name, he = self.stack_box.currentText(), self.he_box.currentText()
-            if not name or not he:
-                raise ValueError("add ion images (Peak selection) and open the H&E first")
-            st, he_l = self.viewer.layers[name], self.viewer.layers[he]
-            data = np.asarray(st.data, np.float32)
-            stack = data if data.ndim == 3 else data[None]
-            px = require_pixel_size(st, "MSI")
-            he_px = require_pixel_size(he_l, "H&E")
-            factor = self.factor.value() or default_factor(px, he_px)
-            m = displayed_msi_to_he(st, he_l)
-            params = (stack, _he_rgb(he_l), he_px, m, px, factor)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, exc)
-            return
+    def _prepare(self):
+        name, he = self.stack_box.currentText(), self.he_box.currentText()
+        if not name or not he:
+            raise ValueError("add ion images (Peak selection) and open the H&E first")
+        st, he_l = self.viewer.layers[name], self.viewer.layers[he]
+        data = np.asarray(st.data, np.float32)
+        stack = data if data.ndim == 3 else data[None]
+        px = require_pixel_size(st, "MSI")
+        he_px = require_pixel_size(he_l, "H&E")
+        factor = self.factor.value() or default_factor(px, he_px)
+        m = displayed_msi_to_he(st, he_l)
+        params = (stack, _he_rgb(he_l), he_px, m, px, factor)
         method, model = self.method.currentText(), self.model.text().strip() or "superres"
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            lambda tok: superres_job(*params, method, model, cancel=tok),
-            lambda p: show_progress(self.progress, self.status, p),
-            lambda res: self._show(name, res),
-            on_error=self.status.setText,
-            on_finished=self._finished,
+        return (
+            (lambda tok: superres_job(*params, method, model, cancel=tok)),
+            (lambda res: self._show(name, res)),
         )
-
-    def _finished(self):
-        self.worker = None
-        self.run_btn.setText("Super-resolve")
 
     def _show(self, name, res):
         self.result = res
@@ -405,7 +325,7 @@ class SuperResWidget(QWidget):
         self.status.setText("done")
 
 
-def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, cancel=None):
+def superres_job(stack, he_rgb, he_px, alignment, px, factor, method, model, cancel=None):
     """The super-resolve workflow on the layers as displayed (as ``msi2hist superres`` runs it)."""
     from ..workflows import superres
 
@@ -413,7 +333,7 @@ def superres_job(stack, he_rgb, he_px, msi_to_he_m, px, factor, method, model, c
         stack,
         he_rgb,
         he_px,
-        _matrix_fn(msi_to_he_m),
+        alignment.moving_to_fixed,
         px,
         factor=factor,
         method=method,

@@ -19,17 +19,14 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..workflows import export as jobs
-from ._common import refill_combo, show_progress, show_user_error
-from ._workers import start_job
+from ._common import refill_combo, show_user_error
+from ._job import JobWidget
 
 
 def annotation_layers(features, he_px, name: str) -> list:
@@ -73,7 +70,7 @@ def annotation_layers(features, he_px, name: str) -> list:
     return out
 
 
-class ExportWidget(QWidget):
+class ExportWidget(JobWidget):
     FIELDS = (
         ("he", "H&&E image", "the H&E (fixed) file"),
         ("msi", "imzML", "the MSI (moving) file"),
@@ -86,9 +83,7 @@ class ExportWidget(QWidget):
     )
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.last = None
         self.edits: dict[str, QLineEdit] = {}
         form = QFormLayout()
@@ -131,9 +126,6 @@ class ExportWidget(QWidget):
         grid.addWidget(self.gj_import_btn, 1, 0)
         grid.addWidget(self.gj_export_btn, 1, 1)
         grid.addWidget(self.elx_export_btn, 2, 0)
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addLayout(grid)
@@ -181,21 +173,12 @@ class ExportWidget(QWidget):
         return str(Path(self._get("out")) / name)
 
     def _start(self, job, done):
+        """One job at a time; these jobs write files and are short, so they have no Cancel."""
         if self.worker is not None:
             self.status.setText("a job is running")
             return
-
-        def finished():
-            self.worker = None
-
         self.status.setText("running...")
-        self.worker = start_job(
-            job,
-            lambda p: show_progress(self.progress, self.status, p),
-            done,
-            on_error=self.status.setText,
-            on_finished=finished,
-        )
+        self.run_job(job, done)
 
     def _guard(fn):  # noqa: N805 - a decorator inside the class body
         def wrapped(self, *a):

@@ -14,13 +14,10 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._reader import robust_limits
@@ -29,15 +26,8 @@ from ..msi.ion_images import Tolerance
 from ..msi.peaks import parse_mz_list
 from ..msi.spectra import NORMALISATIONS
 from ..workflows import peaks as _peaks_workflow
-from ._common import (
-    cancel_if_running,
-    msi2hist_kind,
-    refill_combo,
-    show_progress,
-    show_user_error,
-    upsert_image,
-)
-from ._workers import start_job
+from ._common import msi2hist_kind, refill_combo, upsert_image
+from ._job import JobWidget
 
 
 @dataclass(frozen=True)
@@ -55,11 +45,9 @@ def msi_layers(viewer):
     return [ly for ly in viewer.layers if msi2hist_kind(ly) == "msi"]
 
 
-class PeakSelectionWidget(QWidget):
+class PeakSelectionWidget(JobWidget):
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.spectrum = None
         self.peaks = None
 
@@ -95,9 +83,6 @@ class PeakSelectionWidget(QWidget):
         self.pick_btn = QPushButton("Mean spectrum + pick peaks")
         self.add_btn = QPushButton("Add ion images")
         self.add_btn.setEnabled(False)
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -124,8 +109,8 @@ class PeakSelectionWidget(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
 
-        self.pick_btn.clicked.connect(lambda: self._run_or_cancel("pick"))
-        self.add_btn.clicked.connect(lambda: self._run_or_cancel("add"))
+        self.connect_run(self.pick_btn, lambda: self._prepare("pick"))
+        self.connect_run(self.add_btn, lambda: self._prepare("add"))
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
@@ -149,36 +134,20 @@ class PeakSelectionWidget(QWidget):
             tuple(self.viewer.layers[name].scale[-2:]),
         )
 
-    def _busy(self, which: str | None):
-        self.pick_btn.setText("Cancel" if which == "pick" else "Mean spectrum + pick peaks")
-        self.add_btn.setText("Cancel" if which == "add" else "Add ion images")
-        self.pick_btn.setEnabled(which in (None, "pick"))
-        self.add_btn.setEnabled(which == "add" or (which is None and self.peaks is not None))
-
-    def _on_progress(self, p):
-        show_progress(self.progress, self.status, p)
-
-    def _finished(self):
-        self.worker = None
-        self._busy(None)
-
-    def _run_or_cancel(self, which: str):
-        if cancel_if_running(self):
-            return
-        try:
-            params = self._params()
-            mz = parse_mz_list(params.mz_text) if params.mz_text else None
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, e)
-            return
-        self._busy(which)
-        if which == "pick":
-            job, done = (lambda tok: self._pick_job(params, mz, tok)), self._show_spectrum
-        else:
-            job, done = (lambda tok: self._extract_job(params, self.peaks, tok)), self._add_stack
-        self.worker = start_job(
-            job, self._on_progress, done, on_error=self.status.setText, on_finished=self._finished
+    def busy_changed(self, button):
+        """One job at a time: only the running job's button (now Cancel) stays enabled."""
+        self.pick_btn.setEnabled(button in (None, self.pick_btn))
+        self.add_btn.setEnabled(
+            button is self.add_btn or (button is None and self.peaks is not None)
         )
+
+    def _prepare(self, which: str):
+        params = self._params()
+        mz = parse_mz_list(params.mz_text) if params.mz_text else None
+        if which == "pick":
+            return (lambda tok: self._pick_job(params, mz, tok)), self._show_spectrum
+        peaks = self.peaks
+        return (lambda tok: self._extract_job(params, peaks, tok)), self._add_stack
 
     # ---------------------------------------------------------------- jobs (worker thread)
     @staticmethod
@@ -217,13 +186,10 @@ class PeakSelectionWidget(QWidget):
         i = int(event.ind[0])
         params = self._params()
         mz = self.peaks[i : i + 1]
-        self._busy("add")
-        self.worker = start_job(
+        self.run_job(
             lambda tok: self._extract_job(params, mz, tok),
-            self._on_progress,
             lambda r: self._add_layer(*r, preview=True),
-            on_error=self.status.setText,
-            on_finished=self._finished,
+            self.add_btn,
         )
 
     def _add_stack(self, result):

@@ -21,27 +21,23 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
 from ..registration.landmarks import LandmarkEditor
 from ._common import (
-    cancel_if_running,
     layer_names,
     layer_pixel_size,
     msi2hist_kind,
     refill_combo,
-    show_user_error,
     source_file,
 )
+from ._job import JobWidget
 from ._landmarks import FIXED_ROLE, MOVING_ROLE, LandmarkMixin  # noqa: F401  (re-exported)
 from ._reg_results import VERDICT_COLOURS, ResultMixin  # noqa: F401  (re-exported)
-from ._workers import start_job
 
 
 @dataclass(frozen=True)
@@ -89,11 +85,9 @@ def _apply_pixel_size(layer, v: float) -> None:
         layer.metadata = {**layer.metadata, "msi2hist": md}
 
 
-class RegisterWidget(LandmarkMixin, ResultMixin, QWidget):
+class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.result = None
         self.landmarks = LandmarkEditor()  # undo/redo and the error report, Qt-free
         self._restoring = False
@@ -155,13 +149,10 @@ class RegisterWidget(LandmarkMixin, ResultMixin, QWidget):
         self.lm_btn = QPushButton("Add landmark layers")
         self.fit_btn = QPushButton("Fit from landmarks")
         self.undo_btn, self.redo_btn = QPushButton("Undo"), QPushButton("Redo")
-        self.progress = QProgressBar()
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
         self.lm_table = QLabel("")
         self.lm_table.setWordWrap(True)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Fixed (H&&E)", self.fixed_box)
@@ -186,7 +177,7 @@ class RegisterWidget(LandmarkMixin, ResultMixin, QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         self.checker_btn.toggled.connect(self._toggle_checker)
         self.save_btn.clicked.connect(lambda *_: self.save_transform())
         # clicked(bool) would arrive as the first argument: call the slots without it
@@ -311,14 +302,8 @@ class RegisterWidget(LandmarkMixin, ResultMixin, QWidget):
         return None, None
 
     # ------------------------------------------------------------------ intensity registration
-    def _run_or_cancel(self):
-        if cancel_if_running(self):
-            return
-        try:
-            p = self._params()
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, e)
-            return
+    def _prepare(self):
+        p = self._params()
 
         def job(tok):  # the register workflow's job, as `msi2hist register` runs it
             from ..workflows.register import RegisterConfig, RegisterInputs, iter_register_job
@@ -339,20 +324,9 @@ class RegisterWidget(LandmarkMixin, ResultMixin, QWidget):
             cfg = RegisterConfig(route=p.route, stages=p.opts.stages)
             return (yield from iter_register_job(inp, cfg, cancel=tok))
 
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            job,
-            self._on_progress,
-            self._apply,
-            on_error=self.status.setText,
-            on_finished=self._finished,
-        )
+        return job, self._apply
 
-    def _on_progress(self, p):
+    def on_progress(self, p):
         self.progress.setMaximum(max(1, p.total))
         self.progress.setValue(p.done)
-        self.status.setText(p.stage)
-
-    def _finished(self):
-        self.worker = None
-        self.run_btn.setText("Register")
+        self.status.setText(p.stage)  # the stage alone: registration stages have few steps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,31 +12,18 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..io.imzml import is_imzml_path
 from ..models.inference import InferenceOptions
 from ..msi.ion_images import DEFAULT_TOLERANCE, IonImages, Tolerance
 from ..workflows import synthesize as _synthesize_workflow
-from ._common import (
-    cancel_if_running,
-    msi2hist_kind,
-    refill_combo,
-    show_progress,
-    show_user_error,
-    upsert_image,
-)
-from ._workers import start_job
-
-# checkpoints produced in this session (e.g. by the Train widget), offered first in the chooser, and
-# the live widgets to tell when a new one appears
-RECENT_CHECKPOINTS: list[str] = []
-LIVE_WIDGETS: weakref.WeakSet = weakref.WeakSet()
+from ._common import msi2hist_kind, refill_combo, upsert_image
+from ._job import JobWidget
+from .session import session_for
 
 
 @dataclass(frozen=True)
@@ -54,11 +40,9 @@ def synthesis_sources(viewer):
     return [ly for ly in viewer.layers if msi2hist_kind(ly) in ("msi", "ion_stack")]
 
 
-class SynthesisWidget(QWidget):
+class SynthesisWidget(JobWidget):
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer)
         self.last_result = None
 
         self.layer_box = QComboBox()
@@ -88,9 +72,6 @@ class SynthesisWidget(QWidget):
         self.reextract = QCheckBox("re-extract the model's m/z from the imzML when needed")
         self.reextract.setChecked(True)
         self.run_btn = QPushButton("Synthesise H&&E")
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         # input-domain warnings of the last synthesis (models/domain.py): hidden when in domain
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
@@ -114,16 +95,22 @@ class SynthesisWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
+        # checkpoints trained in this viewer (the Train widget) are offered first, newest first,
+        # and a new one is selected as it appears
+        self.session = session_for(self.viewer)
         self.refresh_checkpoints()
-        LIVE_WIDGETS.add(self)
+        self.session.subscribe(self._checkpoint_added)
+
+    def _checkpoint_added(self, path: str):
+        self.refresh_checkpoints(select=path)
 
     def refresh_checkpoints(self, select: str | None = None):
         current = select or self.ckpt_box.currentText() or "demo"
-        items = list(dict.fromkeys(list(reversed(RECENT_CHECKPOINTS)) + ["demo"]))
+        items = list(dict.fromkeys(list(reversed(self.session.checkpoints)) + ["demo"]))
         self.ckpt_box.clear()
         self.ckpt_box.addItems(items)
         self.ckpt_box.setCurrentText(current)
@@ -172,26 +159,11 @@ class SynthesisWidget(QWidget):
             md.get("file", name),
         )
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self):
-            return
-        try:
-            params = self._params()
-            stack = (
-                self._stack_from_layer(params.layer_name) if params.kind == "ion_stack" else None
-            )
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, e)
-            return
-        self.run_btn.setText("Cancel")
+    def _prepare(self):
+        params = self._params()
+        stack = self._stack_from_layer(params.layer_name) if params.kind == "ion_stack" else None
         self.banner.setVisible(False)
-        self.worker = start_job(
-            lambda tok: self._job(params, stack, tok),
-            self._on_progress,
-            self._add_layer,
-            on_error=self.status.setText,
-            on_finished=self._finished,
-        )
+        return (lambda tok: self._job(params, stack, tok)), self._add_layer
 
     @staticmethod
     def _job(params: SynthParams, stack: IonImages | None, cancel=None):
@@ -208,13 +180,6 @@ class SynthesisWidget(QWidget):
             cancel=cancel,
         )
         return params, res
-
-    def _on_progress(self, p):
-        show_progress(self.progress, self.status, p)
-
-    def _finished(self):
-        self.worker = None
-        self.run_btn.setText("Synthesise H&&E")
 
     def _add_layer(self, result):
         params, res = result

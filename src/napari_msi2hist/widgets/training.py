@@ -20,28 +20,24 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..config import TrainConfig
 from ..io.histology import to_uint8_rgb
-from . import synthesis as synth_widget
+from ..registration.alignment import LinearAlignment
 from ._common import (
-    cancel_if_running,
     layer_names,
     layer_pixel_size,
     msi2hist_kind,
     refill_combo,
     require_pixel_size,
-    show_user_error,
 )
-from ._workers import start_job
+from ._job import JobWidget
+from .session import session_for
 
 KEEP_CHANNELS = "the base model's m/z"
 REHEAD_CHANNELS = "re-head to my data's top peaks"
@@ -62,7 +58,7 @@ class TrainParams:
     he_rgb: np.ndarray | None
     he_pixel_um: tuple[float, float]
     align: str  # "displayed" | "landmarks"
-    msi_to_he_matrix: np.ndarray | None  # 3x3 homogeneous, yx um
+    msi_to_he: LinearAlignment | None
     base: str
     out_dir: str
     resume: bool
@@ -81,17 +77,16 @@ def _layer_matrix(layer) -> np.ndarray:
     return aff @ t
 
 
-def displayed_msi_to_he(msi_layer, he_layer) -> np.ndarray:
-    return np.linalg.inv(_layer_matrix(he_layer)) @ _layer_matrix(msi_layer)
+def displayed_msi_to_he(msi_layer, he_layer) -> LinearAlignment:
+    """The MSI -> H&E alignment the viewer shows: the two layers' own transforms."""
+    return LinearAlignment(np.linalg.inv(_layer_matrix(he_layer)) @ _layer_matrix(msi_layer))
 
 
-def landmark_msi_to_he(moving_pts, fixed_pts) -> np.ndarray:
-    from ..models.pairs import affine_from_landmarks
-
-    a, t = affine_from_landmarks(np.asarray(moving_pts)[:, -2:], np.asarray(fixed_pts)[:, -2:])
-    m = np.eye(3)
-    m[:2, :2], m[:2, 2] = a, t
-    return m
+def landmark_msi_to_he(moving_pts, fixed_pts) -> LinearAlignment:
+    """The MSI -> H&E affine through paired Points layers' data (world um)."""
+    return LinearAlignment.from_landmarks(
+        np.asarray(moving_pts)[:, -2:], np.asarray(fixed_pts)[:, -2:]
+    )
 
 
 def training_job(p: TrainParams, cancel=None):
@@ -114,16 +109,14 @@ def training_job(p: TrainParams, cancel=None):
         train, val = split_by_sample(samples)
     else:
         contract, train, val = wf.sample_from_arrays(
-            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he_matrix, job, base, p.msi_pixel_um
+            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he, job, base, p.msi_pixel_um
         )
     return (yield from wf.iter_train_job(train, val, contract, job, base, cancel=cancel))
 
 
-class TrainWidget(QWidget):
+class TrainWidget(JobWidget):
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer, "cancelling (the state is saved for resuming)...")
         self.history: list[tuple[int, dict]] = []
         self.last_checkpoint: str | None = None
         self.note = ""
@@ -175,9 +168,6 @@ class TrainWidget(QWidget):
         self.out_dir.setToolTip("Run folder: checkpoints, metrics.jsonl, config.yaml, model.pt")
         self.resume = QCheckBox("resume the run in this folder")
         self.run_btn = QPushButton("Train")
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -217,11 +207,12 @@ class TrainWidget(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
 
-        self.run_btn.clicked.connect(self._run_or_cancel)
+        self.connect_run(self.run_btn, self._prepare)
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
-        self.base.addItems(["demo", ""] + list(reversed(synth_widget.RECENT_CHECKPOINTS)))
+        self.session = session_for(self.viewer)
+        self.base.addItems(["demo", ""] + list(reversed(self.session.checkpoints)))
 
     def _refresh(self, *_):
         v = self.viewer
@@ -280,9 +271,9 @@ class TrainWidget(QWidget):
                 raise ValueError(
                     f"landmarks must be paired: {len(m_pts)} moving vs {len(f_pts)} fixed (>= 3)"
                 )
-            matrix = landmark_msi_to_he(m_pts, f_pts)
+            alignment = landmark_msi_to_he(m_pts, f_pts)
         else:
-            matrix = displayed_msi_to_he(msi_l, he_l)
+            alignment = displayed_msi_to_he(msi_l, he_l)
         data = he_l.data[0] if he_l.multiscale else he_l.data
         rgb = to_uint8_rgb(np.asarray(data)[..., :3])
         he_px = require_pixel_size(he_l, "H&E")
@@ -294,7 +285,7 @@ class TrainWidget(QWidget):
             rgb,
             he_px,
             self.align.currentText(),
-            matrix,
+            alignment,
             base,
             self.out_dir.text(),
             self.resume.isChecked(),
@@ -304,14 +295,8 @@ class TrainWidget(QWidget):
             float(np.mean(msi_px)) if msi_px else None,
         )
 
-    def _run_or_cancel(self):
-        if cancel_if_running(self, "cancelling (the state is saved for resuming)..."):
-            return
-        try:
-            params = self._params()
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            show_user_error(self.status, e)
-            return
+    def _prepare(self):
+        params = self._params()
         if not params.resume and (Path(params.out_dir) / "checkpoints").exists():
             # never start over a previous run: take a fresh folder next to it
             k = 2
@@ -322,16 +307,9 @@ class TrainWidget(QWidget):
         os.makedirs(params.out_dir, exist_ok=True)
         self.history = []
         self.note = ""
-        self.run_btn.setText("Cancel")
-        self.worker = start_job(
-            lambda tok: training_job(params, tok),
-            self._on_progress,
-            self._done,
-            on_error=self.status.setText,
-            on_finished=self._finished,
-        )
+        return (lambda tok: training_job(params, tok)), self._done
 
-    def _on_progress(self, p):
+    def on_progress(self, p):
         self.progress.setMaximum(max(1, p.total))
         self.progress.setValue(p.done)
         info = p.info or {}
@@ -366,21 +344,13 @@ class TrainWidget(QWidget):
 
     def _done(self, path):
         self.last_checkpoint = str(path)
-        if str(path) not in synth_widget.RECENT_CHECKPOINTS:
-            synth_widget.RECENT_CHECKPOINTS.append(str(path))
-        for w in list(synth_widget.LIVE_WIDGETS):
-            try:
-                w.refresh_checkpoints(select=str(path))
-            except RuntimeError:  # its Qt object was deleted (the dock was closed)
-                synth_widget.LIVE_WIDGETS.discard(w)
+        self.session.add_checkpoint(str(path))  # every Synthesise widget of this viewer selects it
         note = f"\n{self.note}" if self.note else ""
         self.status.setText(f"done: {path} (now selectable in Synthesise H&E){note}")
 
-    def _finished(self):
-        if self.worker is not None and self.worker.cancel_token.cancelled:
+    def job_finished(self):
+        if self.cancelled:
             done = self.history[-1][0] if self.history else 0
             self.status.setText(
                 f"cancelled at step {done}; the state is saved: tick 'resume' to continue"
             )
-        self.worker = None
-        self.run_btn.setText("Train")

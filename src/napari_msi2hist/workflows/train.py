@@ -111,12 +111,11 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
     samples : list of PairedSample
     """
     from ..models.datasets import contract_from_data, load_samples
-    from ..models.pairing import check_entries_overlap
     from ..models.rehead import reheaded_contract_kwargs
 
     if base is not None and not job.rehead:
-        samples = load_samples(entries, base.contract)
-        check_entries_overlap(entries, samples, base.contract)  # refuses unrelated pairs
+        # refuses unrelated pairs, on the files as loaded (each read once)
+        samples = load_samples(entries, base.contract, check_overlap=True)
         return base.contract, samples
     if base is not None:
         kw = reheaded_contract_kwargs(base.contract)
@@ -132,8 +131,8 @@ def contract_and_samples(entries: list[dict], job: TrainJob, base: Checkpoint | 
         mz=list(job.mz) if job.mz else None,
         **kw,
     )
-    samples = load_samples(entries, contract, stacks)
-    check_entries_overlap(entries, samples, contract)  # refuses unrelated or misaligned pairs
+    # refuses unrelated or misaligned pairs, on the files as loaded (each read once)
+    samples = load_samples(entries, contract, stacks, check_overlap=True)
     return contract, samples
 
 
@@ -141,7 +140,7 @@ def sample_from_arrays(
     imzml: str | os.PathLike,
     he_rgb: np.ndarray,
     he_px: tuple[float, float],
-    msi_to_he_matrix: np.ndarray,
+    msi_to_he,
     job: TrainJob,
     base: Checkpoint | None,
     msi_pixel_um: float | None = None,
@@ -156,8 +155,9 @@ def sample_from_arrays(
         ``(Y, X, 3)`` uint8 H&E.
     he_px : tuple of float
         H&E pixel size (um).
-    msi_to_he_matrix : ndarray
-        3x3 homogeneous (y, x) matrix, MSI world um -> H&E world um.
+    msi_to_he : Alignment or ndarray
+        The MSI -> H&E alignment (:mod:`napari_msi2hist.registration.alignment`), or its 3x3
+        homogeneous (y, x) matrix, MSI world um -> H&E world um.
     job : TrainJob
         The run: output folder, training settings, base checkpoint, re-head and resume flags.
     base : Checkpoint or None
@@ -173,10 +173,11 @@ def sample_from_arrays(
     """
     from ..io.imzml import open_imzml
     from ..models.datasets import contract_from_data, make_sample
-    from ..models.pairing import check_pair_overlap
+    from ..models.overlap import check_pair_overlap
     from ..models.rehead import reheaded_contract_kwargs
     from ..msi.ion_images import ion_images
     from ..pixel_size import resolve_pixel_size
+    from ..registration.alignment import as_alignment
 
     entry = {"name": Path(imzml).stem, "imzml": str(imzml), "he": "", "split": "train"}
     entry["moving_pixel_um"] = msi_pixel_um
@@ -195,12 +196,8 @@ def sample_from_arrays(
         n = job.n_peaks if job.n_peaks is not None else DEFAULT_N_PEAKS
         contract, stacks = contract_from_data([entry], n_peaks=n, **kw)
         ions = stacks[0]
-    m = np.asarray(msi_to_he_matrix, float)
-
-    def msi_to_he(pts):
-        return pts @ m[:2, :2].T + m[:2, 2]
-
-    s = make_sample(entry["name"], ions, he_rgb, he_px, msi_to_he, contract)
+    alignment = as_alignment(msi_to_he)
+    s = make_sample(entry["name"], ions, he_rgb, he_px, alignment.moving_to_fixed, contract)
     check_pair_overlap(s, ions.mask, ions.pixel_size_um, contract, he_rgb, he_px)
     return contract, [s], [replace(s, split="val")]
 

@@ -133,41 +133,43 @@ def check_pair_overlap(
     return f
 
 
-def check_entries_overlap(entries, samples: list[PairedSample], contract: ChannelContract) -> None:
-    """:func:`check_pair_overlap` for pairs read from a pairs file (one sample per entry, same order).
+def check_entry_overlap(entry, sample: PairedSample, ions, he, contract: ChannelContract) -> float:
+    """:func:`check_pair_overlap` for a pairs-file entry, on what loading it has already read.
 
     Parameters
     ----------
-    entries : list of PairEntry
-        The pairs file's entries (pixel sizes resolved as for loading).
-    samples : list of PairedSample
-        What :func:`~napari_msi2hist.models.datasets.load_samples` made of them.
+    entry : PairEntry
+        The entry (pixel sizes resolved as for loading).
+    sample : PairedSample
+        What :func:`~napari_msi2hist.models.datasets.load_samples` made of it.
+    ions : IonImages
+        Its ion images: the measured-pixel mask and the MSI pixel size.
+    he : Histology
+        Its H&E as read (the tissue area comes from the coarsest level, in that level's pixel size).
     contract : ChannelContract
         The model's contract (its working pixel).
+
+    Returns
+    -------
+    float
+        The overlap (:func:`footprint_overlap`).
 
     Raises
     ------
     PairOverlapError
-        For the first pair whose MSI footprint misses the H&E tissue; the message names the pair
-        and both of its files.
+        The MSI footprint misses the H&E tissue; the message names the pair and both of its files.
     """
-    from ..io.histology import read_histology, to_uint8_rgb
-    from ..io.imzml import open_imzml
+    from ..io.histology import to_uint8_rgb
     from ..pixel_size import resolve_pixel_size
 
-    for e, s in zip(entries, samples, strict=True):
-        with open_imzml(e["imzml"]) as imz:
-            px = resolve_pixel_size(
-                imz.pixel_size_um, e.get("moving_pixel_um"), "moving", e["imzml"]
-            )
-            mask = imz.measured_mask()
-        he = read_histology(e["he"])
-        he_px = resolve_pixel_size(he.pixel_size_um, e.get("fixed_pixel_um"), "fixed", e["he"])
-        rgb = np.asarray(he.levels[-1] if len(he.levels) > 1 else he.levels[0])
-        if len(he.levels) > 1:  # tissue area from the coarsest level, in its own pixel size
-            full = he.levels[0].shape
-            he_px = (he_px[0] * full[0] / rgb.shape[0], he_px[1] * full[1] / rgb.shape[1])
-        try:
-            check_pair_overlap(s, mask, px, contract, to_uint8_rgb(rgb[..., :3]), he_px)
-        except PairOverlapError as err:
-            raise PairOverlapError(f"{err} [pair {e['imzml']} + {e['he']}]") from None
+    he_px = resolve_pixel_size(he.pixel_size_um, entry.get("fixed_pixel_um"), "fixed", entry["he"])
+    rgb = np.asarray(he.levels[-1] if len(he.levels) > 1 else he.levels[0])
+    if len(he.levels) > 1:  # tissue area from the coarsest level, in its own pixel size
+        full = he.levels[0].shape
+        he_px = (he_px[0] * full[0] / rgb.shape[0], he_px[1] * full[1] / rgb.shape[1])
+    try:
+        return check_pair_overlap(
+            sample, ions.mask, ions.pixel_size_um, contract, to_uint8_rgb(rgb[..., :3]), he_px
+        )
+    except PairOverlapError as err:
+        raise PairOverlapError(f"{err} [pair {entry['imzml']} + {entry['he']}]") from None
