@@ -258,12 +258,14 @@ def measure(he: Path, moving: Path, work: Path, mode: str, zarr: bool, reg_px: f
         raise SystemExit(f"{mode} child failed:\n{text}")
     res = json.loads(text.strip().splitlines()[-1])
     res["peak_rss_mb"] = ru.ru_maxrss / 1024  # KiB on Linux
+    res["cpu_s"] = ru.ru_utime + ru.ru_stime  # the child's CPU time: comparable on a shared machine
     return res
 
 
 def _row(name, r):
     return (
         f"{name:28s} peak RSS {r['peak_rss_mb']:7.0f} MB, total {r['total_s']:6.1f} s "
+        f"(CPU {r['cpu_s']:.0f} s) "
         f"(open {r['open_s']:.1f}, register {r['register_s']:.1f}, apply+write {r['apply_write_s']:.1f}), "
         f"registration error {r['error_median_um']:.1f} um (fixed grid {r['fixed_px'][0]:g} um), "
         f"output {r['output_mb']:.0f} MB"
