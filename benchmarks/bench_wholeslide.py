@@ -76,7 +76,7 @@ def slide(size: int):
     for _ in range(1, n_levels):
         t = levels_tex[-1]
         levels_tex.append((t[0::2, 0::2] + t[1::2, 0::2] + t[0::2, 1::2] + t[1::2, 1::2]) / 4)
-    # four flipped copies of every level's texture; a 512 px tile never straddles a 2048 px block
+    # four flipped copies of every level's texture
     flipped = [[t, t[::-1], t[:, ::-1], t[::-1, ::-1]] for t in levels_tex]
 
     def coarse(field, y0, x0, h, w, n):
@@ -86,15 +86,28 @@ def slide(size: int):
         f = ndi.map_coordinates(field, np.meshgrid(cy, cx, indexing="ij"), order=1)
         return np.repeat(np.repeat(f, 16, 0), 16, 1)[:h, :w, None]
 
-    def tiles(level):
-        n = -(-size // 2**level)
+    def texture(level, y0, x0, h, w):
+        """The level's texture over a region, assembled from the flipped blocks it covers."""
         b = block >> level
-        tile = min(512, b)
-        for y0 in range(0, n, tile):
-            for x0 in range(0, n, tile):
-                h, w = min(tile, n - y0), min(tile, n - x0)
-                t = flipped[level][flips[y0 // b, x0 // b]]
-                rgb = t[y0 % b : y0 % b + h, x0 % b : x0 % b + w]
+        out = np.empty((h, w, 3), np.float32)
+        for by in range(y0 // b, (y0 + h - 1) // b + 1):
+            for bx in range(x0 // b, (x0 + w - 1) // b + 1):
+                ya, yb = max(y0, by * b), min(y0 + h, (by + 1) * b)
+                xa, xb = max(x0, bx * b), min(x0 + w, (bx + 1) * b)
+                t = flipped[level][flips[by, bx]]
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = t[
+                    ya - by * b : yb - by * b, xa - bx * b : xb - bx * b
+                ]
+        return out
+
+    def tiles(level):
+        # every level is written in 512 px tiles (the writer's tile shape), also where the
+        # level's block is smaller than a tile
+        n = -(-size // 2**level)
+        for y0 in range(0, n, 512):
+            for x0 in range(0, n, 512):
+                h, w = min(512, n - y0), min(512, n - x0)
+                rgb = texture(level, y0, x0, h, w)
                 m = coarse(mask, y0, x0, h, w, n) * coarse(dens, y0, x0, h, w, n)
                 yield np.clip(glass - (glass - rgb) * m, 0, 255).astype(np.uint8)
 
@@ -128,6 +141,14 @@ def generate(path: Path, size: int) -> None:
                 tw.write(tiles(0), subifds=n_levels - 1, metadata=meta, **kw)
             else:
                 tw.write(tiles(level), subfiletype=1, metadata=None, **kw)
+    # a level written with tiles of the wrong size comes back mostly black (the writer pads them):
+    # check the small levels, which the registration and the moving image are made from
+    with tifffile.TiffFile(path) as tf:
+        for i, lv in enumerate(tf.series[0].levels):
+            if max(lv.shape[:2]) <= 6000:
+                black = float((lv.asarray().max(-1) < 8).mean())
+                if black > 0.001:
+                    raise RuntimeError(f"{path}: level {i} is {black:.0%} black")
 
 
 def make_moving(he_path: Path, out: Path) -> None:
@@ -237,12 +258,14 @@ def measure(he: Path, moving: Path, work: Path, mode: str, zarr: bool, reg_px: f
         raise SystemExit(f"{mode} child failed:\n{text}")
     res = json.loads(text.strip().splitlines()[-1])
     res["peak_rss_mb"] = ru.ru_maxrss / 1024  # KiB on Linux
+    res["cpu_s"] = ru.ru_utime + ru.ru_stime  # the child's CPU time: comparable on a shared machine
     return res
 
 
 def _row(name, r):
     return (
         f"{name:28s} peak RSS {r['peak_rss_mb']:7.0f} MB, total {r['total_s']:6.1f} s "
+        f"(CPU {r['cpu_s']:.0f} s) "
         f"(open {r['open_s']:.1f}, register {r['register_s']:.1f}, apply+write {r['apply_write_s']:.1f}), "
         f"registration error {r['error_median_um']:.1f} um (fixed grid {r['fixed_px'][0]:g} um), "
         f"output {r['output_mb']:.0f} MB"

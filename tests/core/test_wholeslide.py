@@ -156,3 +156,63 @@ def test_registration_level_from_a_flat_tiff_reads_blocks(tmp_path):
     assert np.abs(arr.astype(float) - _block_mean(he, 6)).max() <= 0.5 + 1e-9
     arr, px = registration_level(img, (1.0, 1.0), 1.0)  # finer than the file: level 0 itself
     assert px == (1.0, 1.0) and np.array_equal(arr, he)
+
+
+def test_register_cli_on_a_pyramid_never_reads_level_0_whole(tmp_path, small_phantom, monkeypatch):
+    """`msi2hist register` on a 3-level pyramidal H&E: registered on the level that matches the
+    MSI pixel (no chunk of level 0 is read), written on level 0's grid tile by tile, as accurate
+    as the flat-file test (landmark TRE < 2 MSI px)."""
+    import json
+
+    import napari_msi2hist.io.histology as histology
+    from napari_msi2hist.cli import main
+    from napari_msi2hist.io.imzml import open_imzml
+    from napari_msi2hist.msi.ion_images import total_ion_image
+
+    p = small_phantom.paths
+    small = read_histology(p["he"])
+    f = 16  # 160 px at 4 um -> 2560 px at 0.25 um, three levels (2560, 1280, 640)
+    big = np.repeat(np.repeat(np.asarray(small.levels[0]), f, 0), f, 1)
+    he_path = write_ome_tiff(tmp_path / "he_pyr.ome.tif", big, (0.25, 0.25), pyramid=True)
+    real = histology.read_histology
+    chunks = []
+
+    def spy(path, lazy=None):
+        img = real(path, lazy)
+        if str(path) == str(he_path):
+            assert hasattr(img.levels[0], "dask")  # opened lazily
+            assert [lv.shape[0] for lv in img.levels] == [2560, 1280, 640]
+
+            def seen(block):
+                if block.size:  # not dask's zero-size probe of the function
+                    chunks.append(block.shape)
+                return block
+
+            img.levels[0] = img.levels[0].map_blocks(seen, dtype=img.levels[0].dtype)
+        return img
+
+    monkeypatch.setattr(histology, "read_histology", spy)
+    out = tmp_path / "reg"
+    argv = ["register", "--fixed", str(he_path), "--moving", p["imzml"], "--out", str(out)]
+    argv += ["--route", "direct", "--quiet", "--landmarks-fixed", p["landmarks_he"]]
+    argv += ["--landmarks-moving", p["landmarks_msi"], "--allow-failed"]
+    assert main(argv) == 0
+    assert chunks == []  # level 0 never read
+    rep = json.loads((out / "report.json").read_text())
+    ws = rep["whole_slide"]
+    assert ws["level0_shape"] == [2560, 2560] and ws["level0_pixel_um"] == [0.25, 0.25]
+    assert ws["registration_pixel_um"][0] > 0.25  # a coarser level
+    assert rep["landmarks"]["tre_median_msi_px"] < 2.0
+    assert rep["verdict"]["verdict"] != "failed"
+    # the output: level 0's grid, pyramidal, each level the TIC resampled through the transform
+    monkeypatch.setattr(histology, "read_histology", real)
+    img = read_histology(out / "registered.ome.tif", lazy=False)
+    assert img.pixel_size_um == (0.25, 0.25) and img.levels[0].shape[-2:] == (2560, 2560)
+    assert len(img.levels) == 3
+    tr = Transform.load(out / "transform.json")
+    with open_imzml(p["imzml"]) as imz:
+        tic, mpx = total_ion_image(imz), imz.pixel_size_um
+    ref = tr.resample_moving_to_fixed(tic.astype(np.float32), mpx, (640, 640), (1.0, 1.0))
+    got = np.asarray(img.levels[2]).reshape(640, 640)  # one channel: the TIC
+    assert (ref > 0).mean() > 0.3  # the MSI lands on the grid
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3 * ref.max())

@@ -54,6 +54,9 @@ class RegParams:
     # synthesis route: the ion images the synthetic H&E came from, when open (second view)
     msi_stack: np.ndarray | None = None
     msi_px: tuple[float, float] | None = None
+    # a multiscale H&E: its levels (lazy); ``he_rgb`` is None and the job reads the level that
+    # matches the moving pixel, in the worker thread
+    he_levels: list | None = None
 
 
 DETECT = "(detect tissue)"
@@ -249,8 +252,11 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
         if not f or not m:
             raise ValueError("open the H&E and an MSI (or its synthetic H&E) first")
         fl, ml = self.viewer.layers[f], self.viewer.layers[m]
-        data = fl.data[0] if fl.multiscale else fl.data
-        he = to_uint8_rgb(np.asarray(data)[..., :3])
+        if fl.multiscale:  # a whole slide: never read level 0 here (the GUI thread)
+            he, he_shape = None, tuple(fl.data[0].shape[:2])
+        else:
+            he = to_uint8_rgb(np.asarray(fl.data)[..., :3])
+            he_shape = he.shape[:2]
         stages = tuple(s for s, b in self.stage_boxes.items() if b.isChecked())
         if not stages:
             raise ValueError("choose at least one stage")
@@ -264,14 +270,14 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
             mk = np.asarray(self.viewer.layers[mname].data) != 0
             if mk.ndim == 3:
                 mk = mk.any(-1)
-            if mk.shape == he.shape[:2]:
+            if mk.shape == he_shape:
                 fmask = mk
             elif mk.shape == mv.shape[-2:] or mk.shape == mv.shape[:2]:
                 mmask = mk
             else:
                 raise ValueError(
                     f"{mname}: mask is {mk.shape[0]}x{mk.shape[1]} px; it must match the H&E "
-                    f"{he.shape[0]}x{he.shape[1]} or the moving image"
+                    f"{he_shape[0]}x{he_shape[1]} or the moving image"
                 )
         stack, stack_px = self._msi_view(ml) if route == "synthesis" else (None, None)
         return RegParams(
@@ -286,6 +292,7 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
             mmask,
             stack,
             stack_px,
+            list(fl.data) if fl.multiscale else None,
         )
 
     def _msi_view(self, synth_layer):
@@ -313,11 +320,18 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
                 if p.route == "synthesis"
                 else {"stack": p.moving if p.moving.ndim == 3 else p.moving[None]}
             )
+            he_rgb, he_px, fmask = p.he_rgb, p.he_px, p.fixed_mask
+            if he_rgb is None:  # multiscale: the level matching the moving pixel, read here
+                from ..workflows.wholeslide import registration_level_of_levels
+
+                he_rgb, he_px, fmask = registration_level_of_levels(
+                    p.he_levels, p.he_px, float(max(p.moving_px)), fmask
+                )
             inp = RegisterInputs(
-                p.he_rgb,
-                p.he_px,
+                he_rgb,
+                he_px,
                 p.moving_px,
-                fixed_mask=p.fixed_mask,
+                fixed_mask=fmask,
                 moving_mask=p.moving_mask,
                 **moving,
             )

@@ -68,6 +68,9 @@ class RegisterInputs:
     moving_mask: np.ndarray | None = None
     sources: dict = field(default_factory=dict)  # "fixed"/"moving": file paths when known
     warnings: list[str] = field(default_factory=list)
+    # a whole slide: ((Y, X), (py, px)) of its level 0; ``he_rgb``/``he_px`` are then the pyramid
+    # level that matches the moving pixel, and the outputs are written on level 0's grid
+    he_full: tuple | None = None
 
     @property
     def moving_shape(self) -> tuple[int, int]:
@@ -140,10 +143,15 @@ def iter_read_inputs(
     from ..io.points import read_points_csv
     from ..pixel_size import resolve_pixel_size
     from ..registration.landmarks import check_landmark_pairs
+    from .wholeslide import mask_on_level, open_slide, registration_level
 
-    he = read_histology(fixed)
+    # a pyramidal or large H&E is registered on the level that matches the moving pixel (read once
+    # the moving image is known), never read whole at level 0
+    he, whole = open_slide(fixed)
     warnings = list(he.warnings)
-    he_rgb = as_rgb_uint8(np.asarray(he.levels[0]), fixed)
+    he_rgb = (
+        np.zeros((0, 0, 3), np.uint8) if whole else as_rgb_uint8(np.asarray(he.levels[0]), fixed)
+    )
     he_px = resolve_pixel_size(he.pixel_size_um, fixed_pixel_um, "fixed", fixed)
     lm_f = read_points_csv(landmarks_fixed) if landmarks_fixed else None
     lm_m = read_points_csv(landmarks_moving) if landmarks_moving else None
@@ -178,7 +186,13 @@ def iter_read_inputs(
                 )
             inp.stack = stack
             inp.msi_mask = np.ones(stack.shape[-2:], bool)
-    inp.fixed_mask = _read_mask(fixed_mask, he_rgb.shape[:2])
+    if whole:
+        inp.he_full = (tuple(int(n) for n in he.levels[0].shape[:2]), he_px)
+        inp.he_rgb, inp.he_px = registration_level(he, he_px, float(max(inp.moving_px)))
+        if fixed_mask:
+            inp.fixed_mask = mask_on_level(fixed_mask, inp.he_full[0], inp.he_rgb.shape[:2])
+    else:
+        inp.fixed_mask = _read_mask(fixed_mask, he_rgb.shape[:2])
     inp.moving_mask = _read_mask(moving_mask, inp.moving_shape)
     return inp
 
@@ -271,7 +285,8 @@ def iter_register_job(
     reg.transform.meta.update(
         {
             **inp.sources,
-            "fixed_pixel_size_um": list(inp.he_px),
+            "fixed_pixel_size_um": list(inp.he_full[1] if inp.he_full else inp.he_px),
+            "registration_fixed_pixel_um": list(inp.he_px),
             "moving_pixel_size_um": list(inp.moving_px),
             "metrics": reg.metrics,
         }
@@ -292,32 +307,29 @@ def registered_layers(inp: RegisterInputs, reg: RegistrationResult):
     Returns
     -------
     stack : ndarray
-        ``(C, Y, X)`` float32 on the H&E grid, NaN outside the moved image.
+        ``(C, Y, X)`` float32 on the H&E grid, 0 outside the moved image.
     names : list of str
         ``mz=...`` per ion image, ``channel N`` for unnamed images, or ``R``, ``G``, ``B``.
     """
     shape = inp.he_rgb.shape[:2]
-    layers = []
+    data, px, names = _moving_layers(inp)
+    layers = [
+        reg.transform.resample_moving_to_fixed(data[c].astype(np.float32), px, shape, inp.he_px)
+        for c in range(data.shape[0])
+    ]
+    return np.stack(layers).astype(np.float32), names
+
+
+def _moving_layers(inp: RegisterInputs):
+    """Return the moving data carried onto the H&E: ``(C, Y, X)`` images, pixel and names."""
     if inp.stack is not None:
-        px = inp.msi_px or inp.moving_px
-        for c in range(inp.stack.shape[0]):
-            layers.append(
-                reg.transform.resample_moving_to_fixed(inp.stack[c], px, shape, inp.he_px)
-            )
         names = (
             [f"mz={m:.4f}" for m in inp.mz]
             if inp.mz is not None
-            else [f"channel {c}" for c in range(len(layers))]
+            else [f"channel {c}" for c in range(inp.stack.shape[0])]
         )
-    else:
-        for c in range(3):
-            layers.append(
-                reg.transform.resample_moving_to_fixed(
-                    inp.synth[..., c].astype(np.float32), inp.moving_px, shape, inp.he_px
-                )
-            )
-        names = ["R", "G", "B"]
-    return np.stack(layers).astype(np.float32), names
+        return inp.stack, inp.msi_px or inp.moving_px, names
+    return np.moveaxis(inp.synth, -1, 0), inp.moving_px, ["R", "G", "B"]
 
 
 def write_outputs(folder, cfg: RegisterConfig, inp: RegisterInputs, reg: RegistrationResult):
@@ -343,16 +355,35 @@ def write_outputs(folder, cfg: RegisterConfig, inp: RegisterInputs, reg: Registr
     from ..io.histology import write_ome_tiff
 
     folder = Path(folder)
-    n = 3 if inp.stack is None else inp.stack.shape[0]
-    h, w = inp.he_rgb.shape[:2]
-    check_allocation(
-        2.0 * n * h * w * 4,
-        f"{n} registered float32 images of {h} x {w} px",
-        inp.sources.get("fixed", "the H&E"),
-    )
     reg.transform.save(folder / "transform.json", folder / "transform.h5")
-    stack, names = registered_layers(inp, reg)
-    write_ome_tiff(folder / "registered.ome.tif", stack, inp.he_px, channel_names=names)
+    if inp.he_full is not None:
+        # a whole slide: level 0's grid, resampled and written tile by tile (pyramidal)
+        from ..progress import run_to_end
+        from .wholeslide import iter_apply
+
+        data, px, names = _moving_layers(inp)
+        shape, full_px = inp.he_full
+        run_to_end(
+            iter_apply(
+                reg.transform,
+                np.asarray(data, np.float32),
+                px,
+                shape,
+                full_px,
+                folder / "registered.ome.tif",
+                channel_names=names,
+            )
+        )
+    else:
+        n = 3 if inp.stack is None else inp.stack.shape[0]
+        h, w = inp.he_rgb.shape[:2]
+        check_allocation(
+            2.0 * n * h * w * 4,
+            f"{n} registered float32 images of {h} x {w} px",
+            inp.sources.get("fixed", "the H&E"),
+        )
+        stack, names = registered_layers(inp, reg)
+        write_ome_tiff(folder / "registered.ome.tif", stack, inp.he_px, channel_names=names)
     report = {
         "route": cfg.route,
         "stages": list(cfg.stages),
@@ -361,6 +392,13 @@ def write_outputs(folder, cfg: RegisterConfig, inp: RegisterInputs, reg: Registr
         "metrics": reg.metrics,
         "landmarks": reg.landmarks,
         "seed": cfg.seed,
+        "whole_slide": None
+        if inp.he_full is None
+        else {
+            "level0_shape": list(inp.he_full[0]),
+            "level0_pixel_um": list(inp.he_full[1]),
+            "registration_pixel_um": list(inp.he_px),
+        },
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
     }
     (folder / "report.json").write_text(json.dumps(report, indent=1))

@@ -25,6 +25,78 @@ import numpy as np
 from ..progress import CancelToken, Progress
 
 
+def open_slide(path):
+    """Open an H&E; a pyramidal or large file lazily, as a whole slide.
+
+    Parameters
+    ----------
+    path : path-like
+        The H&E file.
+
+    Returns
+    -------
+    HistologyImage, bool
+        The image, and whether it is a whole slide: a TIFF pyramid with more than one level, or a
+        file large enough that :func:`~napari_msi2hist.io.histology.read_histology` keeps it lazy;
+        RGB or grey only. Its level 0 has then not been read.
+    """
+    from ..io.histology import TIFF_SUFFIXES, read_histology
+
+    levels = 1
+    if str(path).lower().endswith(TIFF_SUFFIXES):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tf:
+                levels = len(tf.series[0].levels)
+        except Exception:  # noqa: BLE001 - read_histology reports an unreadable file
+            levels = 1
+    he = read_histology(path, lazy=True if levels > 1 else None)
+    lv = he.levels[0]
+    rgb_or_grey = lv.ndim == 2 or (lv.ndim == 3 and lv.shape[-1] in (3, 4))
+    whole = rgb_or_grey and (levels > 1 or not isinstance(lv, np.ndarray))
+    return he, whole
+
+
+def mask_on_level(path, level0_shape, shape) -> np.ndarray:
+    """Read a tissue mask drawn on the slide's level 0 (or on the registration level) at ``shape``.
+
+    The mask is read lazily and sampled at the registration pixels' centres, never whole at level 0.
+
+    Parameters
+    ----------
+    path : path-like
+        The mask image (non-zero = inside).
+    level0_shape, shape : tuple of int
+        The slide's level-0 size and the registration level's size.
+
+    Returns
+    -------
+    ndarray of bool
+        ``shape``.
+
+    Raises
+    ------
+    ValueError
+        The mask matches neither size.
+    """
+    from ..io.histology import read_histology
+
+    m = read_histology(path, lazy=True).levels[0]
+    got = tuple(m.shape[:2])
+    if got not in (tuple(level0_shape), tuple(shape)):
+        raise ValueError(
+            f"{path}: mask is {got[0]}x{got[1]} px, its image {level0_shape[0]}x{level0_shape[1]} "
+            f"px (or {shape[0]}x{shape[1]} px, the registration level)"
+        )
+    if got != tuple(shape):
+        iy = ((np.arange(shape[0]) + 0.5) * got[0] / shape[0]).astype(int)
+        ix = ((np.arange(shape[1]) + 0.5) * got[1] / shape[1]).astype(int)
+        m = m[iy][:, ix]
+    a = np.asarray(m)
+    return (a.max(-1) if a.ndim == 3 else a) > 0
+
+
 def level_pixel_sizes(he, he_px) -> list[tuple[float, float]]:
     """Return the pixel size of every pyramid level of an H&E.
 
@@ -85,6 +157,44 @@ def registration_level(he, he_px, moving_px_um: float) -> tuple[np.ndarray, tupl
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     return to_uint8_rgb(arr), (float(px[0]), float(px[1]))
+
+
+def registration_level_of_levels(
+    levels, level0_px, moving_px_um: float, fixed_mask=None, name: str = "the H&E"
+):
+    """:func:`registration_level` for a viewer's multiscale layer (its list of lazy levels).
+
+    Parameters
+    ----------
+    levels : list of array-like
+        The pyramid, level 0 first (numpy or dask; only the chosen level is read).
+    level0_px : tuple of float
+        Level 0's pixel size (yx um).
+    moving_px_um : float
+        The moving image's pixel.
+    fixed_mask : array-like of bool, optional
+        A tissue mask on level 0's grid, sampled onto the registration level.
+    name : str
+        Named in a memory-limit error.
+
+    Returns
+    -------
+    ndarray, tuple of float, ndarray or None
+        The ``(Y, X, 3)`` uint8 registration level, its pixel (yx um) and the mask on it.
+    """
+    from types import SimpleNamespace
+
+    rgb, px = registration_level(
+        SimpleNamespace(levels=list(levels), path=name), level0_px, moving_px_um
+    )
+    mask = None
+    if fixed_mask is not None:
+        m = fixed_mask
+        n0, shape = levels[0].shape[:2], rgb.shape[:2]
+        iy = ((np.arange(shape[0]) + 0.5) * n0[0] / shape[0]).astype(int)
+        ix = ((np.arange(shape[1]) + 0.5) * n0[1] / shape[1]).astype(int)
+        mask = np.asarray(m[iy][:, ix]) != 0
+    return rgb, px, mask
 
 
 def iter_apply(
@@ -169,4 +279,11 @@ def iter_apply(
     return out
 
 
-__all__ = ["iter_apply", "level_pixel_sizes", "registration_level"]
+__all__ = [
+    "iter_apply",
+    "level_pixel_sizes",
+    "mask_on_level",
+    "open_slide",
+    "registration_level",
+    "registration_level_of_levels",
+]

@@ -1,0 +1,174 @@
+"""Viewer responsiveness while a whole-slide registration runs from the Register widget.
+
+Opens a napari viewer (run it under ``xvfb-run -a`` on a headless machine), opens a generated
+pyramidal H&E (``bench_wholeslide.generate``, default 20,000 px at 0.5 um, lazily, with the plugin's
+reader as File > Open does) and an MSI-side RGB layer at 20 um (the slide seen through a known
+affine), then presses the Register widget's button through Qt. Meanwhile a 20 ms QTimer on the GUI
+thread records its ticks; the largest gap between ticks is the longest the viewer stalled (the
+issue's goal: no stall over 200 ms). Three measurements in the same run:
+
+- ``idle``: the viewer with both layers open, no job (the floor of this machine and napari);
+- ``worker``: the job as the widget runs it (a napari thread worker);
+- ``gui thread``: the same job with ``MSI2HIST_NOTHREADS=1`` (run in the GUI thread), the
+  reference that must stall for the whole job.
+
+    xvfb-run -a python benchmarks/bench_viewer_responsiveness.py
+    xvfb-run -a python benchmarks/bench_viewer_responsiveness.py --size 8000 --no-reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_wholeslide as ws  # noqa: E402 - the slide generator, next to this script
+
+
+def _stalls(ticks: list[float], end: float) -> dict:
+    t = np.asarray([*ticks, end])
+    gaps = np.diff(t) * 1000.0
+    k = int(np.argmax(gaps))
+    return {
+        "max_ms": float(gaps.max()),
+        "max_at_s": float(t[k] - t[0]),  # where the longest gap began, from the start
+        "p99_ms": float(np.percentile(gaps, 99)),
+        "over_200ms": int((gaps > 200).sum()),
+        "ticks": len(ticks),
+    }
+
+
+def _error_um(result, shape) -> float:
+    from napari_msi2hist.metrics import landmark_tre_um
+
+    ys, xs = np.meshgrid(np.linspace(0.2, 0.8, 5), np.linspace(0.2, 0.8, 5))
+    pts = np.column_stack([ys.ravel() * shape[0], xs.ravel() * shape[1]]) * ws.HE_PX
+    truth = (np.linalg.inv(ws._truth_matrix()) @ np.c_[pts, np.ones(len(pts))].T).T[:, :2]
+    return float(np.median(landmark_tre_um(result.transform, truth, pts)))
+
+
+def run(he_path: Path, moving_path: Path, reference: bool, idle_s: float) -> list[tuple]:
+    import napari
+    from qtpy.QtCore import QEventLoop, Qt, QTimer
+    from qtpy.QtTest import QTest
+
+    from napari_msi2hist.widgets.registration import RegisterWidget
+
+    viewer = napari.Viewer(show=True)
+    t = time.perf_counter()
+    (he_layer,) = viewer.open(str(he_path), plugin="napari-msi2hist")
+    mov = np.load(moving_path)
+    viewer.add_image(
+        mov,
+        rgb=True,
+        name="synthetic H&E",
+        scale=(ws.MSI_PX, ws.MSI_PX),
+        metadata={"msi2hist": {"kind": "synthetic_he", "pixel_size_um": [ws.MSI_PX] * 2}},
+    )
+    print(
+        f"opened: {he_layer.name} (multiscale {he_layer.multiscale}, "
+        f"{len(he_layer.data) if he_layer.multiscale else 1} levels, level 0 "
+        f"{he_layer.data[0].shape[:2] if he_layer.multiscale else he_layer.data.shape[:2]}) "
+        f"in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
+    w = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Register")
+    w.fixed_box.setCurrentText(he_layer.name)
+    w.moving_box.setCurrentText("synthetic H&E")
+    shape = he_layer.data[0].shape[:2] if he_layer.multiscale else he_layer.data.shape[:2]
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setTimerType(Qt.PreciseTimer)
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+
+    def wait(seconds: float, until=None) -> None:
+        """Run the Qt event loop for ``seconds``, or until ``until()`` is true (polled every 50 ms)."""
+        loop = QEventLoop()
+        poll = QTimer()
+        poll.setInterval(50)
+        t_end = time.perf_counter() + seconds
+
+        def check():
+            if time.perf_counter() >= t_end or (until is not None and until()):
+                loop.quit()
+
+        poll.timeout.connect(check)
+        poll.start()
+        loop.exec_()
+        poll.stop()
+
+    rows = []
+    wait(2.0)  # the first draws of both layers
+    ticks.clear()
+    t0 = time.perf_counter()
+    ticks.append(t0)
+    wait(idle_s)
+    rows.append(("idle", _stalls(ticks, time.perf_counter()), time.perf_counter() - t0, None, ""))
+    modes = [("worker", "0")] + ([("gui thread", "1")] if reference else [])
+    for name, nothreads in modes:
+        os.environ["MSI2HIST_NOTHREADS"] = nothreads
+        w.result = None
+        wait(1.0)
+        ticks.clear()
+        t0 = time.perf_counter()
+        ticks.append(t0)
+        QTest.mouseClick(w.run_btn, Qt.LeftButton)
+        wait(3600.0, until=lambda: w.worker is None and w.run_btn.text() == "Register")
+        end = time.perf_counter()
+        err = _error_um(w.result, shape) if w.result is not None else float("nan")
+        rows.append((name, _stalls(ticks, end), end - t0, err, w.status.text()))
+        print(_row(*rows[-1]), flush=True)
+    timer.stop()
+    viewer.close()
+    return rows
+
+
+def _row(name, s, seconds, err, status) -> str:
+    extra = "" if err is None else f", error vs truth {err:.1f} um, status {status!r}"
+    return (
+        f"{name:11s} max stall {s['max_ms']:8.0f} ms (at {s['max_at_s']:.1f} s), "
+        f"p99 {s['p99_ms']:6.0f} ms, "
+        f"{s['over_200ms']} gaps > 200 ms, {s['ticks']} ticks in {seconds:.1f} s{extra}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=20000, help="slide side in px (0.5 um pixels)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the GUI-thread reference")
+    ap.add_argument("--idle", type=float, default=5.0, help="seconds of the idle measurement")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_viewer_", dir="/tmp"))
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; files in {work}"
+    )
+    try:
+        he = work / f"he_{args.size}.ome.tif"
+        mov = work / f"moving_{args.size}.npy"
+        t = time.perf_counter()
+        ws.generate(he, args.size)
+        ws.make_moving(he, mov)
+        print(f"generated {args.size} px pyramidal H&E in {time.perf_counter() - t:.0f} s")
+        rows = run(he, mov, not args.no_reference, args.idle)
+        print("summary:")
+        for r in rows:
+            print("  " + _row(*r))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
