@@ -64,6 +64,7 @@ def main() -> int:
                 "direct",
                 (MSI_PX, MSI_PX),
                 msi_stack=msi[None],
+                moving_is_export=True,  # as `msi2hist register --moving EXPORT.tif` marks it
                 opts=RegistrationOptions(
                     stages=tuple(a.stages.split(",")),
                     scale_range=a.scale_range,

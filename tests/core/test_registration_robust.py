@@ -99,6 +99,7 @@ def test_a_single_exported_image_registers_by_correlation(hard_phantoms):
                 (ph.config.msi_pixel_um,) * 2,
                 msi_stack=export.astype(np.uint8)[None].astype(np.float32),
                 opts=RegistrationOptions(stages=("rigid", "affine")),
+                moving_is_export=True,
             )
         )
         assert r.transform.meta["metric"] == "correlation"
@@ -340,6 +341,8 @@ def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms)
     ]
     rc = main([*args, "--out", str(tmp_path / "o2")])
     rep = json.loads((tmp_path / "o2" / "report.json").read_text())
+    # an exported image file, not ion images: registered by correlation
+    assert rep["verdict"]["evidence"]["registration_metric"] == "correlation"
     assert rep["verdict"]["verdict"] in ("failed", "doubtful")
     assert rc == (3 if rep["verdict"]["verdict"] == "failed" else 0)
     assert main([*args, "--out", str(tmp_path / "o3"), "--allow-failed"]) == 0

@@ -194,6 +194,7 @@ def iter_register_msi(
     msi_px=None,
     synth_px=None,
     second_view: bool = True,
+    moving_is_export: bool = False,
 ) -> Generator[Progress, None, RegistrationResult]:
     """Register an MSI (its synthetic H&E, or a summary image) to an H&E and judge the result.
 
@@ -243,6 +244,10 @@ def iter_register_msi(
     second_view : bool
         When both the synthetic H&E and the ion images are given, rank the search's refined poses
         by both (:mod:`.consensus`); the route's image alone is registered either way.
+    moving_is_export : bool
+        The direct route's moving image is one exported image file (a vendor MALDI export), not
+        ion images: without a second view it is registered by correlation (unless ``opts.metric``
+        says otherwise).
 
     Yields
     ------
@@ -314,12 +319,13 @@ def iter_register_msi(
 
         exclude = ~ndi.binary_dilation(f_tissue, iterations=max(3, min(fixed.shape) // 20))
     opts = replace(opts, route=route)
-    if route == "direct" and opts.metric is None and view is None and np.ndim(msi_stack) == 3:
+    if route == "direct" and opts.metric is None and view is None and moving_is_export:
         if np.shape(msi_stack)[0] == 1:
             # one exported image and nothing else (no spectra, no synthetic H&E): no second view
             # can outvote a spurious optimum of mutual information, which on a real MALDI export
             # preferred a mirrored pose (docs/registration.md, pair A18); tissue polarity is already
-            # made bright, so correlation is well posed and has far fewer such optima
+            # made bright, so correlation is well posed and has far fewer such optima. Not for a
+            # TIC or other summary of ion images: matrix signal and drift need MI there
             opts = replace(opts, metric="correlation")
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":

@@ -71,6 +71,9 @@ class RegisterInputs:
     # a whole slide: ((Y, X), (py, px)) of its level 0; ``he_rgb``/``he_px`` are then the pyramid
     # level that matches the moving pixel, and the outputs are written on level 0's grid
     he_full: tuple | None = None
+    # the moving image is one exported image file (a vendor MALDI export), not ion images of an
+    # imzML: registered by correlation (see registration.pipeline.iter_register_msi)
+    moving_is_export: bool = False
 
     @property
     def moving_shape(self) -> tuple[int, int]:
@@ -186,6 +189,7 @@ def iter_read_inputs(
                 )
             inp.stack = stack
             inp.msi_mask = np.ones(stack.shape[-2:], bool)
+            inp.moving_is_export = stack.shape[0] == 1
     if whole:
         inp.he_full = (tuple(int(n) for n in he.levels[0].shape[:2]), he_px)
         inp.he_rgb, inp.he_px = registration_level(he, he_px, float(max(inp.moving_px)))
@@ -280,6 +284,7 @@ def iter_register_job(
         fixed_mask=inp.fixed_mask,
         moving_mask=inp.moving_mask,
         cancel=cancel,
+        moving_is_export=inp.moving_is_export,
         **route_moving,
     )
     reg.transform.meta.update(
