@@ -129,8 +129,8 @@ def bspline_stage(
         cancel.check()
     # coefficients bounded to a fraction of the grid spacing: a grid that cannot fold (see
     # RegistrationOptions.bspline_bound); the spacing is the initialiser's, not the requested mesh
-    spacing = min(bs.GetFixedParameters()[4:6]) if len(bs.GetFixedParameters()) >= 6 else 0.0
-    bound = opts.bspline_bound * spacing if opts.bspline_bound > 0 and spacing > 0 else None
+    spacing = min(bs.GetFixedParameters()[4:6])  # 2-D fixed parameters: size, origin, spacing
+    bound = opts.bspline_bound * spacing if opts.bspline_bound > 0 else None
     r = make_method(opts, 0, bspline=True, bound=bound)
     r.SetShrinkFactorsPerLevel(list(opts.shrink))
     r.SetSmoothingSigmasPerLevel(list(opts.smooth_px))

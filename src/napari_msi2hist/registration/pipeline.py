@@ -319,14 +319,13 @@ def iter_register_msi(
 
         exclude = ~ndi.binary_dilation(f_tissue, iterations=max(3, min(fixed.shape) // 20))
     opts = replace(opts, route=route)
-    if route == "direct" and opts.metric is None and view is None and moving_is_export:
-        if np.shape(msi_stack)[0] == 1:
-            # one exported image and nothing else (no spectra, no synthetic H&E): no second view
-            # can outvote a spurious optimum of mutual information, which on a real MALDI export
-            # preferred a mirrored pose (docs/registration.md, pair A18); tissue polarity is already
-            # made bright, so correlation is well posed and has far fewer such optima. Not for a
-            # TIC or other summary of ion images: matrix signal and drift need MI there
-            opts = replace(opts, metric="correlation")
+    if route == "direct" and moving_is_export and view is None and opts.metric is None:
+        # one exported image and nothing else (no spectra, no synthetic H&E): no second view can
+        # outvote a spurious optimum of mutual information, which on a real MALDI export preferred
+        # a mirrored pose (docs/registration.md, pair A18); tissue polarity is already made bright,
+        # so correlation is well posed and has far fewer such optima. Not for a TIC or other
+        # summary of ion images: matrix signal and drift need MI there
+        opts = replace(opts, metric="correlation")
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":
         from .landmarks import fit_linear
