@@ -12,19 +12,17 @@ what actually happens at run time, lazy imports included. CI runs it; so can you
 from __future__ import annotations
 
 import importlib
-import importlib.abc
+import importlib.util
 import os
 import pkgutil
 import sys
+from pathlib import Path
 
-BLOCKED = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "npe2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import _gui_blocker  # noqa: E402  (tests/_gui_blocker.py: shared with tests/conftest.py)
 
-
-class _BlockGUI(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked: the headless core must not import it")
-        return None
+BLOCKED = _gui_blocker.BLOCKED
 
 
 def import_all() -> list[str]:
@@ -43,7 +41,9 @@ def import_all() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    sys.meta_path.insert(0, _BlockGUI())
+    _gui_blocker.install()
+    # every pytest process installs it too (tests/conftest.py), pytest-xdist workers included
+    os.environ[_gui_blocker.ENV] = "1"
     names = import_all()
     print(f"check_headless: {len(names)} modules import with {', '.join(BLOCKED)} blocked")
     if argv[:1] == ["--imports"]:
@@ -52,9 +52,28 @@ def main(argv: list[str]) -> int:
 
     # plugins that import the blocked packages at start-up are not loaded
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    jobs, argv = _jobs(argv)
+    par = ["-p", "xdist", "-n", str(jobs), "--dist", "loadfile"] if jobs > 1 else []
     # options alone (e.g. -q) still mean tests/core, not pytest's testpaths (which hold the widgets)
     paths = [a for a in argv if not a.startswith("-")]
-    return int(pytest.main(["-p", "no:cacheprovider", *argv, *([] if paths else ["tests/core"])]))
+    args = ["-p", "no:cacheprovider", *par, *argv, *([] if paths else ["tests/core"])]
+    return int(pytest.main(args))
+
+
+def _jobs(argv: list[str]) -> tuple[int, list[str]]:
+    """``--jobs N`` (default 1): test processes, through pytest-xdist when it is installed."""
+    jobs, rest = 1, []
+    it = iter(argv)
+    for a in it:
+        if a == "--jobs" or a.startswith("--jobs="):
+            v = a.split("=", 1)[1] if "=" in a else next(it, "")
+            jobs = os.cpu_count() or 1 if v == "auto" else int(v)
+        else:
+            rest.append(a)
+    if jobs > 1 and importlib.util.find_spec("xdist") is None:
+        print("check_headless: pytest-xdist is not installed; running the tests in one process")
+        jobs = 1
+    return jobs, rest
 
 
 if __name__ == "__main__":

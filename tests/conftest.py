@@ -1,6 +1,12 @@
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("MSI2HIST_BLOCK_GUI") == "1":  # set by scripts/check_headless.py
+    import _gui_blocker
+
+    _gui_blocker.install()  # here too, so that pytest-xdist workers are headless as well
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -77,3 +77,15 @@ def test_a_planted_violation_breaks_a_contract(tmp_path, plant):
     f.write_text(head + sep + line + rest if sep else line + text)
     r = _run(tmp_path)
     assert r.returncode != 0 and "BROKEN" in r.stdout, (plant, r.stdout[-2000:], r.stderr[-1500:])
+
+
+def test_headless_runs_block_the_gui_in_every_test_process():
+    """Under ``scripts/check_headless.py`` (also with ``--jobs N``, pytest-xdist workers) importing
+    napari or Qt fails in the test process itself, so tests/core really runs without a GUI stack."""
+    import os
+
+    if os.environ.get("MSI2HIST_BLOCK_GUI") != "1":
+        pytest.skip("only meaningful under scripts/check_headless.py")
+    for name in ("napari", "qtpy", "magicgui"):
+        with pytest.raises(ImportError, match="blocked"):
+            __import__(name)
