@@ -12,8 +12,8 @@ Whatever a mapping comes from, it answers ``moving_to_fixed`` (MSI world um -> H
 - napari layers as displayed: a :class:`LinearAlignment` of the layers' affines
   (``widgets.training.displayed_msi_to_he``).
 
-Code that only needs the forward map takes ``alignment.moving_to_fixed`` (a callable), as the
-feature and grid samplers always have.
+Code that samples one image on another's grid takes the alignment object itself
+(:mod:`napari_msi2hist.registration.grid`), never a bare function or matrix.
 """
 
 from __future__ import annotations
@@ -170,4 +170,32 @@ def as_alignment(mapping) -> Alignment:
     """
     if isinstance(mapping, Alignment):
         return mapping
+    if callable(mapping):
+        raise TypeError("give an Alignment (registration.alignment), not a function")
     return LinearAlignment(np.asarray(mapping, dtype=np.float64))
+
+
+def linear_matrix(alignment) -> np.ndarray:
+    """Return a linear alignment's 3x3 moving -> fixed (y, x) matrix (what napari's affine takes).
+
+    Parameters
+    ----------
+    alignment : Alignment or array_like
+        A :class:`LinearAlignment`, a linear registration ``Transform``, or a 3x3 matrix.
+
+    Returns
+    -------
+    ndarray
+        3x3 homogeneous (y, x) matrix, moving world um -> fixed world um.
+
+    Raises
+    ------
+    ValueError
+        The alignment is not one affine map (a B-spline, a phantom's deformation).
+    """
+    alignment = as_alignment(alignment)
+    if isinstance(alignment, LinearAlignment):
+        return alignment.matrix_yx_um
+    if getattr(alignment, "is_linear", False):
+        return alignment.linear_moving_to_fixed_yx()
+    raise ValueError(f"{type(alignment).__name__} is not one affine map; it has no 3x3 matrix")

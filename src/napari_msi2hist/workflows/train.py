@@ -196,8 +196,7 @@ def sample_from_arrays(
         n = job.n_peaks if job.n_peaks is not None else DEFAULT_N_PEAKS
         contract, stacks = contract_from_data([entry], n_peaks=n, **kw)
         ions = stacks[0]
-    alignment = as_alignment(msi_to_he)
-    s = make_sample(entry["name"], ions, he_rgb, he_px, alignment.moving_to_fixed, contract)
+    s = make_sample(entry["name"], ions, he_rgb, he_px, as_alignment(msi_to_he), contract)
     check_pair_overlap(s, ions.mask, ions.pixel_size_um, contract, he_rgb, he_px)
     return contract, [s], [replace(s, split="val")]
 
