@@ -41,11 +41,7 @@ from ..progress import run_to_end
 from ..registration.alignment import Alignment
 from ..registration.grid import GLASS_RGB, he_on_msi_grid  # noqa: F401  (re-exported)
 from .contract import ChannelContract, prepare_input
-from .pairs import (  # noqa: F401  (re-exported)
-    affine_from_landmarks,
-    alignment_of_entry,
-    read_pairs_yaml,
-)
+from .pairs import alignment_of_entry, read_pairs_yaml  # noqa: F401  (re-exported)
 
 
 @dataclass

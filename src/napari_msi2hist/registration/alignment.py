@@ -175,13 +175,40 @@ def as_alignment(mapping) -> Alignment:
     return LinearAlignment(np.asarray(mapping, dtype=np.float64))
 
 
+def require_alignment(alignment) -> Alignment:
+    """Return ``alignment`` if it is an :class:`Alignment`; refuse a function or a matrix.
+
+    Parameters
+    ----------
+    alignment : Alignment
+        The mapping a sampler was given.
+
+    Returns
+    -------
+    Alignment
+        The same object.
+
+    Raises
+    ------
+    TypeError
+        It is not an alignment (wrap a 3x3 matrix with :class:`LinearAlignment` or
+        :func:`as_alignment`).
+    """
+    if not isinstance(alignment, Alignment):
+        raise TypeError(
+            f"give an Alignment (registration.alignment), not {type(alignment).__name__}; "
+            "wrap a 3x3 (y, x) matrix with LinearAlignment"
+        )
+    return alignment
+
+
 def linear_matrix(alignment) -> np.ndarray:
     """Return a linear alignment's 3x3 moving -> fixed (y, x) matrix (what napari's affine takes).
 
     Parameters
     ----------
-    alignment : Alignment or array_like
-        A :class:`LinearAlignment`, a linear registration ``Transform``, or a 3x3 matrix.
+    alignment : Alignment
+        A :class:`LinearAlignment` or a linear registration ``Transform``.
 
     Returns
     -------
@@ -193,7 +220,7 @@ def linear_matrix(alignment) -> np.ndarray:
     ValueError
         The alignment is not one affine map (a B-spline, a phantom's deformation).
     """
-    alignment = as_alignment(alignment)
+    alignment = require_alignment(alignment)
     if isinstance(alignment, LinearAlignment):
         return alignment.matrix_yx_um
     if getattr(alignment, "is_linear", False):

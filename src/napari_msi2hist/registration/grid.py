@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .alignment import Alignment, as_alignment, linear_matrix
+from .alignment import Alignment, linear_matrix, require_alignment
 
 GLASS_RGB = (243, 241, 245)
 
@@ -60,7 +60,7 @@ def he_on_msi_grid(
     """
     from scipy import ndimage as ndi
 
-    alignment = as_alignment(alignment)
+    alignment = require_alignment(alignment)
     ny, nx = grid_shape
     rr, cc = np.mgrid[0:ny, 0:nx]
     p_msi = np.column_stack([rr.ravel(), cc.ravel()]).astype(np.float64) * working_px
@@ -117,7 +117,7 @@ def features_on_msi_grid(
     """
     from scipy import ndimage as ndi
 
-    alignment = as_alignment(alignment)
+    alignment = require_alignment(alignment)
     ny, nx = msi_shape
     s = max(1, int(supersample))
     sub = (np.arange(s) + 0.5) / s - 0.5  # sub-sample offsets inside a pixel, in pixels
@@ -165,7 +165,7 @@ def label_on_he_grid(
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"a 2D label image is needed, not {labels.ndim}D")
-    alignment = as_alignment(alignment)
+    alignment = require_alignment(alignment)
     h, w = he_shape
     rr, cc = np.mgrid[0:h, 0:w]
     p_he = np.column_stack([rr.ravel(), cc.ravel()]).astype(np.float64) * np.asarray(
