@@ -388,3 +388,46 @@ def test_geojson_cli_and_widget_share_the_annotation_jobs(
     a, b = read_geojson(cli_geojson), read_geojson(out)
     assert len(a) == len(b) == 1
     np.testing.assert_allclose(a[0].polygons[0][0], b[0].polygons[0][0])
+
+
+def test_landmark_fit_cli_and_widget_share_the_landmark_transform(
+    make_napari_viewer, open_phantom, qtbot, small_phantom, tmp_path, monkeypatch, click
+):
+    """``register --landmarks-use fit`` and the Register widget's "Fit from landmarks" fit one
+    affine the same way (``registration.alignment.landmark_transform``), to the same matrix."""
+    import numpy as np
+
+    from napari_msi2hist.registration import alignment
+    from napari_msi2hist.registration.transforms import Transform
+    from napari_msi2hist.widgets.registration import RegisterWidget
+
+    real, calls = alignment.landmark_transform, []
+
+    def wrapper(*a, **kw):
+        calls.append(real(*a, **kw))
+        return calls[-1]
+
+    monkeypatch.setattr(alignment, "landmark_transform", wrapper)
+    p, out = small_phantom.paths, tmp_path / "reg"
+    args = ["register", "--fixed", p["he"], "--moving", p["imzml"], "--out", str(out)]
+    args += ["--route", "direct", "--landmarks-use", "fit", "--quiet"]
+    args += ["--landmarks-fixed", p["landmarks_he"], "--landmarks-moving", p["landmarks_msi"]]
+    assert main(args) == 0
+    assert len(calls) == 1
+    cli = Transform.load(out / "transform.json")
+    viewer = make_napari_viewer()
+    open_phantom(viewer)
+    w = RegisterWidget(viewer)
+    w.moving_box.setCurrentText("msi TIC")
+    click(w.lm_btn)
+    fixed, moving = w.landmark_layers()
+    fixed.data = small_phantom.landmarks_he_um.copy()
+    moving.data = small_phantom.landmarks_msi_um.copy()
+    click(w.fit_btn)
+    assert len(calls) == 2, "Fit from landmarks did not run registration.alignment"
+    np.testing.assert_allclose(
+        calls[1].linear_moving_to_fixed_yx(), cli.linear_moving_to_fixed_yx(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(viewer.layers["msi TIC"].affine.affine_matrix), cli.napari_affine(), atol=1e-6
+    )

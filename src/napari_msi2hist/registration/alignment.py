@@ -156,6 +156,28 @@ class LinearAlignment:
         return np.asarray(points_yx_um, float) @ inv[:2, :2].T + inv[:2, 2]
 
 
+def landmark_transform(moving_yx_um, fixed_yx_um):
+    """Register by landmarks alone: the affine through them as a registration result.
+
+    What ``msi2hist register --landmarks-use fit`` and the Register widget's "Fit from landmarks"
+    both give (route ``landmarks``).
+
+    Parameters
+    ----------
+    moving_yx_um, fixed_yx_um : array_like
+        ``(N, 2)`` paired points (at least 3), MSI and H&E world, yx um.
+
+    Returns
+    -------
+    Transform
+        A linear :class:`~napari_msi2hist.registration.transforms.Transform`.
+    """
+    from .transforms import Transform
+
+    m = LinearAlignment.from_landmarks(moving_yx_um, fixed_yx_um).matrix_yx_um
+    return Transform.from_moving_to_fixed_matrix(m, {"route": "landmarks", "stages": ["affine"]})
+
+
 def as_alignment(mapping) -> Alignment:
     """Return an :class:`Alignment` for an alignment or a 3x3 moving -> fixed (y, x) matrix.
 
