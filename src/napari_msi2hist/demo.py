@@ -89,10 +89,10 @@ def run_demo(
     from .io.imzml import open_imzml
     from .metrics import mutual_information, ssim
     from .models.checkpoint import load_checkpoint
-    from .models.datasets import he_on_msi_grid
     from .models.inference import InferenceOptions
     from .msi.ion_images import DEFAULT_TOLERANCE
     from .phantom import PhantomConfig, iter_make_phantom
+    from .registration.grid import he_on_msi_grid
     from .registration.preprocess import od_image
     from .workflows.peaks import iter_peaks
     from .workflows.register import (
@@ -129,7 +129,7 @@ def run_demo(
     truth_rgb, valid = he_on_msi_grid(
         ph.he_rgb,
         (cfg.he_pixel_um,) * 2,
-        ph.transform.moving_to_fixed,
+        ph.transform,
         syn.rgb.shape[:2],
         syn.pixel_size_um[0],
     )

@@ -6,7 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_msi2hist.registration.alignment import Alignment, LinearAlignment, as_alignment
+from napari_msi2hist.registration.alignment import (
+    Alignment,
+    LinearAlignment,
+    as_alignment,
+    require_alignment,
+)
 from napari_msi2hist.registration.transforms import Transform
 from napari_msi2hist.registration.truth import DisplacementField, PhantomTransform
 
@@ -45,13 +50,14 @@ def test_every_mapping_is_an_alignment_both_ways(make):
 
 
 def test_linear_alignment_builders():
-    from napari_msi2hist.models.pairs import affine_from_landmarks
+    from napari_msi2hist.registration.landmarks import fit_linear
 
     rng = np.random.default_rng(0)
     mov = rng.uniform(0, 500, (6, 2))
     fix = mov @ M[:2, :2].T + M[:2, 2] + rng.normal(0, 0.5, (6, 2))
     la = LinearAlignment.from_landmarks(mov, fix)
-    a, t = affine_from_landmarks(mov, fix)  # the same one fitter
+    m = fit_linear(mov, fix, "affine")  # the same one fitter
+    a, t = m[:2, :2], m[:2, 2]
     np.testing.assert_array_equal(la.moving_to_fixed(PTS), PTS @ a.T + t)
     np.testing.assert_array_equal(LinearAlignment.from_affine(a, t).matrix_yx_um, la.matrix_yx_um)
     ident = LinearAlignment.identity()
@@ -60,13 +66,20 @@ def test_linear_alignment_builders():
     assert isinstance(as_alignment(M), LinearAlignment) and as_alignment(la) is la
     with pytest.raises(ValueError, match="3x3"):
         LinearAlignment(np.eye(2))
+    # the samplers take an alignment object, never the bare function or matrix
+    assert require_alignment(la) is la
+    for bare in (la.moving_to_fixed, M):
+        with pytest.raises(TypeError, match="Alignment"):
+            require_alignment(bare)
+    with pytest.raises(TypeError, match="function"):
+        as_alignment(la.moving_to_fixed)
 
 
 def test_pairs_entry_alignments(tmp_path):
     import json
 
     from napari_msi2hist.io.points import write_points_csv
-    from napari_msi2hist.models.pairs import align_function, alignment_of_entry
+    from napari_msi2hist.models.pairs import alignment_of_entry
 
     assert isinstance(alignment_of_entry("aligned", tmp_path), LinearAlignment)
     tr = Transform.from_moving_to_fixed_matrix(M)
@@ -78,8 +91,6 @@ def test_pairs_entry_alignments(tmp_path):
     write_points_csv(tmp_path / "f.csv", PTS @ M[:2, :2].T + M[:2, 2])
     lm = alignment_of_entry({"landmarks_msi": "m.csv", "landmarks_he": "f.csv"}, tmp_path)
     np.testing.assert_allclose(lm.matrix_yx_um, M, atol=1e-9)
-    fn = align_function({"landmarks_msi": "m.csv", "landmarks_he": "f.csv"}, tmp_path)
-    np.testing.assert_array_equal(fn(PTS), lm.moving_to_fixed(PTS))
     truth = {
         "format": "napari-msi2hist phantom truth v1",
         "linear": {"matrix_yx_um": M[:2, :2].tolist(), "offset_yx_um": M[:2, 2].tolist()},

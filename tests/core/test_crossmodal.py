@@ -17,6 +17,7 @@ from napari_msi2hist.crossmodal.regression import (
     sample_folds,
 )
 from napari_msi2hist.progress import run_to_end
+from napari_msi2hist.registration.alignment import LinearAlignment
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,9 @@ def test_features_are_footprint_averages():
     # a linear function is its value at the pixel centre
     yy, xx = np.mgrid[0:80, 0:80].astype(np.float32)
     fmap = np.stack([yy * 5.0, xx * 5.0 + 3.0])
-    out, valid = features_on_msi_grid(fmap, (5.0, 5.0), lambda p: p, (15, 15), (20.0, 20.0))
+    out, valid = features_on_msi_grid(
+        fmap, (5.0, 5.0), LinearAlignment.identity(), (15, 15), (20.0, 20.0)
+    )
     cy, cx = np.mgrid[0:15, 0:15] * 20.0
     np.testing.assert_allclose(out[0][valid], cy[valid], atol=1e-3)
     np.testing.assert_allclose(out[1][valid], cx[valid] + 3.0, atol=1e-3)
@@ -75,7 +78,9 @@ def test_features_are_footprint_averages():
     # area weighting: a single bright fine pixel spreads over the MSI pixel that covers it
     spot = np.zeros((1, 80, 80), np.float32)
     spot[0, 40, 40] = 16.0  # at 200 um: the centre of MSI pixel (10, 10)
-    out, _ = features_on_msi_grid(spot, (5.0, 5.0), lambda p: p, (15, 15), (20.0, 20.0))
+    out, _ = features_on_msi_grid(
+        spot, (5.0, 5.0), LinearAlignment.identity(), (15, 15), (20.0, 20.0)
+    )
     assert out[0].sum() == pytest.approx(1.0, rel=1e-6) and out[0].argmax() == 10 * 15 + 10
 
 

@@ -270,3 +270,164 @@ def test_export_elastix_cli_and_widget_share_the_export_job(
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
     assert (tmp_path / "wexp" / "elastix" / "TransformParameters.0.txt").is_file(), w.status.text()
     assert len(calls) == 2, "the Export elastix button did not run workflows.export"
+
+
+@pytest.fixture
+def truth_transform(truth_affine, tmp_path):
+    """The phantom's true linear map saved as a registration result (transform.json), so the
+    interop commands need no registration run."""
+    from napari_msi2hist.registration.transforms import Transform
+
+    path = tmp_path / "transform.json"
+    Transform.from_moving_to_fixed_matrix(truth_affine).save(path, tmp_path / "transform.h5")
+    return path
+
+
+def test_spatialdata_cli_and_widget_share_the_export_and_read_jobs(
+    make_napari_viewer, qtbot, phantom_dir, truth_transform, tmp_path, spy, click
+):
+    pytest.importorskip("spatialdata", reason='needs the extra: pip install ".[spatialdata]"')
+    from napari_msi2hist.widgets.export import ExportWidget
+    from napari_msi2hist.workflows import export
+
+    exports = spy(export, "iter_export_spatialdata")
+    reads = spy(export, "iter_read_spatialdata")
+    he, msi = str(phantom_dir / "he.ome.tif"), str(phantom_dir / "msi.imzML")
+    store = tmp_path / "cli.zarr"
+    args = ["export-spatialdata", "--he", he, "--msi", msi, "--transform", str(truth_transform)]
+    assert main([*args, "--mz", "400.5,550", "--out", str(store), "--quiet"]) == 0
+    assert len(exports) == 1 and store.is_dir()
+    back = tmp_path / "cli_back"
+    assert main(["import-spatialdata", str(store), "--out", str(back), "--quiet"]) == 0
+    assert len(reads) == 1 and (back / "transform.json").is_file()
+    viewer = make_napari_viewer()
+    w = ExportWidget(viewer)
+    w.edits["he"].setText(he)
+    w.edits["msi"].setText(msi)
+    w.edits["transform"].setText(str(truth_transform))
+    w.edits["out"].setText(str(tmp_path / "wexp"))
+    (tmp_path / "wexp").mkdir()
+    w.mz.setText("400.5, 550")
+    click(w.sd_export_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert (tmp_path / "wexp" / "section.zarr").is_dir(), w.status.text()
+    assert len(exports) == 2, "the Export SpatialData button did not run workflows.export"
+    cli_cfg, widget_cfg = exports[0][0][0], exports[1][0][0]
+    assert cli_cfg.mz == widget_cfg.mz == (400.5, 550.0)
+    assert cli_cfg.transform == widget_cfg.transform == str(truth_transform)
+    w.edits["store"].setText(str(store))  # the CLI's store, read by the widget
+    click(w.sd_import_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert "imported cli" in w.status.text(), w.status.text()
+    assert len(reads) == 2, "the Import SpatialData button did not run workflows.export"
+
+
+QUPATH_TUMOUR = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[40, 40], [120, 40], [120, 110], [40, 110], [40, 40]]],
+            },
+            "properties": {"classification": {"name": "Tumor"}},
+        }
+    ],
+}
+
+
+def test_geojson_cli_and_widget_share_the_annotation_jobs(
+    make_napari_viewer, qtbot, phantom_dir, truth_transform, tmp_path, spy, click
+):
+    import json
+
+    import numpy as np
+    import tifffile
+
+    from napari_msi2hist.interop.geojson import read_geojson
+    from napari_msi2hist.widgets.export import ExportWidget
+    from napari_msi2hist.workflows import export
+
+    to_msi = spy(export, "iter_annotations_to_msi")
+    to_he = spy(export, "iter_msi_regions_to_geojson")
+    qupath = tmp_path / "qupath.geojson"
+    qupath.write_text(json.dumps(QUPATH_TUMOUR))
+    he, msi = str(phantom_dir / "he.ome.tif"), str(phantom_dir / "msi.imzML")
+    common = ["--transform", str(truth_transform), "--he", he, "--msi", msi, "--quiet"]
+    cli_dir = tmp_path / "cli_msi"
+    assert (
+        main(["annotations-to-msi", "--geojson", str(qupath), "--out", str(cli_dir), *common]) == 0
+    )
+    assert len(to_msi) == 1
+    cli_geojson = tmp_path / "cli_he.geojson"
+    regions = ["--regions", str(cli_dir / "labels_msi.tif"), "--out", str(cli_geojson)]
+    assert main(["regions-to-geojson", *regions, *common]) == 0
+    assert len(to_he) == 1 and cli_geojson.is_file()
+    viewer = make_napari_viewer()
+    w = ExportWidget(viewer)
+    w.edits["he"].setText(he)
+    w.edits["msi"].setText(msi)
+    w.edits["transform"].setText(str(truth_transform))
+    w.edits["annotations"].setText(str(qupath))
+    w.edits["out"].setText(str(tmp_path / "wexp"))
+    (tmp_path / "wexp").mkdir()
+    click(w.gj_import_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert len(to_msi) == 2, "the GeoJSON -> MSI button did not run workflows.export"
+    lab = viewer.layers["annotation classes (MSI)"].data
+    cli_lab = tifffile.imread(cli_dir / "labels_msi.tif")
+    assert (lab > 0).sum() > 0
+    np.testing.assert_array_equal(lab, cli_lab)  # one job, one result
+    w.regions_box.setCurrentText("annotation classes (MSI)")
+    click(w.gj_export_btn)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    assert len(to_he) == 2, "the MSI regions -> GeoJSON button did not run workflows.export"
+    out = tmp_path / "wexp" / "annotation classes (MSI)_he.geojson"
+    assert out.is_file(), w.status.text()
+    a, b = read_geojson(cli_geojson), read_geojson(out)
+    assert len(a) == len(b) == 1
+    np.testing.assert_allclose(a[0].polygons[0][0], b[0].polygons[0][0])
+
+
+def test_landmark_fit_cli_and_widget_share_the_landmark_transform(
+    make_napari_viewer, open_phantom, qtbot, small_phantom, tmp_path, monkeypatch, click
+):
+    """``register --landmarks-use fit`` and the Register widget's "Fit from landmarks" fit one
+    affine the same way (``registration.alignment.landmark_transform``), to the same matrix."""
+    import numpy as np
+
+    from napari_msi2hist.registration import alignment
+    from napari_msi2hist.registration.transforms import Transform
+    from napari_msi2hist.widgets.registration import RegisterWidget
+
+    real, calls = alignment.landmark_transform, []
+
+    def wrapper(*a, **kw):
+        calls.append(real(*a, **kw))
+        return calls[-1]
+
+    monkeypatch.setattr(alignment, "landmark_transform", wrapper)
+    p, out = small_phantom.paths, tmp_path / "reg"
+    args = ["register", "--fixed", p["he"], "--moving", p["imzml"], "--out", str(out)]
+    args += ["--route", "direct", "--landmarks-use", "fit", "--quiet"]
+    args += ["--landmarks-fixed", p["landmarks_he"], "--landmarks-moving", p["landmarks_msi"]]
+    assert main(args) == 0
+    assert len(calls) == 1
+    cli = Transform.load(out / "transform.json")
+    viewer = make_napari_viewer()
+    open_phantom(viewer)
+    w = RegisterWidget(viewer)
+    w.moving_box.setCurrentText("msi TIC")
+    click(w.lm_btn)
+    fixed, moving = w.landmark_layers()
+    fixed.data = small_phantom.landmarks_he_um.copy()
+    moving.data = small_phantom.landmarks_msi_um.copy()
+    click(w.fit_btn)
+    assert len(calls) == 2, "Fit from landmarks did not run registration.alignment"
+    np.testing.assert_allclose(
+        calls[1].linear_moving_to_fixed_yx(), cli.linear_moving_to_fixed_yx(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(viewer.layers["msi TIC"].affine.affine_matrix), cli.napari_affine(), atol=1e-6
+    )

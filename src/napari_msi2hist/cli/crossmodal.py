@@ -217,7 +217,7 @@ def _classify(args, out) -> int:
 def _superres(args, out) -> int:
     from ..io.histology import read_histology, to_uint8_rgb, write_ome_tiff
     from ..io.imzml import open_imzml
-    from ..models.pairs import align_function
+    from ..models.pairs import alignment_of_entry
     from ..progress import run_to_end
     from ..workflows.peaks import pick_and_extract
     from ..workflows.superres import iter_superres_job
@@ -234,7 +234,7 @@ def _superres(args, out) -> int:
         }
     else:
         align = "aligned"
-    msi_to_he = align_function(align, Path("/"))
+    alignment = alignment_of_entry(align, Path("/"))
     bar = ProgressBar(args.quiet)
     with open_imzml(args.imzml) as imz:
         px = imz.pixel_size_um
@@ -252,7 +252,7 @@ def _superres(args, out) -> int:
             ions.stack,
             rgb,
             he.pixel_size_um,
-            msi_to_he,
+            alignment,
             px,
             factor=args.factor,
             method=args.method,

@@ -10,18 +10,20 @@ Two feature sources:
   project (:func:`tissue_classes`), and local mean / standard deviation of the
   H and E densities at two scales (texture).
 
-:func:`features_on_msi_grid` averages a feature map over each MSI pixel's footprint (area-weighted:
-``s`` x ``s`` sub-samples per MSI pixel mapped through the MSI -> H&E alignment, then averaged), so one
-MSI pixel sees the H&E under it and nothing else.
+:func:`~napari_msi2hist.registration.grid.features_on_msi_grid` (re-exported here) averages a
+feature map over each MSI pixel's footprint (area-weighted: ``s`` x ``s`` sub-samples per MSI pixel
+mapped through the MSI -> H&E alignment, then averaged), so one MSI pixel sees the H&E under it and
+nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 import numpy as np
 
 from ..progress import CancelToken, Progress
+from ..registration.grid import features_on_msi_grid  # noqa: F401  (re-exported)
 
 COLOUR_FEATURES = (
     "H",
@@ -102,40 +104,6 @@ def iter_deep_features(
             done += 1
             yield Progress(done, total, "H&E features")
     return out, stride
-
-
-def features_on_msi_grid(
-    fmap: np.ndarray,
-    fmap_px_um: tuple[float, float],
-    msi_to_he: Callable[[np.ndarray], np.ndarray],
-    msi_shape: tuple[int, int],
-    msi_px_um: tuple[float, float],
-    supersample: int = 4,
-    fmap_origin_um: tuple[float, float] = (0.0, 0.0),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted average of a feature map ``(F, Y, X)`` (pixel size ``fmap_px_um`` in the H&E's
-    world frame) over each MSI pixel's footprint. ``msi_to_he`` maps ``(N, 2)`` yx um points of the
-    MSI frame to the H&E frame. Returns ``(F, Ym, Xm)`` float32 and the mask of MSI pixels whose
-    footprint lies on the H&E. ``fmap_origin_um``: where the feature map's pixel (0, 0) centre lies in
-    the H&E frame (a stride-``s`` map of deep features: ``(s - 1) / 2`` H&E pixels)."""
-    from scipy import ndimage as ndi
-
-    ny, nx = msi_shape
-    s = max(1, int(supersample))
-    sub = (np.arange(s) + 0.5) / s - 0.5  # sub-sample offsets inside a pixel, in pixels
-    yy = (np.arange(ny)[:, None] + sub[None, :]).ravel()
-    xx = (np.arange(nx)[:, None] + sub[None, :]).ravel()
-    gy, gx = np.meshgrid(yy, xx, indexing="ij")
-    pts = np.column_stack([gy.ravel() * msi_px_um[0], gx.ravel() * msi_px_um[1]])
-    p = (msi_to_he(pts) - np.asarray(fmap_origin_um)) / np.asarray(fmap_px_um, np.float64)
-    h, w = fmap.shape[1:]
-    inside = (p[:, 0] >= -0.5) & (p[:, 0] <= h - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] <= w - 0.5)
-    out = np.empty((fmap.shape[0], ny, nx), np.float32)
-    for i, f in enumerate(fmap):
-        v = ndi.map_coordinates(f.astype(np.float64), p.T, order=1, mode="nearest")
-        out[i] = v.reshape(ny, s, nx, s).mean((1, 3))
-    valid = inside.reshape(ny, s, nx, s).all((1, 3))
-    return out, valid
 
 
 def tissue_classes(rgb: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@
 classification, shared by ``msi2hist predict-msi`` / ``classify`` and the "Predict from H&E" widget.
 
 A sample is a pairs-file entry (``imzml``, ``he``, ``align`` as in training: truth, transform,
-landmarks or aligned; or, from the viewer, ``he_rgb``/``he_px``/``msi_to_he``/``label_array`` in
-memory) with an optional ``label``: a mask image on the H&E's pixel grid (non-zero =
+landmarks or aligned; or, from the viewer, ``he_rgb``/``he_px``/``alignment``/``label_array`` in
+memory, ``alignment`` an :class:`~napari_msi2hist.registration.alignment.Alignment`) with an optional ``label``: a mask image on the H&E's pixel grid (non-zero =
 in the class, e.g. a tumour annotation exported from a napari Labels layer). Labels and features are
 averaged over each MSI pixel's footprint; a pixel is in the class when over half its footprint is.
 """
@@ -20,12 +20,9 @@ import numpy as np
 from ..msi.ion_images import DEFAULT_TOLERANCE, Tolerance
 from ..pixel_size import resolve_pixel_size
 from ..progress import CancelToken, Progress
-from .features import (
-    COLOUR_FEATURES,
-    colour_texture_features,
-    features_on_msi_grid,
-    iter_deep_features,
-)
+from ..registration.alignment import LinearAlignment
+from ..registration.grid import features_on_msi_grid
+from .features import COLOUR_FEATURES, colour_texture_features, iter_deep_features
 
 
 @dataclass
@@ -106,7 +103,7 @@ def iter_build_table(
     nothing the H&E can explain)."""
     from ..io.histology import read_histology, to_uint8_rgb
     from ..io.imzml import ImzMLFile
-    from ..models.pairs import align_function
+    from ..models.pairs import alignment_of_entry
     from ..msi.ion_images import ion_images
     from ..msi.peaks import iter_top_peaks
 
@@ -134,11 +131,11 @@ def iter_build_table(
             rgb = to_uint8_rgb(np.asarray(he.levels[0])[..., :3])
             he_px = resolve_pixel_size(he.pixel_size_um, e.get("fixed_pixel_um"), "fixed", e["he"])
         fmap, fpx, origin, names = yield from he_feature_map(rgb, he_px, backbone, stage, cancel)
-        msi_to_he = e.get("msi_to_he") or align_function(
-            e.get("align", "aligned"), Path(e.get("base", "."))
-        )
+        alignment = e.get("alignment")
+        if alignment is None:
+            alignment = alignment_of_entry(e.get("align", "aligned"), Path(e.get("base", ".")))
         shape = ions.stack.shape[1:]
-        feats, on_he = features_on_msi_grid(fmap, fpx, msi_to_he, shape, px, fmap_origin_um=origin)
+        feats, on_he = features_on_msi_grid(fmap, fpx, alignment, shape, px, fmap_origin_um=origin)
         label = None
         lab_img = e.get("label_array")
         if lab_img is None and e.get("label"):
@@ -156,7 +153,7 @@ def iter_build_table(
                     f"grid {rgb.shape[:2]} ({e['he']})"
                 )
             frac, _ = features_on_msi_grid(
-                lab_img[None].astype(np.float32), he_px, msi_to_he, shape, px
+                lab_img[None].astype(np.float32), he_px, alignment, shape, px
             )
             label = frac[0] > 0.5
         mask = ions.mask & on_he & np.isfinite(feats).all(0)
@@ -164,7 +161,7 @@ def iter_build_table(
             from ..metrics import tissue_mask
 
             t = tissue_mask(rgb).astype(np.float32)[None]
-            tissue, _ = features_on_msi_grid(t, he_px, msi_to_he, shape, px)
+            tissue, _ = features_on_msi_grid(t, he_px, alignment, shape, px)
             mask &= tissue[0] > 0.5
         if mask.sum() < 2:
             raise ValueError(f"{e['imzml']}: no MSI pixel lies on the H&E {e['he']}")
@@ -211,10 +208,7 @@ def iter_predict_on_he(
     shape = (max(1, int(h * he_px[0] // out_px)), max(1, int(w * he_px[1] // out_px)))
     # MSI-like pixel (i, j) covers [i, i + 1) * out_px of the H&E frame: centre at (i + 0.5) px
     half = np.array([0.5 * out_px - 0.5 * he_px[0], 0.5 * out_px - 0.5 * he_px[1]])
-
-    def to_he(p):
-        return p + half
-
+    to_he = LinearAlignment.from_affine(np.eye(2), half)
     feats, _ = features_on_msi_grid(
         fmap, fpx, to_he, shape, (out_px, out_px), fmap_origin_um=origin
     )

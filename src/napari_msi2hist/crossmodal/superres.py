@@ -106,17 +106,18 @@ def fine_grid_offset(msi_px, factor: int) -> np.ndarray:
 
 
 def guide_on_fine_grid(
-    he_rgb: np.ndarray, he_px, msi_to_he, msi_shape, msi_px, factor: int
+    he_rgb: np.ndarray, he_px, alignment, msi_shape, msi_px, factor: int
 ) -> tuple[np.ndarray, float, float]:
     """The registered H&E resampled onto the ``factor``-times finer grid of the MSI's frame:
-    ``(guide (Y f, X f, 3) uint8, fraction of the grid the H&E covers, fine pixel um)``."""
-    from ..models.datasets import he_on_msi_grid
+    ``(guide (Y f, X f, 3) uint8, fraction of the grid the H&E covers, fine pixel um)``.
+    ``alignment``: the MSI -> H&E :class:`~napari_msi2hist.registration.alignment.Alignment`."""
+    from ..registration.grid import he_on_msi_grid
 
     fine = float(np.mean(msi_px)) / factor
     offset = fine_grid_offset(msi_px, factor)
     ny, nx = msi_shape
     guide, valid = he_on_msi_grid(
-        he_rgb, he_px, lambda p: msi_to_he(p + offset), (ny * factor, nx * factor), fine
+        he_rgb, he_px, alignment, (ny * factor, nx * factor), fine, grid_origin_um=offset
     )
     return guide, float(valid.mean()), fine
 

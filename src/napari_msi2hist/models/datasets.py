@@ -38,10 +38,10 @@ from ..io.imzml import ImzMLFile
 from ..msi.ion_images import IonImages, ion_images
 from ..msi.peaks import iter_top_peaks
 from ..progress import run_to_end
+from ..registration.alignment import Alignment
+from ..registration.grid import GLASS_RGB, he_on_msi_grid  # noqa: F401  (re-exported)
 from .contract import ChannelContract, prepare_input
-from .pairs import affine_from_landmarks, align_function, read_pairs_yaml  # noqa: F401  (re-exported)
-
-GLASS_RGB = (243, 241, 245)
+from .pairs import alignment_of_entry, read_pairs_yaml  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -55,56 +55,12 @@ class PairedSample:
     split: str = "train"
 
 
-def he_on_msi_grid(
-    he_rgb: np.ndarray, he_px, msi_to_he, grid_shape, working_px: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sample the H&E at the world positions of the MSI working grid.
-
-    The H&E is box-filtered to about the working pixel first (area-averaged); outside it the glass
-    colour is used.
-
-    Parameters
-    ----------
-    he_rgb : ndarray
-        ``(Y, X, 3)`` uint8 H&E.
-    he_px : tuple of float
-        Its pixel size (yx um).
-    msi_to_he : callable
-        Maps ``(N, 2)`` MSI world points (yx um) to H&E world points.
-    grid_shape : tuple of int
-        The working grid's size.
-    working_px : float
-        The working pixel (um).
-
-    Returns
-    -------
-    rgb : ndarray
-        ``(y, x, 3)`` uint8 H&E on the working grid.
-    valid : ndarray of bool
-        ``(y, x)`` where the sample came from inside the H&E.
-    """
-    from scipy import ndimage as ndi
-
-    ny, nx = grid_shape
-    rr, cc = np.mgrid[0:ny, 0:nx]
-    p_msi = np.column_stack([rr.ravel(), cc.ravel()]).astype(np.float64) * working_px
-    p_he = msi_to_he(p_msi) / np.asarray(he_px, dtype=np.float64)
-    k = max(1, int(round(working_px / float(np.mean(he_px)))))
-    out = np.empty((ny * nx, 3), dtype=np.float64)
-    for ch in range(3):
-        band = ndi.uniform_filter(he_rgb[..., ch].astype(np.float64), size=k, mode="nearest")
-        out[:, ch] = ndi.map_coordinates(band, p_he.T, order=1, mode="constant", cval=GLASS_RGB[ch])
-    h, w = he_rgb.shape[:2]
-    valid = (p_he[:, 0] >= 0) & (p_he[:, 0] <= h - 1) & (p_he[:, 1] >= 0) & (p_he[:, 1] <= w - 1)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8).reshape(ny, nx, 3), valid.reshape(ny, nx)
-
-
 def make_sample(
     name: str,
     ions: IonImages,
     he_rgb: np.ndarray,
     he_px,
-    msi_to_he,
+    alignment: Alignment,
     contract: ChannelContract,
     split: str = "train",
 ) -> PairedSample:
@@ -120,8 +76,8 @@ def make_sample(
         ``(Y, X, 3)`` uint8 H&E.
     he_px : tuple of float
         Its pixel size (yx um).
-    msi_to_he : callable
-        Maps MSI world points (yx um) to H&E world points.
+    alignment : Alignment
+        MSI -> H&E (:mod:`napari_msi2hist.registration.alignment`).
     contract : ChannelContract
         The model's contract.
     split : str
@@ -133,7 +89,7 @@ def make_sample(
         The model input ``x``, the H&E ``y`` in [-1, 1] and its validity mask.
     """
     x = prepare_input(ions, contract)
-    rgb, valid = he_on_msi_grid(he_rgb, he_px, msi_to_he, x.shape[1:], contract.working_pixel_um)
+    rgb, valid = he_on_msi_grid(he_rgb, he_px, alignment, x.shape[1:], contract.working_pixel_um)
     y = (np.moveaxis(rgb, -1, 0).astype(np.float32) / 127.5) - 1.0
     return PairedSample(name, x, y, valid, split)
 
@@ -266,7 +222,7 @@ def load_samples(
             ions,
             rgb,
             px,
-            align_function(e["align"], Path(e["base"])),
+            alignment_of_entry(e["align"], Path(e["base"])),
             contract,
             e["split"],
         )

@@ -4,8 +4,9 @@ A pairs file lists MSI / H&E samples for training and evaluation (format in
 :mod:`napari_msi2hist.models.datasets`). :func:`read_pairs_yaml` reads and validates it into
 :class:`~napari_msi2hist.config.PairEntry` items; :func:`alignment_of_entry` turns an entry's
 ``align`` into an :class:`~napari_msi2hist.registration.alignment.Alignment` (a phantom's truth, a
-registration result, or an affine fitted to landmarks), and :func:`align_function` into its forward
-point mapping. :mod:`napari_msi2hist.models.datasets` re-exports them.
+registration result, or an affine fitted to landmarks, with the one landmark fitter). Code that
+samples through it takes the alignment object (:mod:`napari_msi2hist.registration.grid`).
+:mod:`napari_msi2hist.models.datasets` re-exports them.
 """
 
 from __future__ import annotations
@@ -13,31 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ..config import PairEntry
-
-
-def affine_from_landmarks(src_yx: np.ndarray, dst_yx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fit a least-squares affine ``dst = A @ src + t`` to landmarks (yx, um).
-
-    The project's one landmark fitter, :func:`napari_msi2hist.registration.landmarks.fit_linear`, as
-    ``(A, t)``.
-
-    Parameters
-    ----------
-    src_yx, dst_yx : ndarray
-        ``(N, 2)`` paired points (at least 3), yx um.
-
-    Returns
-    -------
-    A, t : ndarray
-        The 2x2 matrix and the offset.
-    """
-    from ..registration.landmarks import fit_linear
-
-    m = fit_linear(np.asarray(src_yx, float), np.asarray(dst_yx, float), "affine")
-    return m[:2, :2], m[:2, 2]
 
 
 def alignment_of_entry(align, base: Path):
@@ -87,26 +64,6 @@ def alignment_of_entry(align, base: Path):
     raise ValueError(
         f"unknown alignment {align!r} (use truth, landmarks_msi/landmarks_he, or aligned)"
     )
-
-
-def align_function(align, base: Path):
-    """Build the MSI -> H&E point mapping of a pairs entry's alignment.
-
-    :func:`alignment_of_entry`'s ``moving_to_fixed``, for code that needs only the forward map.
-
-    Parameters
-    ----------
-    align : str, dict or None
-        As :func:`alignment_of_entry`.
-    base : Path
-        The folder the alignment's file paths are relative to.
-
-    Returns
-    -------
-    callable
-        Maps ``(N, 2)`` MSI world points (yx um) to H&E world points.
-    """
-    return alignment_of_entry(align, base).moving_to_fixed
 
 
 def _load_yaml_no_aliases(path: Path):

@@ -12,8 +12,8 @@ Whatever a mapping comes from, it answers ``moving_to_fixed`` (MSI world um -> H
 - napari layers as displayed: a :class:`LinearAlignment` of the layers' affines
   (``widgets.training.displayed_msi_to_he``).
 
-Code that only needs the forward map takes ``alignment.moving_to_fixed`` (a callable), as the
-feature and grid samplers always have.
+Code that samples one image on another's grid takes the alignment object itself
+(:mod:`napari_msi2hist.registration.grid`), never a bare function or matrix.
 """
 
 from __future__ import annotations
@@ -156,6 +156,28 @@ class LinearAlignment:
         return np.asarray(points_yx_um, float) @ inv[:2, :2].T + inv[:2, 2]
 
 
+def landmark_transform(moving_yx_um, fixed_yx_um):
+    """Register by landmarks alone: the affine through them as a registration result.
+
+    What ``msi2hist register --landmarks-use fit`` and the Register widget's "Fit from landmarks"
+    both give (route ``landmarks``).
+
+    Parameters
+    ----------
+    moving_yx_um, fixed_yx_um : array_like
+        ``(N, 2)`` paired points (at least 3), MSI and H&E world, yx um.
+
+    Returns
+    -------
+    Transform
+        A linear :class:`~napari_msi2hist.registration.transforms.Transform`.
+    """
+    from .transforms import Transform
+
+    m = LinearAlignment.from_landmarks(moving_yx_um, fixed_yx_um).matrix_yx_um
+    return Transform.from_moving_to_fixed_matrix(m, {"route": "landmarks", "stages": ["affine"]})
+
+
 def as_alignment(mapping) -> Alignment:
     """Return an :class:`Alignment` for an alignment or a 3x3 moving -> fixed (y, x) matrix.
 
@@ -170,4 +192,59 @@ def as_alignment(mapping) -> Alignment:
     """
     if isinstance(mapping, Alignment):
         return mapping
+    if callable(mapping):
+        raise TypeError("give an Alignment (registration.alignment), not a function")
     return LinearAlignment(np.asarray(mapping, dtype=np.float64))
+
+
+def require_alignment(alignment) -> Alignment:
+    """Return ``alignment`` if it is an :class:`Alignment`; refuse a function or a matrix.
+
+    Parameters
+    ----------
+    alignment : Alignment
+        The mapping a sampler was given.
+
+    Returns
+    -------
+    Alignment
+        The same object.
+
+    Raises
+    ------
+    TypeError
+        It is not an alignment (wrap a 3x3 matrix with :class:`LinearAlignment` or
+        :func:`as_alignment`).
+    """
+    if not isinstance(alignment, Alignment):
+        raise TypeError(
+            f"give an Alignment (registration.alignment), not {type(alignment).__name__}; "
+            "wrap a 3x3 (y, x) matrix with LinearAlignment"
+        )
+    return alignment
+
+
+def linear_matrix(alignment) -> np.ndarray:
+    """Return a linear alignment's 3x3 moving -> fixed (y, x) matrix (what napari's affine takes).
+
+    Parameters
+    ----------
+    alignment : Alignment
+        A :class:`LinearAlignment` or a linear registration ``Transform``.
+
+    Returns
+    -------
+    ndarray
+        3x3 homogeneous (y, x) matrix, moving world um -> fixed world um.
+
+    Raises
+    ------
+    ValueError
+        The alignment is not one affine map (a B-spline, a phantom's deformation).
+    """
+    alignment = require_alignment(alignment)
+    if isinstance(alignment, LinearAlignment):
+        return alignment.matrix_yx_um
+    if getattr(alignment, "is_linear", False):
+        return alignment.linear_moving_to_fixed_yx()
+    raise ValueError(f"{type(alignment).__name__} is not one affine map; it has no 3x3 matrix")

@@ -328,10 +328,9 @@ def iter_register_msi(
         opts = replace(opts, metric="correlation")
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":
-        from .landmarks import fit_linear
+        from .alignment import landmark_transform
 
-        m = fit_linear(landmarks_moving, landmarks_fixed, "affine")
-        tr = Transform.from_moving_to_fixed_matrix(m, {"route": "landmarks", "stages": ["affine"]})
+        tr = landmark_transform(landmarks_moving, landmarks_fixed)
         yield Progress(1, 1, "landmark fit")
     elif have_lm and landmarks_use == "hybrid":
         from .landmarks import fit_linear

@@ -114,21 +114,19 @@ class LandmarkMixin:
         self.lm_table.setText(LandmarkEditor.text(fixed.data, moving.data, self._msi_pixel_um()))
 
     def fit_from_landmarks(self):
-        from ..registration.landmarks import fit_linear
-        from ..registration.transforms import Transform
+        from ..registration import alignment
 
         fixed, moving = self.landmark_layers()
         if fixed is None or moving is None:
             self.status.setText("add landmark layers first")
             return
-        try:
-            m = fit_linear(
-                np.asarray(moving.data)[:, -2:], np.asarray(fixed.data)[:, -2:], "affine"
+        try:  # what `msi2hist register --landmarks-use fit` gives
+            tr = alignment.landmark_transform(
+                np.asarray(moving.data)[:, -2:], np.asarray(fixed.data)[:, -2:]
             )
         except ValueError as e:
             self.status.setText(str(e))
             return
-        tr = Transform.from_moving_to_fixed_matrix(m, {"route": "landmarks"})
         ml = self.viewer.layers[self.moving_box.currentText()]
         for ly in self._same_msi_layers(ml):  # the moving landmarks move with the MSI they sit on
             ly.affine = tr.napari_affine()

@@ -21,6 +21,8 @@ from qtpy.QtWidgets import (
 
 from ..crossmodal.superres import default_factor, fine_grid_offset
 from ..io.histology import to_uint8_rgb
+from ..registration import grid
+from ..registration.alignment import LinearAlignment
 from ..workflows.predict import PredictConfig
 from ._common import (
     layer_names,
@@ -30,7 +32,7 @@ from ._common import (
     upsert_image,
 )
 from ._job import JobWidget
-from .training import _layer_matrix, displayed_msi_to_he
+from .training import displayed_msi_to_he
 
 NONE = "(none)"
 
@@ -41,33 +43,29 @@ def _he_rgb(layer) -> np.ndarray:
 
 
 def label_on_he_grid(labels_layer, he_layer) -> np.ndarray:
-    """A Labels layer (drawn anywhere in world space) sampled at the H&E's pixel centres."""
+    """A Labels layer (drawn anywhere in world space) sampled at the H&E's pixel centres: the
+    layers as displayed, handed to :func:`napari_msi2hist.registration.grid.label_on_he_grid`."""
     data = np.asarray(labels_layer.data)
-    h, w = (he_layer.data[0] if he_layer.multiscale else he_layer.data).shape[:2]
-    he_m = _layer_matrix(he_layer) @ np.diag([*he_layer.scale[-2:], 1.0])
-    lab_m = _layer_matrix(labels_layer) @ np.diag([*labels_layer.scale[-2:], 1.0])
-    m = np.linalg.inv(lab_m) @ he_m  # H&E pixel index -> labels pixel index
-    rr, cc = np.mgrid[0:h, 0:w]
-    p = np.stack([rr.ravel(), cc.ravel(), np.ones(h * w)])
-    q = np.rint(m @ p)[:2].astype(np.int64)
-    ok = (q[0] >= 0) & (q[0] < data.shape[-2]) & (q[1] >= 0) & (q[1] < data.shape[-1])
     if data.ndim != 2:
         raise ValueError(f"{labels_layer.name}: a 2D Labels layer is needed, not {data.ndim}D")
-    out = np.zeros(h * w, bool)
-    out[ok] = data[q[0, ok], q[1, ok]] > 0
-    return out.reshape(h, w)
+    he_shape = (he_layer.data[0] if he_layer.multiscale else he_layer.data).shape[:2]
+    return grid.label_on_he_grid(
+        data,
+        tuple(labels_layer.scale[-2:]),
+        displayed_msi_to_he(labels_layer, he_layer),  # labels world -> H&E world, as shown
+        he_shape,
+        tuple(he_layer.scale[-2:]),
+    )
 
 
 def placed_like(layer, ndim: int, scale=None, translate=None) -> dict:
     """scale / translate / affine for a new ``ndim`` layer that lies where ``layer``'s last two axes
-    lie (the leading axes, e.g. m/z or modes, are left alone)."""
-    m2 = np.asarray(layer.affine.affine_matrix, np.float64)[-3:, -3:]
-    aff = np.eye(ndim + 1)
-    aff[-3:, -3:] = m2
-    lead = (1.0,) * (ndim - 2)
+    lie (the leading axes, e.g. m/z or modes, are left alone): the layer's affine as a
+    :class:`LinearAlignment`, handed to :func:`napari_msi2hist.registration.grid.placed_like`."""
+    frame = LinearAlignment(np.asarray(layer.affine.affine_matrix, np.float64)[-3:, -3:])
     sc = tuple(layer.scale[-2:]) if scale is None else tuple(scale)
     tr = tuple(layer.translate[-2:]) if translate is None else tuple(translate)
-    return {"scale": lead + sc, "translate": (0.0,) * (ndim - 2) + tr, "affine": aff}
+    return grid.placed_like(frame, ndim, sc, tr)
 
 
 def _form_widget(widget, rows, run_btn):
@@ -154,7 +152,7 @@ class PredictWidget(JobWidget):
             "he": he,
             "he_rgb": _he_rgb(he_l),
             "he_px": tuple(float(v) for v in he_l.scale[-2:]),
-            "msi_to_he": displayed_msi_to_he(msi_l, he_l).moving_to_fixed,
+            "alignment": displayed_msi_to_he(msi_l, he_l),
         }
         lab = self.label_box.currentText()
         if lab and lab != NONE:
@@ -333,7 +331,7 @@ def superres_job(stack, he_rgb, he_px, alignment, px, factor, method, model, can
         stack,
         he_rgb,
         he_px,
-        alignment.moving_to_fixed,
+        alignment,
         px,
         factor=factor,
         method=method,

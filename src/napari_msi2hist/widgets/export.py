@@ -294,16 +294,10 @@ class ExportWidget(JobWidget):
     @_guard
     def import_spatialdata(self):
         store = self._get("store")
-
-        def job(tok):
-            from ..interop.spatialdata_read import read_spatialdata
-            from ..progress import Progress
-
-            sec = read_spatialdata(store)
-            yield Progress(1, 1, "store read")
-            return sec
-
-        self._start(job, lambda sec: self._add_section(sec, Path(store).stem))
+        self._start(
+            lambda tok: jobs.iter_read_spatialdata(store, tok),
+            lambda sec: self._add_section(sec, Path(store).stem),
+        )
 
     def _add_section(self, sec, name):
         v = self.viewer

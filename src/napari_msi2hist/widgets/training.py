@@ -58,7 +58,7 @@ class TrainParams:
     he_rgb: np.ndarray | None
     he_pixel_um: tuple[float, float]
     align: str  # "displayed" | "landmarks"
-    msi_to_he: LinearAlignment | None
+    alignment: LinearAlignment | None  # MSI -> H&E
     base: str
     out_dir: str
     resume: bool
@@ -109,7 +109,7 @@ def training_job(p: TrainParams, cancel=None):
         train, val = split_by_sample(samples)
     else:
         contract, train, val = wf.sample_from_arrays(
-            p.imzml, p.he_rgb, p.he_pixel_um, p.msi_to_he, job, base, p.msi_pixel_um
+            p.imzml, p.he_rgb, p.he_pixel_um, p.alignment, job, base, p.msi_pixel_um
         )
     return (yield from wf.iter_train_job(train, val, contract, job, base, cancel=cancel))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from .elastix import (
     iter_export_elastix,
     iter_import_elastix,
 )
+
+if TYPE_CHECKING:
+    from ..interop.spatialdata_store import Section
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,41 @@ def iter_export_spatialdata(
     return path
 
 
+def iter_read_spatialdata(
+    store: str, cancel: CancelToken | None = None
+) -> Generator[Progress, None, Section]:
+    """Read a SpatialData store of this package back into one section.
+
+    The reading half of ``import-spatialdata``, which then writes files, and of the Export
+    widget's Import, which adds layers.
+
+    Parameters
+    ----------
+    store : str
+        A store written by :func:`iter_export_spatialdata`.
+    cancel : CancelToken, optional
+        Checked after reading; when set, the job stops by raising
+        :class:`~napari_msi2hist.progress.Cancelled`.
+
+    Yields
+    ------
+    Progress
+
+    Returns
+    -------
+    Section
+        :class:`napari_msi2hist.interop.spatialdata_store.Section`: the H&E, ion images, transform,
+        landmarks and annotations.
+    """
+    from ..interop.spatialdata_read import read_spatialdata
+
+    sec = read_spatialdata(store)
+    yield Progress(1, 1, "store read")
+    if cancel is not None:
+        cancel.check()
+    return sec
+
+
 @dataclass(frozen=True)
 class SpatialDataImportConfig:
     """A SpatialData store of this package -> files (``import-spatialdata``)."""
@@ -180,13 +219,11 @@ def iter_import_spatialdata(
 
     from ..interop._files import check_writable
     from ..interop.geojson import write_geojson
-    from ..interop.spatialdata_read import read_spatialdata
     from ..io.histology import write_ome_tiff
     from ..io.points import write_points_csv
 
     check_writable(cfg.out_dir, cfg.overwrite, [cfg.store])
-    sec = read_spatialdata(cfg.store)
-    yield Progress(1, 3, "store read")
+    sec = yield from iter_read_spatialdata(cfg.store, cancel)
     out = Path(cfg.out_dir)
     tmp = _fresh_dir(out, cfg.overwrite, [cfg.store])
     try:
@@ -242,6 +279,7 @@ __all__ = [
     "iter_import_elastix",
     "iter_import_spatialdata",
     "iter_msi_regions_to_geojson",
+    "iter_read_spatialdata",
     "msi_geometry",
     "read_label_image",
 ]

@@ -106,7 +106,7 @@ def iter_predict_job(
     ----------
     entries : list of dict
         Samples as ``models.pairs.read_pairs_yaml`` gives them, or built in memory (``he_rgb``,
-        ``he_px``, ``msi_to_he``, ``label_array``; see ``crossmodal.pipeline.iter_build_table``).
+        ``he_px``, ``alignment``, ``label_array``; see ``crossmodal.pipeline.iter_build_table``).
     cfg : PredictConfig
         What to extract and fit.
     source : str

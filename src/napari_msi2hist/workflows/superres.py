@@ -6,13 +6,14 @@ super-resolution). Pixels that were not measured, and NaN, enter as 0 in both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..crossmodal.superres import default_factor, guide_on_fine_grid, iter_superresolve
 from ..progress import CancelToken, Progress
+from ..registration.alignment import Alignment
 
 MIN_COVERAGE = 0.05  # below this fraction of the fine grid covered by the H&E: refuse
 
@@ -33,7 +34,7 @@ def iter_superres_job(
     stack: np.ndarray,
     he_rgb: np.ndarray,
     he_px: tuple[float, float],
-    msi_to_he: Callable[[np.ndarray], np.ndarray],
+    alignment: Alignment,
     msi_px: tuple[float, float],
     factor: int | None = None,
     method: str = "learned",
@@ -52,8 +53,8 @@ def iter_superres_job(
         ``(Y, X, 3)`` uint8 H&E.
     he_px, msi_px : tuple of float
         Pixel sizes (um, (y, x)); never assumed.
-    msi_to_he : callable
-        Maps MSI world points ``(N, 2)`` (y, x um) to H&E world points.
+    alignment : Alignment
+        MSI -> H&E (:mod:`napari_msi2hist.registration.alignment`).
     factor : int, optional
         Upsampling factor (default: MSI pixel / H&E pixel, rounded).
     method : {"learned", "guided", "bicubic"}
@@ -88,7 +89,7 @@ def iter_superres_job(
     n_fine = float(stack.shape[1] * factor) * float(stack.shape[2] * factor)
     check_allocation(4.0 * n_fine * (2 * len(stack) + 3), f"a {factor}x finer grid", source)
     guide, coverage, fine_px = guide_on_fine_grid(
-        he_rgb, he_px, msi_to_he, stack.shape[1:], msi_px, factor
+        he_rgb, he_px, alignment, stack.shape[1:], msi_px, factor
     )
     if coverage < MIN_COVERAGE:
         raise ValueError(

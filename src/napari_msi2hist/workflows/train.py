@@ -140,7 +140,7 @@ def sample_from_arrays(
     imzml: str | os.PathLike,
     he_rgb: np.ndarray,
     he_px: tuple[float, float],
-    msi_to_he,
+    alignment,
     job: TrainJob,
     base: Checkpoint | None,
     msi_pixel_um: float | None = None,
@@ -155,9 +155,8 @@ def sample_from_arrays(
         ``(Y, X, 3)`` uint8 H&E.
     he_px : tuple of float
         H&E pixel size (um).
-    msi_to_he : Alignment or ndarray
-        The MSI -> H&E alignment (:mod:`napari_msi2hist.registration.alignment`), or its 3x3
-        homogeneous (y, x) matrix, MSI world um -> H&E world um.
+    alignment : Alignment
+        The MSI -> H&E alignment (:mod:`napari_msi2hist.registration.alignment`).
     job : TrainJob
         The run: output folder, training settings, base checkpoint, re-head and resume flags.
     base : Checkpoint or None
@@ -177,8 +176,9 @@ def sample_from_arrays(
     from ..models.rehead import reheaded_contract_kwargs
     from ..msi.ion_images import ion_images
     from ..pixel_size import resolve_pixel_size
-    from ..registration.alignment import as_alignment
+    from ..registration.alignment import require_alignment
 
+    require_alignment(alignment)  # before the ion images are extracted
     entry = {"name": Path(imzml).stem, "imzml": str(imzml), "he": "", "split": "train"}
     entry["moving_pixel_um"] = msi_pixel_um
     if base is not None and not job.rehead:
@@ -196,8 +196,7 @@ def sample_from_arrays(
         n = job.n_peaks if job.n_peaks is not None else DEFAULT_N_PEAKS
         contract, stacks = contract_from_data([entry], n_peaks=n, **kw)
         ions = stacks[0]
-    alignment = as_alignment(msi_to_he)
-    s = make_sample(entry["name"], ions, he_rgb, he_px, alignment.moving_to_fixed, contract)
+    s = make_sample(entry["name"], ions, he_rgb, he_px, alignment, contract)
     check_pair_overlap(s, ions.mask, ions.pixel_size_um, contract, he_rgb, he_px)
     return contract, [s], [replace(s, split="val")]
 
