@@ -65,7 +65,20 @@ def overlay_grid(result: RegistrationResult, level_shapes, level0_px, max_side: 
 
 
 def registered_on_grid(result: RegistrationResult, grid: LevelGrid) -> np.ndarray:
-    """Resample the registered moving image (what was registered) onto ``grid``; float32."""
+    """Resample the registered moving image (what was registered) onto ``grid``.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+        Its transform, ``moving_image`` and ``moving_px``.
+    grid : LevelGrid
+        From :func:`overlay_grid`.
+
+    Returns
+    -------
+    ndarray
+        ``grid.shape`` float32, 0 outside the moving image.
+    """
     return result.transform.resample_moving_to_fixed(
         result.moving_image, result.moving_px, grid.shape, grid.px
     ).astype(np.float32, copy=False)

@@ -220,7 +220,22 @@ def level_grid(level_shapes, level0_px, pixel_um: float | None = None, max_side:
 
 
 def read_grid(levels, grid: LevelGrid, name: str = "the H&E") -> np.ndarray:
-    """Read an H&E (its list of levels, lazy or not) on a :class:`LevelGrid` as uint8 RGB."""
+    """Read an H&E on a :class:`LevelGrid`: its level, block-averaged.
+
+    Parameters
+    ----------
+    levels : list of array-like
+        The H&E's levels, level 0 first (lazy or not); only ``grid.level`` is read.
+    grid : LevelGrid
+        From :func:`level_grid`.
+    name : str
+        Named in a memory-limit error.
+
+    Returns
+    -------
+    ndarray
+        ``(*grid.shape, 3)`` uint8 RGB.
+    """
     return _read_level(levels[grid.level], grid.factor, name, "the H&E on the overlay grid")
 
 
