@@ -131,7 +131,9 @@ def _level_and_factor(sizes, target: float) -> tuple[int, int]:
 
 def _read_level(lv, f: int, name, what: str = "the H&E registration level") -> np.ndarray:
     """Read one (lazy) level, block-averaged ``f`` x ``f`` with dask, as uint8 RGB."""
+    import dask
     import dask.array as da
+    import dask.threaded
 
     from .._limits import check_allocation
     from ..io.histology import to_uint8_rgb
@@ -139,9 +141,14 @@ def _read_level(lv, f: int, name, what: str = "the H&E registration level") -> n
     a = da.asarray(lv)[..., :3] if lv.ndim == 3 else da.asarray(lv)
     if f > 1:
         h, w = a.shape[0] // f * f, a.shape[1] // f * f
-        a = da.coarsen(np.mean, a[:h, :w].astype(np.float32), {0: f, 1: f})
+        # coarsen rechunks: named method, or dask imports `distributed` to look for a client
+        with dask.config.set({"array.rechunk.method": "tasks"}):
+            a = da.coarsen(np.mean, a[:h, :w].astype(np.float32), {0: f, 1: f})
     check_allocation(4.0 * np.prod(a.shape), what, name)
-    arr = np.asarray(a.compute())
+    # a local threaded read, named as a function: a scheduler left to dask (or named by a string)
+    # imports `distributed` to look for a client, about a second of imports that stalls a viewer's
+    # GUI thread when this runs in the Register widget's worker
+    arr = np.asarray(a.compute(scheduler=dask.threaded.get))
     if f > 1 and lv.dtype == np.uint8:
         arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
     if arr.ndim == 2:
