@@ -91,6 +91,10 @@ def _apply_pixel_size(layer, v: float) -> None:
 class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        from ..workflows.register_view import import_job_modules
+
+        # now, as the widget opens, not in the first job's worker, where they stall the viewer
+        import_job_modules()
         self.result = None
         self.reg_view = None  # the last result with its images (workflows.register_view)
         self._checker_worker = None

@@ -154,10 +154,57 @@ def registered_view(
     return view
 
 
+# what a register job imports on first use: third-party packages whose extension modules hold the
+# GIL while they load, and the registration modules (each imports more lazily)
+JOB_MODULES = (
+    "SimpleITK",
+    "dask.array",
+    "scipy.fft",
+    "scipy.linalg",
+    "scipy.ndimage",
+    "scipy.sparse",
+    "scipy.spatial",
+    "skimage.exposure",
+    "skimage.filters",
+    "skimage.measure",
+    "skimage.morphology",
+    "skimage.transform",
+    "napari_msi2hist.registration.alignment",
+    "napari_msi2hist.registration.consensus",
+    "napari_msi2hist.registration.deformable",
+    "napari_msi2hist.registration.preprocess",
+    "napari_msi2hist.registration.search",
+    "napari_msi2hist.registration.sitk_stages",
+    "napari_msi2hist.registration.tissue",
+    "napari_msi2hist.registration.verdict",
+    "napari_msi2hist.workflows.register",
+    "napari_msi2hist.workflows.wholeslide",
+)
+
+
+def import_job_modules() -> None:
+    """Import now what a register job would import on its first run.
+
+    A viewer calls this when its Register widget opens. Imported later, in the job's worker thread,
+    these modules (SimpleITK, dask.array, scipy and scikit-image subpackages: about 200 modules)
+    hold the GIL for up to a few hundred milliseconds at a time and stall the viewer at the start
+    of the first job; a missing optional package is left for the job to report.
+    """
+    import importlib
+
+    for name in JOB_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 __all__ = [
+    "JOB_MODULES",
     "MAX_SIDE",
     "RegisteredView",
     "checkerboard_on_grid",
+    "import_job_modules",
     "overlay_grid",
     "registered_on_grid",
     "registered_view",
