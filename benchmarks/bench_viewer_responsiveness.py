@@ -173,7 +173,12 @@ def run(
         wait(1.0)  # the result's first draws come after the job: they count too
         end = time.perf_counter()
         err = _error_um(w.result, shape) if w.result is not None else float("nan")
-        rows.append((name, _stalls(ticks, end), job_s, err, w.status.text()))
+        kind = (
+            "none"
+            if w.result is None
+            else ("linear" if w.result.transform.is_linear else "B-spline")
+        )
+        rows.append((name, _stalls(ticks, end), job_s, err, f"{w.status.text()}, {kind} result"))
         print(_row(*rows[-1]), flush=True)
         if windows:
             a, b = windows[-1]
