@@ -38,8 +38,11 @@ def test_register_synthetic_he_to_he(
         pts_um = np.array([[100.0, 200.0], [400.0, 50.0]])
         world = np.array([ly.data_to_world(p / np.asarray(ly.scale[-2:])) for p in pts_um])
         np.testing.assert_allclose(world, tr.moving_to_fixed(pts_um), atol=1e-6)
-    click(w.checker_btn)
-    assert viewer.layers["checkerboard"].visible
+    click(w.checker_btn)  # made in a short worker, then shown
+    qtbot.waitUntil(
+        lambda: "checkerboard" in viewer.layers and viewer.layers["checkerboard"].visible,
+        timeout=60000,
+    )
     click(w.checker_btn)
     assert not viewer.layers["checkerboard"].visible
 

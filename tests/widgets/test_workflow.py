@@ -153,7 +153,11 @@ def test_whole_workflow_in_a_real_window(
     _shot(viewer, qtbot, shots, "04_register_landmarks.png")
     click(reg.undo_btn)
     np.testing.assert_allclose(reg.current_report().tre_um, before)
-    click(reg.checker_btn)
+    click(reg.checker_btn)  # made in a short worker, then shown
+    qtbot.waitUntil(
+        lambda: "checkerboard" in viewer.layers and viewer.layers["checkerboard"].visible,
+        timeout=60_000,
+    )
     _shot(viewer, qtbot, shots, "05_checkerboard.png")
     click(reg.checker_btn)
     viewer.window.remove_dock_widget(dw)

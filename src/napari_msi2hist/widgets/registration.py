@@ -91,7 +91,13 @@ def _apply_pixel_size(layer, v: float) -> None:
 class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        from ..workflows.register_view import import_job_modules
+
+        # now, as the widget opens, not in the first job's worker, where they stall the viewer
+        import_job_modules()
         self.result = None
+        self.reg_view = None  # the last result with its images (workflows.register_view)
+        self._checker_worker = None
         self.landmarks = LandmarkEditor()  # undo/redo and the error report, Qt-free
         self._restoring = False
 
@@ -311,9 +317,15 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
     # ------------------------------------------------------------------ intensity registration
     def _prepare(self):
         p = self._params()
+        # what the result is shown with is made in the worker too (workflows.register_view): the
+        # GUI thread then only assigns arrays to layers
+        levels = p.he_levels if p.he_levels is not None else [p.he_rgb]
+        with_checker = self.checker_btn.isChecked()
 
         def job(tok):  # the register workflow's job, as `msi2hist register` runs it
+            from ..progress import Progress
             from ..workflows.register import RegisterConfig, RegisterInputs, iter_register_job
+            from ..workflows.register_view import registered_view
 
             moving = (
                 {"synth": p.moving, "stack": p.msi_stack, "msi_px": p.msi_px}
@@ -336,7 +348,9 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
                 **moving,
             )
             cfg = RegisterConfig(route=p.route, stages=p.opts.stages)
-            return (yield from iter_register_job(inp, cfg, cancel=tok))
+            res = yield from iter_register_job(inp, cfg, cancel=tok)
+            yield Progress(0, 1, "preparing the view")
+            return registered_view(res, levels, p.he_px, with_checker)
 
         return job, self._apply
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,45 @@ def level_pixel_sizes(he, he_px) -> list[tuple[float, float]]:
     return [(he_px[0] * y0 / lv.shape[0], he_px[1] * x0 / lv.shape[1]) for lv in he.levels]
 
 
+def _level_and_factor(sizes, target: float) -> tuple[int, int]:
+    """Choose the level and the block-averaging factor for a wanted pixel.
+
+    The coarsest level whose pixel is at most ``target`` (level 0 when none is), and the integer
+    factor that brings it closest to ``target`` from below.
+    """
+    usable = [i for i, p in enumerate(sizes) if max(p) <= target * 1.001] or [0]
+    li = usable[-1]
+    # a hair above 1 so that a pixel of exactly ``target`` / n is not floored to n - 1
+    return li, max(1, int(math.floor(target / max(sizes[li]) * (1 + 1e-9))))
+
+
+def _read_level(lv, f: int, name, what: str = "the H&E registration level") -> np.ndarray:
+    """Read one (lazy) level, block-averaged ``f`` x ``f`` with dask, as uint8 RGB."""
+    import dask
+    import dask.array as da
+    import dask.threaded
+
+    from .._limits import check_allocation
+    from ..io.histology import to_uint8_rgb
+
+    a = da.asarray(lv)[..., :3] if lv.ndim == 3 else da.asarray(lv)
+    if f > 1:
+        h, w = a.shape[0] // f * f, a.shape[1] // f * f
+        # coarsen rechunks: named method, or dask imports `distributed` to look for a client
+        with dask.config.set({"array.rechunk.method": "tasks"}):
+            a = da.coarsen(np.mean, a[:h, :w].astype(np.float32), {0: f, 1: f})
+    check_allocation(4.0 * np.prod(a.shape), what, name)
+    # a local threaded read, named as a function: a scheduler left to dask (or named by a string)
+    # imports `distributed` to look for a client, about a second of imports that stalls a viewer's
+    # GUI thread when this runs in the Register widget's worker
+    arr = np.asarray(a.compute(scheduler=dask.threaded.get))
+    if f > 1 and lv.dtype == np.uint8:
+        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return to_uint8_rgb(arr)
+
+
 def registration_level(he, he_px, moving_px_um: float) -> tuple[np.ndarray, tuple[float, float]]:
     """Read the H&E as uint8 RGB at about half the moving pixel size, without loading level 0.
 
@@ -133,30 +173,77 @@ def registration_level(he, he_px, moving_px_um: float) -> tuple[np.ndarray, tupl
     ndarray, tuple of float
         ``(Y, X, 3)`` uint8 and its pixel size (yx um).
     """
-    import dask.array as da
-
-    from ..io.histology import to_uint8_rgb
-
-    target = moving_px_um / 2.0
     sizes = level_pixel_sizes(he, he_px)
-    usable = [i for i, p in enumerate(sizes) if max(p) <= target * 1.001] or [0]
-    li = usable[-1]
-    lv, px = he.levels[li], sizes[li]
-    f = max(1, int(math.floor(target / max(px))))
-    a = da.asarray(lv)[..., :3] if lv.ndim == 3 else da.asarray(lv)
-    if f > 1:
-        h, w = a.shape[0] // f * f, a.shape[1] // f * f
-        a = da.coarsen(np.mean, a[:h, :w].astype(np.float32), {0: f, 1: f})
-        px = (px[0] * f, px[1] * f)
-    from .._limits import check_allocation
+    li, f = _level_and_factor(sizes, moving_px_um / 2.0)
+    px = sizes[li]
+    return _read_level(he.levels[li], f, he.path), (float(px[0] * f), float(px[1] * f))
 
-    check_allocation(4.0 * np.prod(a.shape), "the H&E registration level", he.path)
-    arr = np.asarray(a.compute())
-    if f > 1 and lv.dtype == np.uint8:
-        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    return to_uint8_rgb(arr), (float(px[0]), float(px[1]))
+
+@dataclass(frozen=True)
+class LevelGrid:
+    """A grid on an H&E pyramid: level ``level`` block-averaged ``factor`` x ``factor``.
+
+    Its pixel ``(i, j)`` is at ``(i * px[0], j * px[1])`` um in the H&E's world, as napari shows a
+    layer of that scale, so an image on this grid overlays the H&E layer.
+    """
+
+    level: int
+    factor: int
+    shape: tuple[int, int]
+    px: tuple[float, float]
+
+
+def level_grid(level_shapes, level0_px, pixel_um: float | None = None, max_side: int = 4096):
+    """Choose the grid on which to show an image over an H&E pyramid, without reading it.
+
+    Parameters
+    ----------
+    level_shapes : list of tuple of int
+        Every level's shape, level 0 first (a flat image: one level).
+    level0_px : tuple of float
+        Level 0's pixel size (yx um).
+    pixel_um : float, optional
+        The wanted pixel (the registration's); the grid is the one :func:`registration_level`
+        reads for it. Default: level 0's.
+    max_side : int
+        A grid with a longer side is coarsened (a coarser level, else a larger factor), so that a
+        whole slide's level 0 is never the grid.
+
+    Returns
+    -------
+    LevelGrid
+    """
+    n0 = level_shapes[0][:2]
+    sizes = [(level0_px[0] * n0[0] / s[0], level0_px[1] * n0[1] / s[1]) for s in level_shapes]
+    li, f = _level_and_factor(sizes, pixel_um) if pixel_um else (0, 1)
+    if max(level_shapes[li][:2]) // f > max_side:
+        # the first level at most twice too big (its read stays bounded), block-averaged to fit
+        fits = [i for i in range(li, len(sizes)) if max(level_shapes[i][:2]) <= 2 * max_side]
+        li2 = fits[0] if fits else len(sizes) - 1
+        f = max(f if li2 == li else 1, math.ceil(max(level_shapes[li2][:2]) / max_side))
+        li = li2
+    shape = (int(level_shapes[li][0]) // f, int(level_shapes[li][1]) // f)
+    return LevelGrid(li, f, shape, (float(sizes[li][0] * f), float(sizes[li][1] * f)))
+
+
+def read_grid(levels, grid: LevelGrid, name: str = "the H&E") -> np.ndarray:
+    """Read an H&E on a :class:`LevelGrid`: its level, block-averaged.
+
+    Parameters
+    ----------
+    levels : list of array-like
+        The H&E's levels, level 0 first (lazy or not); only ``grid.level`` is read.
+    grid : LevelGrid
+        From :func:`level_grid`.
+    name : str
+        Named in a memory-limit error.
+
+    Returns
+    -------
+    ndarray
+        ``(*grid.shape, 3)`` uint8 RGB.
+    """
+    return _read_level(levels[grid.level], grid.factor, name, "the H&E on the overlay grid")
 
 
 def registration_level_of_levels(
@@ -280,10 +367,13 @@ def iter_apply(
 
 
 __all__ = [
+    "LevelGrid",
     "iter_apply",
+    "level_grid",
     "level_pixel_sizes",
     "mask_on_level",
     "open_slide",
+    "read_grid",
     "registration_level",
     "registration_level_of_levels",
 ]
