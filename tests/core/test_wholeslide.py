@@ -135,16 +135,45 @@ def _block_mean(a, f):
     return block_reduce(a[:h, :w].astype(float), (f, f, 1), np.mean)
 
 
+def _centred_block_mean(a, f):
+    """The block mean moved back by its centre offset, (1 - 1/f) / 2 of its pixel (linear)."""
+    from scipy import ndimage as ndi
+
+    b = _block_mean(a, f)
+    s = 0.5 * (1 - 1 / f)
+    return np.stack([ndi.shift(b[..., c], (s, s), order=1, mode="nearest") for c in range(3)], -1)
+
+
 def test_registration_level_from_a_pyramid(tmp_path):
     he, p = _he(tmp_path, pyramid=True)
     img = read_histology(p, lazy=True)
     assert [lv.shape[0] for lv in img.levels] == [2048, 1024, 512]
     arr, px = registration_level(img, (1.0, 1.0), 8.0)  # target 4 um: level 2 as it is
     assert px == (4.0, 4.0) and arr.shape == (512, 512, 3) and arr.dtype == np.uint8
-    assert np.abs(arr - _block_mean(he, 4)).max() <= 2  # the file's own 2x means, rounded twice
+    # the file's own 2x means, rounded twice, then moved by their centre offset and rounded again
+    assert np.abs(arr - _centred_block_mean(he, 4)).max() <= 3
     arr, px = registration_level(img, (1.0, 1.0), 20.0)  # target 10 um: level 2, then 2x2 blocks
     assert px == (8.0, 8.0) and arr.shape == (256, 256, 3)
-    assert np.abs(arr.astype(float) - _block_mean(he, 8)).max() <= 2
+    assert np.abs(arr.astype(float) - _centred_block_mean(he, 8)).max() <= 3
+
+
+@pytest.mark.parametrize("pyramid", [False, True])
+def test_registration_level_puts_an_edge_where_it_is(tmp_path, pyramid):
+    """A coarse pixel is an area average: its content is centred (px - px0) / 2 past i * px. The
+    level read for registration is moved back, so an edge at a known place in level 0's world is
+    found there on the coarse grid too (half a coarse pixel off without it: 3.5 um here)."""
+    n, edge = 1024, 500.5  # dark left of x = 500.5 um (between level-0 pixels 500 and 501)
+    he = np.full((n, n, 3), 235, np.uint8)
+    he[:, : int(edge + 0.5)] = 60
+    p = write_ome_tiff(tmp_path / "edge.ome.tif", he, (1.0, 1.0), pyramid=pyramid)
+    img = read_histology(p, lazy=True)
+    arr, px = registration_level(img, (1.0, 1.0), 16.0)  # 8 um: 8x8 blocks (or a level + 2x2)
+    assert px == (8.0, 8.0)
+    prof = arr[n // 16 : n // 16 + 8, :, 0].astype(float).mean(0)
+    half = (60 + 235) / 2
+    i = int(np.nonzero(prof >= half)[0][0])  # the first coarse pixel past the middle value
+    x = i - 1 + (half - prof[i - 1]) / (prof[i] - prof[i - 1])  # the crossing, in coarse pixels
+    assert abs(x * px[1] - edge) < 1.0, (x * px[1], edge)
 
 
 def test_registration_level_from_a_flat_tiff_reads_blocks(tmp_path):
@@ -153,7 +182,7 @@ def test_registration_level_from_a_flat_tiff_reads_blocks(tmp_path):
     assert len(img.levels) == 1 and hasattr(img.levels[0], "dask")
     arr, px = registration_level(img, (1.0, 1.0), 12.0)  # target 6 um: 6x6 blocks of level 0
     assert px == (6.0, 6.0) and arr.shape == (341, 341, 3)
-    assert np.abs(arr.astype(float) - _block_mean(he, 6)).max() <= 0.5 + 1e-9
+    assert np.abs(arr.astype(float) - _centred_block_mean(he, 6)).max() <= 1.0 + 1e-6
     arr, px = registration_level(img, (1.0, 1.0), 1.0)  # finer than the file: level 0 itself
     assert px == (1.0, 1.0) and np.array_equal(arr, he)
 
