@@ -206,3 +206,29 @@ def test_fast_scan_falls_back_on_unusual_xml(shared_data, tmp_path):
     (tmp_path / "c.imzML").write_bytes(src[: len(src) - 200])
     with pytest.raises(ImzMLFormatError, match="not well-formed"):
         ImzMLFile(tmp_path / "c.imzML")
+
+
+@pytest.mark.parametrize("norm", ["none", "tic"])
+def test_dense_small_reads_same_images_and_progress_per_chunk(small_phantom, monkeypatch, norm):
+    """Continuous data is read in small pieces but yields (progress, cancel) per ``chunk_bytes``."""
+    import napari_msi2hist.msi.ion_images as mod
+
+    with ImzMLFile(small_phantom.paths["imzml"]) as imz:
+        assert imz.shared_mz_axis
+        row = int(imz.mz_lengths[0]) * imz.int_dtype.itemsize
+        mz = np.linspace(*imz.info()["mz_range"], 7)[1:-1]
+        tol = Tolerance(0.5, "da")
+        ref = ion_images(imz, mz, tolerance=tol, norm=norm, chunk_bytes=row).stack  # one row each
+        monkeypatch.setattr(mod, "DENSE_READ_BYTES", 3 * row)
+        gen = mod.iter_ion_images(imz, mz, tolerance=tol, norm=norm, chunk_bytes=10 * row)
+        steps = []
+        try:
+            while True:
+                steps.append(next(gen).done)
+        except StopIteration as stop:
+            res = stop.value
+        n = imz.n_spectra
+        # 3 pieces of 3 rows per yield: 9 spectra a step, the rest at the end
+        assert steps == [*range(9, n, 9), n] or steps == list(range(9, n + 1, 9))
+        np.testing.assert_array_equal(res.stack, ref)
+        assert ref.max() > 0

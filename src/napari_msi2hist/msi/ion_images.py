@@ -35,6 +35,8 @@ from .spectra import check_norm, dense_factors, flat_factors
 MAX_QUERIES_PER_CHUNK = (
     1_000_000  # (spectrum, window) pairs searched at once: ~120 MB of work arrays
 )
+# continuous data is read in pieces of at most this size, small enough to stay in the CPU cache
+DENSE_READ_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -88,14 +90,31 @@ def _raw_factors(raw: RawChunk, norm: str) -> np.ndarray | None:
     return flat_factors(raw.to_flat(), norm)
 
 
+def _join(parts: list):
+    """One ``(index, values, factors)`` triple from several consecutive ones."""
+    if len(parts) == 1:
+        return parts[0]
+    idx, vals, fs = zip(*parts, strict=True)
+    f = None if fs[0] is None else np.concatenate(fs)
+    return np.concatenate(idx), np.concatenate(vals), f
+
+
 def _extract_rows(imz: ImzMLFile, subset: np.ndarray | None, lo, hi, norm: str, chunk_bytes: int):
     """Yield ``(spectrum_indices, values (n, C) float64)`` per chunk."""
     if imz.shared_mz_axis:
+        # read in cache-sized pieces (the window sums then find the rows still in cache: 0.55 s
+        # instead of 0.8-1.0 s for 2.1 GB), yield per ``chunk_bytes`` as before (progress, cancel)
         plan = DensePlan(imz.mz_axis(), lo, hi)
-        for ch in iter_dense_chunks(imz, subset, chunk_bytes):
-            vals = plan.apply(ch.block)
-            f = dense_factors(ch.block, norm)
-            yield ch.index, vals, f
+        read = min(chunk_bytes, DENSE_READ_BYTES)
+        per_yield = max(1, chunk_bytes // read)
+        parts: list = []
+        for ch in iter_dense_chunks(imz, subset, read):
+            parts.append((ch.index, plan.apply(ch.block), dense_factors(ch.block, norm)))
+            if len(parts) == per_yield:
+                yield _join(parts)
+                parts = []
+        if parts:
+            yield _join(parts)
     else:
         # the window search keeps ~15 int64/float64 values per (spectrum, window) query
         max_spectra = max(1, MAX_QUERIES_PER_CHUNK // max(1, len(lo)))
