@@ -52,9 +52,14 @@ def _synthetic_he(ph) -> np.ndarray:
 
 
 def test_bspline_result_is_resampled_in_the_worker(
-    make_napari_viewer, small_phantom, qtbot, click, gui_thread_resamples
+    make_napari_viewer, qtbot, click, gui_thread_resamples, tmp_path
 ):
-    ph = small_phantom
+    from napari_msi2hist.phantom import PhantomConfig, make_phantom
+
+    # deformed enough (2.5 MSI px rms) that the held-out check keeps the B-spline on this small raster
+    ph = make_phantom(
+        tmp_path / "ph", PhantomConfig(seed=3, procedural_size=160, deform_rms_px=2.5)
+    )
     viewer = make_napari_viewer()
     viewer.open(ph.paths["he"], plugin="napari-msi2hist")
     he = viewer.layers[0]

@@ -86,7 +86,11 @@ def msi_summary(
 
 
 def downsample_to(img: np.ndarray, px, target_px: float) -> tuple[np.ndarray, tuple[float, float]]:
-    """Area-average an image to about ``target_px`` um pixels (never upsample).
+    """Area-average an image to about ``target_px`` um pixels (never upsample), centres kept.
+
+    Pixel ``i`` of the result holds the area average centred at ``i`` times the new pixel, in the
+    same world as the input's pixel ``i`` at ``i`` times its pixel (linear interpolation of the
+    block means by their centre offset).
 
     Parameters
     ----------
@@ -106,10 +110,18 @@ def downsample_to(img: np.ndarray, px, target_px: float) -> tuple[np.ndarray, tu
     """
     from skimage.transform import downscale_local_mean
 
+    from scipy import ndimage as ndi
+
     fy, fx = max(1, int(round(target_px / px[0]))), max(1, int(round(target_px / px[1])))
     if fy == 1 and fx == 1:
         return img.astype(np.float32), (float(px[0]), float(px[1]))
-    return downscale_local_mean(img, (fy, fx)).astype(np.float32), (px[0] * fy, px[1] * fx)
+    out = downscale_local_mean(img, (fy, fx)).astype(np.float32)
+    # block i averages pixels f*i .. f*i + f - 1, so its content is centred (f - 1) / 2 input pixels
+    # past f*i, where the coarse grid puts pixel i; moved back by that, pixel i holds the image at
+    # i * f * px (else every registration on a downsampled image is off by half a coarse pixel)
+    shift = ((fy - 1) / (2 * fy), (fx - 1) / (2 * fx))
+    out = ndi.shift(out, shift, order=1, mode="nearest")
+    return out, (px[0] * fy, px[1] * fx)
 
 
 def despike(img: np.ndarray, footprint: np.ndarray, k: float = 5.0) -> np.ndarray:

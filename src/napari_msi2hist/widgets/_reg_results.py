@@ -128,6 +128,7 @@ class ResultMixin:
             return view
 
         def done(v):
+            self._checker_worker = None  # its result is here (``finished`` may come a bit later)
             self.status.setText("checkerboard ready")
             if v is self.reg_view and self.checker_btn.isChecked():
                 self._show_checker(v)
