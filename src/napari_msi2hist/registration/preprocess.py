@@ -108,9 +108,8 @@ def downsample_to(img: np.ndarray, px, target_px: float) -> tuple[np.ndarray, tu
     pixel_um : tuple of float
         Its pixel size (y, x).
     """
-    from skimage.transform import downscale_local_mean
-
     from scipy import ndimage as ndi
+    from skimage.transform import downscale_local_mean
 
     fy, fx = max(1, int(round(target_px / px[0]))), max(1, int(round(target_px / px[1])))
     if fy == 1 and fx == 1:
