@@ -81,7 +81,7 @@ def test_check_headless_blocks_gui_imports():
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    finder = mod._BlockGUI()
+    finder = mod._gui_blocker.BlockGUI()
     sys.meta_path.insert(0, finder)
     try:
         import pytest
