@@ -587,3 +587,28 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     with OutputPlan().file(tmp_path / "o.ome.tif") as tmp:
         tmp.write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ome.tif"]
+
+
+def test_a_truncated_tiff_is_one_line_and_a_given_pixel_size_silences_the_warning(tmp_path, capsys):
+    """A cut TIFF as --fixed: one stderr line naming it (tifffile's own log lines used to come
+    first), exit 1. A readable TIFF without a pixel size, with --fixed-pixel-um given: no
+    'no pixel size in the file' warning (it used to print although the size was given)."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "he.tif"
+    tifffile.imwrite(good, rng.integers(0, 255, (300, 280, 3), dtype=np.uint8))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(good.read_bytes()[:20000])
+    mov = tmp_path / "maldi.tif"
+    tifffile.imwrite(mov, rng.integers(0, 255, (40, 36), dtype=np.uint8))
+    common = ["--moving", str(mov), "--route", "direct", "--moving-pixel-um", "20"]
+    rc = main(["register", "--fixed", str(cut), *common, "--fixed-pixel-um", "2",
+               "--out", str(tmp_path / "o1")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "cut.tif" in err[0], err
+    assert not (tmp_path / "o1").exists()
+    main(["register", "--fixed", str(good), *common, "--fixed-pixel-um", "2", "--rotation-search",
+          "0", "--stages", "rigid", "--allow-failed", "--out", str(tmp_path / "o2"), "--quiet"])  # fmt: skip
+    out = capsys.readouterr()
+    assert "no pixel size in the file" not in out.err + out.out

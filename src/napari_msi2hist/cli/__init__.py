@@ -52,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     args.plan = None
+    import logging
+
+    # readers' own log lines (tifffile: "... corrupted file") would come before our one-line error
+    quiet_logs = [logging.getLogger(n) for n in ("tifffile", "imageio")]
+    levels = [lg.level for lg in quiet_logs]
+    if not args.debug:
+        for lg in quiet_logs:
+            lg.setLevel(logging.CRITICAL)
     try:
         set_memory_budget(args.max_memory)
         with sigterm_as_interrupt():
@@ -67,3 +75,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         set_memory_budget(None)
+        for lg, lv in zip(quiet_logs, levels, strict=True):
+            lg.setLevel(lv)

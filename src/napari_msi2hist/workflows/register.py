@@ -151,7 +151,8 @@ def iter_read_inputs(
     # a pyramidal or large H&E is registered on the level that matches the moving pixel (read once
     # the moving image is known), never read whole at level 0
     he, whole = open_slide(fixed)
-    warnings = list(he.warnings)
+    # "no pixel size in the file" is moot when the user gave one
+    warnings = [w for w in he.warnings if not (fixed_pixel_um and "no pixel size" in w)]
     he_rgb = (
         np.zeros((0, 0, 3), np.uint8) if whole else as_rgb_uint8(np.asarray(he.levels[0]), fixed)
     )
