@@ -38,6 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_imzml_index import drop_caches as _drop_index_caches  # noqa: E402
+from bench_imzml_index import read_whole_file  # noqa: E402
+
 N_IONS = 50
 TOL_DA = 0.3  # half-width in Da: 2-3 samples of the 3,600-value axis per window
 
@@ -140,18 +144,9 @@ def make_file(path: Path, n_spec: int, n_mz: int, writer: str, seed: int = 0) ->
     return axis
 
 
-def read_whole_file(path: Path) -> float:
-    buf = bytearray(64 * 2**20)
-    t = time.perf_counter()
-    with open(path, "rb", buffering=0) as fh:
-        while fh.readinto(buf):
-            pass
-    return time.perf_counter() - t
-
-
 def drop_caches(path: Path) -> None:
-    for c in (path.with_suffix(".icache"), path.with_name(f".{path.name}.msi2hist-index.npz")):
-        c.unlink(missing_ok=True)
+    """Ours and imzy's index caches, also imzy's cache folders beside the file."""
+    _drop_index_caches(path)
     for c in path.parent.glob("*.icache"):
         c.unlink()
 
