@@ -108,19 +108,58 @@ def downsample_to(img: np.ndarray, px, target_px: float) -> tuple[np.ndarray, tu
     pixel_um : tuple of float
         Its pixel size (y, x).
     """
-    from scipy import ndimage as ndi
     from skimage.transform import downscale_local_mean
 
     fy, fx = max(1, int(round(target_px / px[0]))), max(1, int(round(target_px / px[1])))
     if fy == 1 and fx == 1:
         return img.astype(np.float32), (float(px[0]), float(px[1]))
     out = downscale_local_mean(img, (fy, fx)).astype(np.float32)
-    # block i averages pixels f*i .. f*i + f - 1, so its content is centred (f - 1) / 2 input pixels
-    # past f*i, where the coarse grid puts pixel i; moved back by that, pixel i holds the image at
-    # i * f * px (else every registration on a downsampled image is off by half a coarse pixel)
-    shift = ((fy - 1) / (2 * fy), (fx - 1) / (2 * fx))
-    out = ndi.shift(out, shift, order=1, mode="nearest")
-    return out, (px[0] * fy, px[1] * fx)
+    coarse = (px[0] * fy, px[1] * fx)
+    # without this every registration on a downsampled image is off by half a coarse pixel
+    return recentre(out, centre_shift(px, coarse)), coarse
+
+
+def centre_shift(fine_px, coarse_px) -> tuple[float, float]:
+    """How far an area average's content lies past where its coarse grid draws it, in its pixels.
+
+    Coarse pixel ``i`` (a block mean, or a pyramid level) covers fine pixels whose centres span
+    ``i * coarse`` to ``i * coarse + coarse - fine``, so its content is centred ``(coarse - fine) /
+    2`` um past ``i * coarse``: ``(1 - fine / coarse) / 2`` of a coarse pixel per axis (about 4 um
+    for an 8 um level of a 0.5 um slide).
+
+    Parameters
+    ----------
+    fine_px, coarse_px : tuple of float
+        The original and the averaged pixel sizes (y, x) in um.
+
+    Returns
+    -------
+    tuple of float
+        The shift (y, x) in coarse pixels, for :func:`recentre`.
+    """
+    return tuple(0.5 * (1.0 - f / c) for f, c in zip(fine_px, coarse_px, strict=True))
+
+
+def recentre(img: np.ndarray, shift) -> np.ndarray:
+    """Move an area-averaged image back by its centre offset, so pixel ``i`` shows ``i`` x pixel.
+
+    Parameters
+    ----------
+    img : ndarray
+        ``(Y, X)`` or ``(Y, X, C)`` image.
+    shift : tuple of float
+        From :func:`centre_shift` (coarse pixels, y and x).
+
+    Returns
+    -------
+    ndarray
+        float32, same shape; linear interpolation, the edge repeated.
+    """
+    from scipy import ndimage as ndi
+
+    if img.ndim == 2:  # out[i] = img[i - shift]
+        return ndi.shift(img.astype(np.float32), shift, order=1, mode="nearest")
+    return np.stack([recentre(img[..., c], shift) for c in range(img.shape[-1])], -1)
 
 
 def despike(img: np.ndarray, footprint: np.ndarray, k: float = 5.0) -> np.ndarray:
@@ -319,6 +358,8 @@ __all__ = [
     "despike",
     "destripe",
     "downsample_to",
+    "centre_shift",
+    "recentre",
     "msi_summary",
     "od_image",
     "pad_with_glass",

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import CancelToken, Progress
+from ..registration.preprocess import centre_shift, recentre
 
 
 def open_slide(path):
@@ -129,24 +130,13 @@ def _level_and_factor(sizes, target: float) -> tuple[int, int]:
     return li, max(1, int(math.floor(target / max(sizes[li]) * (1 + 1e-9))))
 
 
-def _centre_shift(level0_px, px) -> tuple[float, float]:
-    """Where a coarse pixel's content lies, in its own pixels, past the point it is drawn at.
-
-    A pyramid level and a block average are area averages: coarse pixel ``i`` (pixel ``px``) covers
-    level-0 pixels whose centres span ``i * px`` to ``i * px + px - px0``, so its content is centred
-    ``(px - px0) / 2`` um past ``i * px``, the place a grid of pixel ``px`` draws it (and napari shows
-    it). On a 40x slide registered at 8 um that is about 4 um, half a registration pixel.
-    """
-    return tuple(0.5 * (1.0 - p0 / p) for p0, p in zip(level0_px, px, strict=True))
-
-
 def _read_level(
     lv, f: int, name, what: str = "the H&E registration level", shift=(0.0, 0.0)
 ) -> np.ndarray:
     """Read one (lazy) level, block-averaged ``f`` x ``f`` with dask, as uint8 RGB.
 
-    ``shift`` (pixels of the result, see :func:`_centre_shift`) moves the content back so that
-    pixel ``i`` holds the H&E at ``i * px``, the point its grid says it shows.
+    ``shift`` (pixels of the result, from ``registration.preprocess.centre_shift``) moves the
+    content back so that pixel ``i`` holds the H&E at ``i * px``, the point its grid says it shows.
     """
     import dask
     import dask.array as da
@@ -171,16 +161,7 @@ def _read_level(
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     if max(abs(v) for v in shift) > 1e-3:
-        from scipy import ndimage as ndi
-
-        # out[i] = arr[i - shift]: linear, per channel, the edge repeated
-        arr = np.stack(
-            [
-                ndi.shift(arr[..., c].astype(np.float32), shift, order=1, mode="nearest")
-                for c in range(arr.shape[-1])
-            ],
-            -1,
-        )
+        arr = recentre(arr, shift)
         if lv.dtype == np.uint8:
             arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
     return to_uint8_rgb(arr)
@@ -206,7 +187,7 @@ def registration_level(he, he_px, moving_px_um: float) -> tuple[np.ndarray, tupl
     sizes = level_pixel_sizes(he, he_px)
     li, f = _level_and_factor(sizes, moving_px_um / 2.0)
     px = (float(sizes[li][0] * f), float(sizes[li][1] * f))
-    shift = _centre_shift(sizes[0], px)
+    shift = centre_shift(sizes[0], px)
     return _read_level(he.levels[li], f, he.path, shift=shift), px
 
 
@@ -281,7 +262,7 @@ def read_grid(levels, grid: LevelGrid, name: str = "the H&E") -> np.ndarray:
         grid.factor,
         name,
         "the H&E on the overlay grid",
-        shift=_centre_shift(grid.level0_px or grid.px, grid.px),
+        shift=centre_shift(grid.level0_px or grid.px, grid.px),
     )
 
 
