@@ -65,6 +65,10 @@ class HistologyImage:
         return len(self.levels) > 1
 
 
+# the warning read_histology gives a file without a pixel size (moot once the user gives one)
+NO_PIXEL_SIZE = "no pixel size in the file"
+
+
 def is_histology_path(path) -> bool:
     """Tell whether this module reads a file, by its name.
 
@@ -191,7 +195,7 @@ def read_histology(path: str | os.PathLike, lazy: bool | None = None) -> Histolo
         levels = [lv[..., :3] for lv in levels]
     if px is None:
         warnings.append(
-            f"{path.name}: no pixel size in the file (give one: --fixed-pixel-um or --moving-pixel-um)"
+            f"{path.name}: {NO_PIXEL_SIZE} (give one: --fixed-pixel-um or --moving-pixel-um)"
         )
     return HistologyImage(levels, px, str(path), warnings, channel_names, annotations)
 

@@ -141,7 +141,7 @@ def iter_read_inputs(
     -------
     RegisterInputs
     """
-    from ..io.histology import as_rgb_uint8, read_histology, to_uint8_rgb
+    from ..io.histology import NO_PIXEL_SIZE, as_rgb_uint8, read_histology, to_uint8_rgb
     from ..io.imzml import is_imzml_path
     from ..io.points import read_points_csv
     from ..pixel_size import resolve_pixel_size
@@ -152,7 +152,7 @@ def iter_read_inputs(
     # the moving image is known), never read whole at level 0
     he, whole = open_slide(fixed)
     # "no pixel size in the file" is moot when the user gave one
-    warnings = [w for w in he.warnings if not (fixed_pixel_um and "no pixel size" in w)]
+    warnings = [w for w in he.warnings if not (fixed_pixel_um and NO_PIXEL_SIZE in w)]
     he_rgb = (
         np.zeros((0, 0, 3), np.uint8) if whole else as_rgb_uint8(np.asarray(he.levels[0]), fixed)
     )
