@@ -51,10 +51,24 @@ def _synthetic_he(ph) -> np.ndarray:
     return np.clip(np.stack(chans, -1), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.parametrize("in_child", [True, False], ids=["child-process", "worker-thread"])
 def test_bspline_result_is_resampled_in_the_worker(
-    make_napari_viewer, qtbot, click, gui_thread_resamples, tmp_path
+    make_napari_viewer, qtbot, click, gui_thread_resamples, tmp_path, monkeypatch, in_child
 ):
+    """The job runs in a child process (the default), or with ``MSI2HIST_JOB_PROCESS=0`` in the
+    worker thread; either way the view is made by the job, never on the GUI thread."""
     from napari_msi2hist.phantom import PhantomConfig, make_phantom
+    from napari_msi2hist.workflows import in_process
+
+    monkeypatch.setenv("MSI2HIST_JOB_PROCESS", "1" if in_child else "0")
+    children = []
+    real = in_process.iter_in_process
+
+    def recording(func, *a, **k):
+        children.append(func.__name__)
+        return real(func, *a, **k)
+
+    monkeypatch.setattr(in_process, "iter_in_process", recording)
 
     # deformed enough (2.5 MSI px rms) that the held-out check keeps the B-spline on this small raster
     ph = make_phantom(
@@ -101,9 +115,11 @@ def test_bspline_result_is_resampled_in_the_worker(
     np.testing.assert_allclose(
         cb.data, checkerboard(od_image(np.asarray(he.data)), want), rtol=1e-4, atol=1e-4
     )
-    # every resample onto the H&E grid (the job's metrics, the view, the checkerboard) ran in a
-    # worker thread; the checkerboard reused the job's image instead of resampling again
-    assert gui_thread_resamples and not any(gui_thread_resamples), gui_thread_resamples
+    # every resample onto the H&E grid (the job's metrics, the view, the checkerboard) ran in the
+    # child or in a worker thread; the checkerboard reused the job's image instead of resampling
+    assert children == (["iter_register_view"] if in_child else [])
+    assert not any(gui_thread_resamples), gui_thread_resamples
+    assert bool(gui_thread_resamples) != in_child  # in a child, this process resamples nothing
     assert len(gui_thread_resamples) == n
     # off and on again: shown from what was made, no new work
     click(w.checker_btn)

@@ -105,11 +105,14 @@ def test_synthesize_cli_and_widget_share_the_synthesis_workflow(
 
 
 def test_register_cli_and_widget_share_the_register_job(
-    make_napari_viewer, open_phantom, qtbot, phantom_dir, tmp_path, spy, click
+    make_napari_viewer, open_phantom, qtbot, phantom_dir, tmp_path, spy, click, monkeypatch
 ):
     from napari_msi2hist.widgets.registration import RegisterWidget
     from napari_msi2hist.workflows import register
 
+    # the widget's job runs in a child process by default, where this spy cannot see it: run it
+    # in the worker thread here (tests/core/test_in_process.py shows the child gives the same)
+    monkeypatch.setenv("MSI2HIST_JOB_PROCESS", "0")
     calls = spy(register, "iter_register_job")
     out = tmp_path / "reg"
     rc = main(

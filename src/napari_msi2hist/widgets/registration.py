@@ -28,6 +28,8 @@ from qtpy.QtWidgets import (
 from ..io.histology import to_uint8_rgb
 from ..registration.intensity import RegistrationOptions
 from ..registration.landmarks import LandmarkEditor
+from ..workflows.in_process import iter_job
+from ..workflows.register_view import RegisterViewRequest, iter_register_view
 from ._common import (
     layer_names,
     layer_pixel_size,
@@ -38,6 +40,24 @@ from ._common import (
 from ._job import JobWidget
 from ._landmarks import FIXED_ROLE, MOVING_ROLE, LandmarkMixin  # noqa: F401  (re-exported)
 from ._reg_results import VERDICT_COLOURS, ResultMixin  # noqa: F401  (re-exported)
+
+
+def _pyramid_source(p) -> dict:
+    """How a job (maybe in a child process) gets a multiscale H&E: the file it was read from, when
+    that file still has those levels, else the levels themselves."""
+    if p.he_levels is None:
+        return {}
+    path = p.he_source
+    if path:
+        try:
+            from ..io.histology import read_histology
+
+            shapes = [tuple(lv.shape) for lv in read_histology(path, lazy=True).levels]
+            if shapes == [tuple(lv.shape) for lv in p.he_levels]:
+                return {"he_path": path}
+        except Exception:  # noqa: BLE001 - moved or changed: hand over the levels instead
+            pass
+    return {"he_levels": list(p.he_levels)}
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,7 @@ class RegParams:
     # a multiscale H&E: its levels (lazy); ``he_rgb`` is None and the job reads the level that
     # matches the moving pixel, in the worker thread
     he_levels: list | None = None
+    he_source: str = ""  # the file a multiscale H&E layer was read from
 
 
 DETECT = "(detect tissue)"
@@ -299,6 +320,7 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
             stack,
             stack_px,
             list(fl.data) if fl.multiscale else None,
+            source_file(fl) if fl.multiscale else "",
         )
 
     def _msi_view(self, synth_layer):
@@ -317,42 +339,29 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
     # ------------------------------------------------------------------ intensity registration
     def _prepare(self):
         p = self._params()
-        # what the result is shown with is made in the worker too (workflows.register_view): the
-        # GUI thread then only assigns arrays to layers
-        levels = p.he_levels if p.he_levels is not None else [p.he_rgb]
-        with_checker = self.checker_btn.isChecked()
-
-        def job(tok):  # the register workflow's job, as `msi2hist register` runs it
-            from ..progress import Progress
-            from ..workflows.register import RegisterConfig, RegisterInputs, iter_register_job
-            from ..workflows.register_view import registered_view
-
-            moving = (
-                {"synth": p.moving, "stack": p.msi_stack, "msi_px": p.msi_px}
-                if p.route == "synthesis"
-                else {"stack": p.moving if p.moving.ndim == 3 else p.moving[None]}
-            )
-            he_rgb, he_px, fmask = p.he_rgb, p.he_px, p.fixed_mask
-            if he_rgb is None:  # multiscale: the level matching the moving pixel, read here
-                from ..workflows.wholeslide import registration_level_of_levels
-
-                he_rgb, he_px, fmask = registration_level_of_levels(
-                    p.he_levels, p.he_px, float(max(p.moving_px)), fmask
-                )
-            inp = RegisterInputs(
-                he_rgb,
-                he_px,
-                p.moving_px,
-                fixed_mask=fmask,
-                moving_mask=p.moving_mask,
-                **moving,
-            )
-            cfg = RegisterConfig(route=p.route, stages=p.opts.stages)
-            res = yield from iter_register_job(inp, cfg, cancel=tok)
-            yield Progress(0, 1, "preparing the view")
-            return registered_view(res, levels, p.he_px, with_checker)
-
-        return job, self._apply
+        # the register workflow's job, as `msi2hist register` runs it, then what the result is
+        # shown with (workflows.register_view): in a child process, so that its long numpy calls
+        # never hold the viewer's GIL; the GUI thread then only assigns arrays to layers
+        req = RegisterViewRequest(
+            he_px=p.he_px,
+            route=p.route,
+            moving=p.moving,
+            moving_px=p.moving_px,
+            stages=tuple(p.opts.stages),
+            he_rgb=p.he_rgb,
+            fixed_mask=p.fixed_mask,
+            moving_mask=p.moving_mask,
+            msi_stack=p.msi_stack,
+            msi_px=p.msi_px,
+            with_checker=self.checker_btn.isChecked(),
+            **_pyramid_source(p),
+        )
+        if req.he_levels is not None and not all(
+            isinstance(lv, np.ndarray) for lv in req.he_levels
+        ):
+            # a lazy pyramid that is not a file of ours cannot travel to a child: run it here
+            return (lambda tok: iter_register_view(req, cancel=tok)), self._apply
+        return (lambda tok: iter_job(iter_register_view, req, cancel=tok)), self._apply
 
     def on_progress(self, p):
         self.progress.setMaximum(max(1, p.total))

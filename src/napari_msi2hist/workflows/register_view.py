@@ -154,6 +154,90 @@ def registered_view(
     return view
 
 
+@dataclass(frozen=True)
+class RegisterViewRequest:
+    """Everything the Register widget's job needs, picklable (it may run in a child process).
+
+    The H&E is either ``he_rgb`` (a flat image), ``he_levels`` (a pyramid held in memory, level 0
+    first) or ``he_path`` (a pyramidal file, reopened lazily by the job); ``he_px`` is level 0's
+    pixel (yx um). ``moving`` is the synthetic H&E (``route="synthesis"``, with the ion stack it
+    came from as ``msi_stack`` when open) or the MSI image (``route="direct"``).
+    """
+
+    he_px: tuple[float, float]
+    route: str
+    moving: np.ndarray
+    moving_px: tuple[float, float]
+    stages: tuple[str, ...]
+    he_rgb: np.ndarray | None = None
+    he_levels: list | None = None
+    he_path: str | None = None
+    fixed_mask: np.ndarray | None = None
+    moving_mask: np.ndarray | None = None
+    msi_stack: np.ndarray | None = None
+    msi_px: tuple[float, float] | None = None
+    with_checker: bool = False
+
+
+def _he_levels(req: RegisterViewRequest) -> list:
+    if req.he_rgb is not None:
+        return [req.he_rgb]
+    if req.he_levels is not None:
+        return list(req.he_levels)
+    if req.he_path:
+        from ..io.histology import read_histology
+
+        return read_histology(req.he_path, lazy=True).levels
+    raise ValueError("no H&E given to register to")
+
+
+def iter_register_view(req: RegisterViewRequest, cancel=None):
+    """Run the Register widget's job: the register workflow, then what the viewer shows of it.
+
+    It runs ``iter_register_job`` as ``msi2hist register`` does, on the H&E level that matches the
+    moving pixel (read here on a pyramid), then :func:`registered_view`.
+
+    Parameters
+    ----------
+    req : RegisterViewRequest
+        The images, pixel sizes, route and stages (picklable: it may run in a child process).
+    cancel : CancelToken, optional
+        Checked between steps.
+
+    Yields
+    ------
+    Progress
+        The registration's stages, then "preparing the view".
+
+    Returns
+    -------
+    RegisteredView
+        The result with the images that show it.
+    """
+    from ..progress import Progress
+    from .register import RegisterConfig, RegisterInputs, iter_register_job
+
+    if req.route == "synthesis":
+        moving = {"synth": req.moving, "stack": req.msi_stack, "msi_px": req.msi_px}
+    else:
+        moving = {"stack": req.moving if req.moving.ndim == 3 else req.moving[None]}
+    levels = _he_levels(req)
+    he_rgb, he_px, fmask = req.he_rgb, req.he_px, req.fixed_mask
+    if he_rgb is None:  # a pyramid: the level matching the moving pixel
+        from .wholeslide import registration_level_of_levels
+
+        he_rgb, he_px, fmask = registration_level_of_levels(
+            levels, req.he_px, float(max(req.moving_px)), fmask
+        )
+    inp = RegisterInputs(
+        he_rgb, he_px, req.moving_px, fixed_mask=fmask, moving_mask=req.moving_mask, **moving
+    )
+    cfg = RegisterConfig(route=req.route, stages=req.stages)
+    res = yield from iter_register_job(inp, cfg, cancel=cancel)
+    yield Progress(0, 1, "preparing the view")
+    return registered_view(res, levels, req.he_px, req.with_checker)
+
+
 # what a register job imports on first use: third-party packages whose extension modules hold the
 # GIL while they load, and the registration modules (each imports more lazily)
 JOB_MODULES = (
@@ -202,9 +286,11 @@ def import_job_modules() -> None:
 __all__ = [
     "JOB_MODULES",
     "MAX_SIDE",
+    "RegisterViewRequest",
     "RegisteredView",
     "checkerboard_on_grid",
     "import_job_modules",
+    "iter_register_view",
     "overlay_grid",
     "registered_on_grid",
     "registered_view",
