@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import napari_msi2hist
 from napari_msi2hist.cli import main
 from napari_msi2hist.io.imzml import ImzMLFile
 from napari_msi2hist.msi.ion_images import ion_images
@@ -341,6 +342,10 @@ def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms)
     ]
     rc = main([*args, "--out", str(tmp_path / "o2")])
     rep = json.loads((tmp_path / "o2" / "report.json").read_text())
+    # the report says what it registered, at which pixel sizes, with which version
+    assert rep["inputs"] == {"fixed": str(he.resolve()), "moving": str(msi.resolve())}
+    assert rep["fixed_pixel_um"] == [4.0, 4.0] and rep["moving_pixel_um"] == [20.0, 20.0]
+    assert rep["version"] == napari_msi2hist.__version__
     # an exported image file, not ion images: registered by correlation
     assert rep["verdict"]["evidence"]["registration_metric"] == "correlation"
     assert rep["verdict"]["verdict"] in ("failed", "doubtful")
@@ -355,6 +360,25 @@ def test_missing_pixel_size_message_names_the_options():
         resolve_pixel_size(None, None, "fixed", "he.png")
     assert resolve_pixel_size(None, 0.5, "moving") == (0.5, 0.5)
     assert resolve_pixel_size((2.0, 3.0), None, "moving") == (2.0, 3.0)
+
+
+def test_register_names_both_missing_pixel_sizes_at_once(tmp_path, capsys):
+    """Two files without pixel sizes: one error that names both options, not one per run."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    he, msi = tmp_path / "he.png", tmp_path / "maldi.png"
+    iio.imwrite(he, rng.integers(0, 255, (60, 50, 3), dtype=np.uint8))
+    iio.imwrite(msi, rng.integers(0, 255, (20, 18), dtype=np.uint8))
+    args = ["register", "--fixed", str(he), "--moving", str(msi), "--route", "direct"]
+    assert main([*args, "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fixed-pixel-um" in err and "--moving-pixel-um" in err, err
+    assert "he.png, maldi.png" in err
+    # the fixed one given: the error names the moving one only
+    assert main([*args, "--fixed-pixel-um", "2", "--out", str(tmp_path / "o2"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "--moving-pixel-um" in err and "--fixed-pixel-um" not in err, err
 
 
 def test_msi_cleaning_removes_stripes_spikes_and_drift():
@@ -416,7 +440,14 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     info = kept.meta["bspline"]
     assert info["accepted"], info["reason"]
     assert not kept.is_linear and info["fold_fraction"] <= 0.001
-    assert jacobian_folds(kept, he.shape, (4.0, 4.0)) <= 0.001  # the pipeline's check agrees
+    # no fold at all on the H&E's own (finer) grid either: the B-spline's grid reaches past every
+    # H&E pixel, so that the map does not jump back to the affine alone along the edges
+    assert jacobian_folds(kept, he.shape, (4.0, 4.0)) == 0.0
+    fp = kept.itk.GetNthTransform(1).GetFixedParameters()  # size, origin, spacing (x, y)
+    for ax, n in ((0, he.shape[1]), (1, he.shape[0])):
+        start = fp[2 + ax] + fp[4 + ax]  # a cubic grid's region begins one node in
+        end = fp[2 + ax] + (fp[ax] - 2) * fp[4 + ax]
+        assert start < -4.0 and end > (n - 1) * 4.0 + 4.0, (ax, start, end, n)
     affine_part = Transform(kept.itk.GetNthTransform(0))
     assert affine_part.is_linear
     assert _tre_px(ph, kept) < 0.7 * _tre_px(ph, affine_part)

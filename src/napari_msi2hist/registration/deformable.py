@@ -95,9 +95,9 @@ def bspline_stage(
         is better).
     view : tuple, optional
         ``(image, mask, opts, name)``: a second image of the same raster (see :mod:`.consensus`),
-        never used by the fit. The B-spline is also refused when it makes that image's metric
-        (over all scored pixels) worse than the linear result by more than
-        ``opts.bspline_view_tol`` (relative).
+        never used by the fit. The B-spline is also refused unless it improves that image's metric
+        (over all scored pixels) over the linear result by at least ``opts.bspline_view_gain``
+        (relative).
 
     Yields
     ------
@@ -119,11 +119,12 @@ def bspline_stage(
     def mask(m):
         return sitk.Cast(sitk_image(m.astype(np.float32), f_px), sitk.sitkUInt8)
 
+    domain = _grid_domain(fixed)
     mesh = [
         max(1, int(round(sz * sp / opts.bspline_mesh_um)))
-        for sz, sp in zip(fixed.GetSize(), fixed.GetSpacing(), strict=True)
+        for sz, sp in zip(domain.GetSize(), domain.GetSpacing(), strict=True)
     ]
-    bs = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
+    bs = sitk.BSplineTransformInitializer(domain, mesh, order=3)
     linear_c = sitk.CompositeTransform([linear])
     if cancel is not None:
         cancel.check()
@@ -138,7 +139,12 @@ def bspline_stage(
     r.SetMetricFixedMask(mask(train))
     if mmask_img is not None:
         r.SetMetricMovingMask(mmask_img)
-    r.SetInitialTransformAsBSpline(bs, inPlace=True, scaleFactors=[1] * n_levels)
+    # SetInitialTransform, not SetInitialTransformAsBSpline: the latter's per-level adaptor resets
+    # the grid to the fixed image's pixel-centre extent, so that the image's own first row and
+    # column lie on the grid's edge (the displacement drops to 0 there: false folds that rejected
+    # good B-splines) and an H&E pixel past the last registration pixel gets none (a tear). The mesh
+    # is not refined between levels either way.
+    r.SetInitialTransform(bs, inPlace=True)
     try:
         out = r.Execute(fixed, moving)
     except RuntimeError as e:
@@ -165,7 +171,8 @@ def bspline_stage(
         v_after = evaluate(fixed, v_img, both, v_opts, smask, v_mask)
         if np.isfinite(v_before):
             view_ok = bool(
-                np.isfinite(v_after) and v_after <= v_before + opts.bspline_view_tol * abs(v_before)
+                np.isfinite(v_after)
+                and v_after <= v_before - opts.bspline_view_gain * abs(v_before)
             )
     accepted = bool(
         np.isfinite(after)
@@ -182,7 +189,11 @@ def bspline_stage(
     elif not (np.isfinite(after) and gain > 1e-3 * abs(before)):
         reason = "rejected: no improvement of the metric on held-out tissue pixels"
     else:
-        reason = f"rejected: it makes the {view[3]} fit worse"
+        v_gain = (v_before - v_after) / abs(v_before) if np.isfinite(v_after) else float("nan")
+        reason = (
+            f"rejected: the {view[3]} fits it {100 * v_gain:+.1f} % better, under the "
+            f"{100 * opts.bspline_view_gain:.0f} % a real deformation brings"
+        )
     reason += "" if accepted else "; the affine result is kept"
     info = {
         "accepted": accepted,
@@ -198,6 +209,30 @@ def bspline_stage(
         info["view_metric_linear"] = float(v_before)
         info["view_metric_bspline"] = float(v_after)
     return (both if accepted else linear), info
+
+
+DOMAIN_PAD_PX = 2  # registration pixels the B-spline grid reaches past the fixed image, each side
+
+
+def _grid_domain(fixed):
+    """Return an empty image: ``fixed`` grown by :data:`DOMAIN_PAD_PX` pixels on every side.
+
+    A B-spline transform displaces only inside its grid's region (SimpleITK's initialiser takes
+    about the image's pixel-edge extent); a point outside keeps the linear transform alone, so the
+    map jumps there. The transform is applied to finer grids of the same tissue than the one it was fitted
+    on (the H&E at its own pixel, a whole slide's level 0): their last pixels lie up to about 1.5
+    registration pixels past this image's last one (the registration level is a block average,
+    its remainder cut off), and without the margin the registered image tears along those edges.
+    """
+    import SimpleITK as sitk
+
+    pad = DOMAIN_PAD_PX
+    dom = sitk.Image([int(n) + 2 * pad for n in fixed.GetSize()], sitk.sitkUInt8)
+    dom.SetSpacing(fixed.GetSpacing())
+    dom.SetDirection(fixed.GetDirection())
+    sp, d = np.asarray(fixed.GetSpacing()), np.asarray(fixed.GetDirection()).reshape(2, 2)
+    dom.SetOrigin(tuple(np.asarray(fixed.GetOrigin()) - d @ (pad * sp)))
+    return dom
 
 
 def jacobian_folds(transform: Transform, shape_yx, px) -> float:

@@ -61,7 +61,10 @@ class RegistrationOptions:
     # each B-spline coefficient bounded to this fraction of the mesh spacing: under 1/2.046 a 2-D
     # cubic B-spline cannot fold (Choi & Lee 2000); 0: unbounded
     bspline_bound: float = 0.45
-    bspline_view_tol: float = 0.0  # relative worsening of the second view tolerated (0: none)
+    # relative improvement of the second view (an independent image of the same raster) that a
+    # B-spline must bring: a real deformation fits it better too, a fit to the synthetic image's
+    # own errors does not (0: it must merely not get worse)
+    bspline_view_gain: float = 0.01
     mattes_bins: int = 32
     sampling: float = 0.5
     seed: int = 0
