@@ -121,6 +121,11 @@ def test_errors_are_one_line(shared_data, tmp_path):
         text=True,
     )
     assert "Traceback" in r.stderr
+    # ... and after the command, where users type it
+    bad = str(shared_data / "imzml" / "coords_only_no_ibd.imzML")
+    with pytest.raises(Exception, match="coords_only_no_ibd.ibd is missing"):
+        main(["info", bad, "--debug"])
+    assert main(["info", bad]) == 1  # without it: one line, exit 1
 
 
 def test_peaks_refuses_to_overwrite_input(small_phantom, capsys):

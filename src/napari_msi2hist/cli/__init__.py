@@ -42,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_parsers(sub)
     register.add_points_parsers(sub)
     demo.add_parsers(sub)
+    # the global options also after the command (`msi2hist register ... --debug`), as users type
+    # them; SUPPRESS keeps a global one given before the command when it is absent after
+    for p in sub.choices.values():
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show full tracebacks on errors",
+        )
+        p.add_argument(
+            "--max-memory",
+            metavar="SIZE",
+            default=argparse.SUPPRESS,
+            help="memory budget for allocations inputs decide, e.g. 4G",
+        )
     return ap
 
 

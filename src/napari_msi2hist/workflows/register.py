@@ -144,7 +144,7 @@ def iter_read_inputs(
     from ..io.histology import NO_PIXEL_SIZE, as_rgb_uint8, read_histology, to_uint8_rgb
     from ..io.imzml import is_imzml_path
     from ..io.points import read_points_csv
-    from ..pixel_size import resolve_pixel_size
+    from ..pixel_size import MissingPixelSize, resolve_pixel_size
     from ..registration.landmarks import check_landmark_pairs
     from .wholeslide import mask_on_level, open_slide, registration_level
 
@@ -156,7 +156,10 @@ def iter_read_inputs(
     he_rgb = (
         np.zeros((0, 0, 3), np.uint8) if whole else as_rgb_uint8(np.asarray(he.levels[0]), fixed)
     )
-    he_px = resolve_pixel_size(he.pixel_size_um, fixed_pixel_um, "fixed", fixed)
+    try:
+        he_px = resolve_pixel_size(he.pixel_size_um, fixed_pixel_um, "fixed", fixed)
+    except MissingPixelSize as e:
+        _both_missing(e, fixed, moving, moving_pixel_um)
     lm_f = read_points_csv(landmarks_fixed) if landmarks_fixed else None
     lm_m = read_points_csv(landmarks_moving) if landmarks_moving else None
     if (lm_f is None) != (lm_m is None):
@@ -200,6 +203,28 @@ def iter_read_inputs(
         inp.fixed_mask = _read_mask(fixed_mask, he_rgb.shape[:2])
     inp.moving_mask = _read_mask(moving_mask, inp.moving_shape)
     return inp
+
+
+def _both_missing(fixed_error, fixed, moving, moving_pixel_um):
+    """Raise ``fixed_error``, or one error naming both options when the moving image lacks one too.
+
+    Only an image file is looked at (cheap); an imzML nearly always has a pixel size.
+    """
+    from ..io.histology import read_histology
+    from ..io.imzml import is_imzml_path
+    from ..pixel_size import OPTIONS, MissingPixelSize
+
+    if moving_pixel_um is None and not is_imzml_path(moving):
+        try:
+            missing = read_histology(moving).pixel_size_um is None
+        except Exception:  # noqa: BLE001 - its own error comes when it is read for real
+            missing = False
+        if missing:
+            raise MissingPixelSize(
+                f"{Path(fixed).name}, {Path(moving).name}: neither file "
+                f"has a pixel size; give both: {OPTIONS['fixed']}; and {OPTIONS['moving']}"
+            ) from None
+    raise fixed_error
 
 
 def _read_imzml(inp, cfg, moving, moving_pixel_um, mz, cancel):
@@ -390,7 +415,14 @@ def write_outputs(folder, cfg: RegisterConfig, inp: RegisterInputs, reg: Registr
         )
         stack, names = registered_layers(inp, reg)
         write_ome_tiff(folder / "registered.ome.tif", stack, inp.he_px, channel_names=names)
+    from .. import __version__
+
     report = {
+        "version": __version__,
+        "inputs": dict(inp.sources),
+        # the pixel sizes the registration used (um, y x): given on the command line or read
+        "fixed_pixel_um": list(inp.he_full[1] if inp.he_full is not None else inp.he_px),
+        "moving_pixel_um": list(inp.moving_px),
         "route": cfg.route,
         "stages": list(cfg.stages),
         "seconds": reg.seconds,
