@@ -191,7 +191,7 @@ def bspline_stage(
     else:
         v_gain = (v_before - v_after) / abs(v_before) if np.isfinite(v_after) else float("nan")
         reason = (
-            f"rejected: the {view[3]} fits it {100 * v_gain:+.1f} % better, under the "
+            f"rejected: the {view[3]}'s fit improves by {100 * v_gain:+.1f} %, under the "
             f"{100 * opts.bspline_view_gain:.0f} % a real deformation brings"
         )
     reason += "" if accepted else "; the affine result is kept"
