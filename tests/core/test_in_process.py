@@ -142,3 +142,24 @@ def test_register_view_job_in_a_child_equals_the_job_in_place(tmp_path):
         there.result.transform.fixed_to_moving(pts) - truth.fixed_to_moving(pts), axis=1
     )
     assert np.median(err) < 0.3 * 20, np.median(err)
+
+
+def test_a_pyramid_file_that_changed_since_it_was_opened_is_refused(tmp_path):
+    """The widget sends a pyramid as its path and the level shapes it showed; a file rewritten since
+    is refused with a message naming it, not registered silently."""
+    from napari_msi2hist.io.histology import write_ome_tiff
+    from napari_msi2hist.workflows.register_view import RegisterViewRequest, iter_register_view
+
+    he = np.full((256, 240, 3), 200, np.uint8)
+    path = write_ome_tiff(tmp_path / "he.ome.tif", he, (2.0, 2.0), pyramid=True)
+    req = RegisterViewRequest(
+        he_px=(2.0, 2.0),
+        route="direct",
+        moving=np.zeros((20, 20), np.float32),
+        moving_px=(20.0, 20.0),
+        stages=("rigid",),
+        he_path=str(path),
+        he_shapes=[(512, 480, 3), (256, 240, 3)],  # what the layer showed: another file
+    )
+    with pytest.raises(ValueError, match="he.ome.tif: the file changed since it was opened"):
+        run_to_end(iter_register_view(req))

@@ -43,20 +43,12 @@ from ._reg_results import VERDICT_COLOURS, ResultMixin  # noqa: F401  (re-export
 
 
 def _pyramid_source(p) -> dict:
-    """How a job (maybe in a child process) gets a multiscale H&E: the file it was read from, when
-    that file still has those levels, else the levels themselves."""
+    """How a job (maybe in a child process) gets a multiscale H&E: the file it was read from (the
+    job reopens it and checks its level shapes; no I/O here, on the GUI thread), else the levels."""
     if p.he_levels is None:
         return {}
-    path = p.he_source
-    if path:
-        try:
-            from ..io.histology import read_histology
-
-            shapes = [tuple(lv.shape) for lv in read_histology(path, lazy=True).levels]
-            if shapes == [tuple(lv.shape) for lv in p.he_levels]:
-                return {"he_path": path}
-        except Exception:  # noqa: BLE001 - moved or changed: hand over the levels instead
-            pass
+    if p.he_source:
+        return {"he_path": p.he_source, "he_shapes": [tuple(lv.shape) for lv in p.he_levels]}
     return {"he_levels": list(p.he_levels)}
 
 

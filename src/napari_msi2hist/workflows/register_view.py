@@ -172,6 +172,7 @@ class RegisterViewRequest:
     he_rgb: np.ndarray | None = None
     he_levels: list | None = None
     he_path: str | None = None
+    he_shapes: list | None = None  # with ``he_path``: the levels' shapes the viewer showed
     fixed_mask: np.ndarray | None = None
     moving_mask: np.ndarray | None = None
     msi_stack: np.ndarray | None = None
@@ -187,7 +188,14 @@ def _he_levels(req: RegisterViewRequest) -> list:
     if req.he_path:
         from ..io.histology import read_histology
 
-        return read_histology(req.he_path, lazy=True).levels
+        levels = read_histology(req.he_path, lazy=True).levels
+        shapes = [tuple(lv.shape) for lv in levels]
+        if req.he_shapes is not None and shapes != [tuple(s) for s in req.he_shapes]:
+            raise ValueError(
+                f"{req.he_path}: the file changed since it was opened (levels {shapes}, the layer "
+                f"shows {[tuple(s) for s in req.he_shapes]}); open it again"
+            )
+        return levels
     raise ValueError("no H&E given to register to")
 
 
