@@ -12,6 +12,11 @@ pyimzml needs minutes per pass over a GB-sized file, so it is timed on ``--ref-i
 (default 2) and its time is scaled linearly to 50 (each ``getionimage`` call is an independent full
 pass over the file, so the scaling is exact up to noise); the script says so in its output.
 
+The peer reader imzy (optional, ``pip install imzy==0.3.0``) is timed against this project in the
+same run, each open a fresh process, by ``bench_imzml_continuous.py`` (the issue's 2.1 GB
+continuous file: first open, warm cache, 50 ion images) and ``bench_imzml_index.py`` (index
+build and re-open); both skip it with a note when it is not installed.
+
 Usage: python benchmarks/bench_ion_images.py [--size-gb 1.0] [--workdir DIR] [--keep]
 """
 
