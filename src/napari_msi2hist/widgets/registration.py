@@ -11,8 +11,6 @@ The landmark half is a mixin (``_landmarks.py``), and so is showing and saving a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -42,34 +40,16 @@ from ._landmarks import FIXED_ROLE, MOVING_ROLE, LandmarkMixin  # noqa: F401  (r
 from ._reg_results import VERDICT_COLOURS, ResultMixin  # noqa: F401  (re-exported)
 
 
-def _pyramid_source(p) -> dict:
-    """How a job (maybe in a child process) gets a multiscale H&E: the file it was read from (the
-    job reopens it and checks its level shapes; no I/O here, on the GUI thread), else the levels."""
-    if p.he_levels is None:
+def _pyramid_source(layer) -> dict:
+    """How a job (maybe in a child process) gets a multiscale H&E layer: the file it was read from
+    (the job reopens it and checks its level shapes; no I/O here, on the GUI thread), else the
+    levels themselves."""
+    if not layer.multiscale:
         return {}
-    if p.he_source:
-        return {"he_path": p.he_source, "he_shapes": [tuple(lv.shape) for lv in p.he_levels]}
-    return {"he_levels": list(p.he_levels)}
-
-
-@dataclass(frozen=True)
-class RegParams:
-    he_rgb: np.ndarray
-    he_px: tuple[float, float]
-    route: str
-    moving: np.ndarray
-    moving_px: tuple[float, float]
-    opts: RegistrationOptions
-    source_file: str
-    fixed_mask: np.ndarray | None = None
-    moving_mask: np.ndarray | None = None
-    # synthesis route: the ion images the synthetic H&E came from, when open (second view)
-    msi_stack: np.ndarray | None = None
-    msi_px: tuple[float, float] | None = None
-    # a multiscale H&E: its levels (lazy); ``he_rgb`` is None and the job reads the level that
-    # matches the moving pixel, in the worker thread
-    he_levels: list | None = None
-    he_source: str = ""  # the file a multiscale H&E layer was read from
+    path = source_file(layer)
+    if path:
+        return {"he_path": path, "he_shapes": [tuple(lv.shape) for lv in layer.data]}
+    return {"he_levels": list(layer.data)}
 
 
 DETECT = "(detect tissue)"
@@ -266,7 +246,8 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
             or ly.metadata.get("msi2hist", {}).get("role") == MOVING_ROLE
         ]
 
-    def _params(self) -> RegParams:
+    def _params(self) -> RegisterViewRequest:
+        """The job's inputs, snapshotted from the fields and layers (on the GUI thread)."""
         f, m = self.fixed_box.currentText(), self.moving_box.currentText()
         if not f or not m:
             raise ValueError("open the H&E and an MSI (or its synthetic H&E) first")
@@ -299,20 +280,19 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
                     f"{he_shape[0]}x{he_shape[1]} or the moving image"
                 )
         stack, stack_px = self._msi_view(ml) if route == "synthesis" else (None, None)
-        return RegParams(
-            he,
-            he_px,
-            route,
-            mv,
-            mv_px,
-            RegistrationOptions(stages=stages),
-            source_file(ml),
-            fmask,
-            mmask,
-            stack,
-            stack_px,
-            list(fl.data) if fl.multiscale else None,
-            source_file(fl) if fl.multiscale else "",
+        return RegisterViewRequest(
+            he_px=he_px,
+            route=route,
+            moving=mv,
+            moving_px=mv_px,
+            stages=stages,
+            he_rgb=he,
+            fixed_mask=fmask,
+            moving_mask=mmask,
+            msi_stack=stack,
+            msi_px=stack_px,
+            with_checker=self.checker_btn.isChecked(),
+            **_pyramid_source(fl),
         )
 
     def _msi_view(self, synth_layer):
@@ -330,24 +310,10 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
 
     # ------------------------------------------------------------------ intensity registration
     def _prepare(self):
-        p = self._params()
         # the register workflow's job, as `msi2hist register` runs it, then what the result is
         # shown with (workflows.register_view): in a child process, so that its long numpy calls
         # never hold the viewer's GIL; the GUI thread then only assigns arrays to layers
-        req = RegisterViewRequest(
-            he_px=p.he_px,
-            route=p.route,
-            moving=p.moving,
-            moving_px=p.moving_px,
-            stages=tuple(p.opts.stages),
-            he_rgb=p.he_rgb,
-            fixed_mask=p.fixed_mask,
-            moving_mask=p.moving_mask,
-            msi_stack=p.msi_stack,
-            msi_px=p.msi_px,
-            with_checker=self.checker_btn.isChecked(),
-            **_pyramid_source(p),
-        )
+        req = self._params()
         if req.he_levels is not None and not all(
             isinstance(lv, np.ndarray) for lv in req.he_levels
         ):
