@@ -276,7 +276,8 @@ def test_register_and_transform_points_cli(tmp_path, small_phantom, trained_chec
     rep2 = json.loads((out2 / "report.json").read_text())
     assert rep2["landmarks"]["tre_median_msi_px"] < 3.0
     assert "tre_median_um" in rep2["landmarks"]["report"]
-    # the synthesis route runs with a checkpoint
+    # the synthesis route runs with a checkpoint (this test's model is a few steps old: its
+    # synthetic H&E is nearly blank, so the verdict may rightly refuse to vouch for the result)
     out3 = tmp_path / "reg3"
     assert (
         main(
@@ -291,10 +292,14 @@ def test_register_and_transform_points_cli(tmp_path, small_phantom, trained_chec
                 "--model",
                 str(trained_checkpoint),
                 "--quiet",
+                "--allow-failed",
             ]
         )
         == 0
     )
+    rep3 = json.loads((out3 / "report.json").read_text())
+    assert rep3["route"] == "synthesis"
+    assert rep3["verdict"]["evidence"]["registration_metric"] == "mattes"
 
 
 def test_lazy_resampling_of_the_whole_imzml(small_phantom):

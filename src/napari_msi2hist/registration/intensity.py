@@ -1,9 +1,9 @@
 """Intensity registration with SimpleITK, as a progress generator (one yield per stage level).
 
 Routes (seed 000's point): ``synthesis`` registers the synthetic H&E (made from the MSI) to the real
-H&E, a unimodal problem (optical density images, correlation metric); ``direct`` registers an MSI
-summary image (TIC or first principal component) to the real H&E with Mattes mutual information,
-the multimodal baseline. Both run the same stages: moments initialisation with a coarse rotation
+H&E (optical density images); ``direct`` registers an MSI summary image (TIC or first principal
+component) to the real H&E, the multimodal baseline. Both optimise Mattes mutual information unless
+told otherwise (see :func:`.sitk_stages.route_metric`). Both run the same stages: moments initialisation with a coarse rotation
 search (sections are often rotated or flipped), then ``rigid``, ``affine`` and optionally ``bspline``,
 multi-resolution, all in physical micrometres. The fixed image is the H&E; the result maps fixed
 world points to moving world points (ITK convention), wrapped in :class:`Transform`.
@@ -25,6 +25,7 @@ from .sitk_stages import (
     _method,
     _run_linear,
     _similarity_init,
+    route_metric,
 )
 from .transforms import Transform, sitk_image
 
@@ -40,7 +41,7 @@ class RegistrationOptions:
     """
 
     route: str = "synthesis"  # synthesis | direct
-    metric: str | None = None  # None: correlation (synthesis) / mattes (direct)
+    metric: str | None = None  # None: Mattes mutual information (see sitk_stages.route_metric)
     stages: tuple[str, ...] = ("rigid", "affine")
     shrink: tuple[int, ...] = (4, 2, 1)
     smooth_px: tuple[float, ...] = (2.0, 1.0, 0.0)
@@ -191,7 +192,7 @@ def iter_register(
     )
     done = 0
     yield Progress(done, total, "initialisation")
-    metric_kind = opts.metric or ("correlation" if opts.route == "synthesis" else "mattes")
+    metric_kind = route_metric(opts)
 
     starts = []  # (flip, fixed->moving yx 3x3 matrix in the (mirrored) moving frame, search info)
     if initial is not None:

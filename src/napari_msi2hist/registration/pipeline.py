@@ -385,7 +385,7 @@ def iter_register_msi(
     px = msi_pixel_um or float(np.mean(moving_px))
     # the verdict judges the metric the registration optimised (correlation -> NCC, else MI)
     optimised = tr.meta.get("metric", opts.metric)
-    key = "ncc" if route == "synthesis" or optimised == "correlation" else "mi"
+    key = "ncc" if optimised == "correlation" else "mi"
     dice_of = "synthetic H&E" if route == "synthesis" else "MSI summary"
     dice_b, dice_a = res.metrics["before"]["dice"], res.metrics["after"]["dice"]
     if view is not None:
