@@ -465,6 +465,66 @@ def test_bspline_is_kept_only_when_it_helps_and_does_not_fold():
     assert bi["fold_fraction"] == 0.0, bi
 
 
+def test_bspline_is_judged_by_the_second_view_when_there_is_one():
+    """With a second image of the same raster (the MSI summary beside a synthetic H&E), that image,
+    which the fit never sees, decides. A deformed section: the B-spline fitted on the first image
+    also fits a differently contrasted second one better, and is kept, also when the first image's
+    own held-out blocks rate it worse. An undeformed section whose
+    first image carries smooth errors of its own (a synthetic H&E's wrong shades): the grid that
+    chases them does not fit the clean second view better, and the affine result is kept."""
+    from scipy import ndimage as ndi
+
+    from napari_msi2hist.registration.consensus import SecondView
+    from napari_msi2hist.registration.preprocess import od_image
+    from napari_msi2hist.registration.transforms import Transform
+
+    def pair(deform):
+        ph = make_phantom(
+            None,
+            PhantomConfig(seed=47, procedural_size=180, rotation_deg=-40.0, deform_rms_px=deform),
+        )
+        he = od_image(ph.he_rgb)
+        ny, nx = ph.msi_shape_yx
+        grid = np.stack(np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij"), -1)
+        on_he = ph.transform.forward(grid.reshape(-1, 2) * 20.0) / 4.0
+        mov = ndi.map_coordinates(ndi.uniform_filter(he, 5), on_he.T, order=1).reshape(ny, nx)
+        return ph, he, (mov / mov.max()).astype(np.float32)
+
+    def reg(he, first, view):
+        opts = RegistrationOptions(stages=("rigid", "affine", "bspline"))
+        sv = SecondView(view.astype(np.float32), (20.0, 20.0), None, "second image", "mattes")
+        return run_to_end(iter_register(he, (4, 4), first, (20, 20), opts, second_view=sv))
+
+    ph, he, mov = pair(1.5)
+    kept = reg(he, mov, np.sqrt(mov))  # same geometry, other contrast
+    info = kept.meta["bspline"]
+    assert info["accepted"], info["reason"]
+    assert "second image" in info["reason"]
+    assert info["view_metric_bspline"] < info["view_metric_linear"]
+    assert _tre_px(ph, kept) < 0.7 * _tre_px(ph, Transform(kept.itk.GetNthTransform(0)))
+
+    # the same section with smooth wrong shades on the first image: its held-out blocks score the
+    # grid as worse (they share the shades), the clean second view as better, and the view is right
+    rng = np.random.default_rng(4)
+    shades = ndi.gaussian_filter(rng.standard_normal(mov.shape), 1.5)
+    shaded = (mov * np.exp(0.3 * shades / shades.std())).astype(np.float32)
+    by_view = reg(he, shaded, mov)
+    vi = by_view.meta["bspline"]
+    assert vi["accepted"] and not vi["heldout_improved"], vi
+    assert _tre_px(ph, by_view) < 0.9 * _tre_px(ph, Transform(by_view.itk.GetNthTransform(0)))
+
+    ph0, he0, mov0 = pair(0.0)
+    rng = np.random.default_rng(3)
+    shades = ndi.gaussian_filter(rng.standard_normal(mov0.shape), 2.0)
+    wrong = np.clip(mov0 + 3.0 * shades / shades.std() * mov0.std(), 0, None)
+    refused = reg(he0, wrong.astype(np.float32), mov0)
+    ri = refused.meta["bspline"]
+    assert not ri["accepted"] and refused.is_linear, ri
+    assert "second image" in ri["reason"] and "affine result is kept" in ri["reason"]
+    assert isinstance(ri["heldout_improved"], bool)  # recorded, not deciding
+    assert _tre_px(ph0, refused) < 1.0
+
+
 def test_fold_count_sees_folds_not_mirrors_rotations_or_borders():
     """A bounded B-spline (coefficients under 0.45 of the mesh spacing, the injectivity bound of
     2-D cubic B-splines) composed with any rotation or a mirror image never folds; the same grid
