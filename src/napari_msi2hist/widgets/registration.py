@@ -131,8 +131,9 @@ class RegisterWidget(LandmarkMixin, ResultMixin, JobWidget):
         self.stage_boxes["affine"].setChecked(True)
         self.stage_boxes["bspline"].setToolTip(
             f"Smooth deformation on top of the affine (control-point mesh "
-            f"{RegistrationOptions().bspline_mesh_um:g} um); kept only when it improves the "
-            "metric on held-out tissue pixels without folding"
+            f"{RegistrationOptions().bspline_mesh_um:g} um); kept only when it does not fold "
+            "and fits data the fit never saw better: the open MSI layer when there is one, "
+            "else held-out tissue pixels"
         )
         row = QHBoxLayout()
         for b in self.stage_boxes.values():
