@@ -3,9 +3,9 @@
 Routes (seed 000's point): ``synthesis`` registers the synthetic H&E (made from the MSI) to the real
 H&E (optical density images); ``direct`` registers an MSI summary image (TIC or first principal
 component) to the real H&E, the multimodal baseline. Both optimise Mattes mutual information unless
-told otherwise (see :func:`.sitk_stages.route_metric`). Both run the same stages: moments initialisation with a coarse rotation
-search (sections are often rotated or flipped), then ``rigid``, ``affine`` and optionally ``bspline``,
-multi-resolution, all in physical micrometres. The fixed image is the H&E; the result maps fixed
+told otherwise (see :func:`.sitk_stages.route_metric`) and run the same stages: moments
+initialisation with a coarse rotation search (sections are often rotated or flipped), then
+``rigid``, ``affine`` and optionally ``bspline``, multi-resolution, all in physical micrometres. The fixed image is the H&E; the result maps fixed
 world points to moving world points (ITK convention), wrapped in :class:`Transform`.
 """
 
