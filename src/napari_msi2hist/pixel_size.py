@@ -56,10 +56,12 @@ def check_against_tissue_area(
     area_scale = float(np.sqrt(fa / ma))  # fixed tissue size / moving tissue size, in um
     msg = None
     if max(area_scale, 1 / area_scale) > 1.5:
+        # both as "one moving pixel = this many fixed pixels": what the sizes say, what areas say
+        claimed = moving_px[0] / fixed_px[0]
         msg = (
-            f"pixel sizes claim a moving/fixed size ratio of 1.00 (moving {moving_px[0]:g} um, fixed "
-            f"{fixed_px[0]:g} um), the tissue areas suggest {area_scale:.2f}: check the pixel sizes "
-            "(a partial MSI raster also lowers the moving tissue area)"
+            f"the pixel sizes (moving {moving_px[0]:g} um, fixed {fixed_px[0]:g} um) make one moving "
+            f"pixel {claimed:.2f} fixed pixels; the tissue areas suggest {claimed * area_scale:.2f}: "
+            "check the pixel sizes (a partial MSI raster also lowers the moving tissue area)"
         )
         if warn:
             warnings.warn(msg, stacklevel=2)
