@@ -247,6 +247,10 @@ def test_resume_after_kill_skips_finished_sections(cohort, tmp_path):
     done_first = sorted(p.parent.name for p in out.glob("s*/section.json"))
     assert 1 <= len(done_first) < len(SEEDS), (done_first, (tmp_path / "batch.log").read_text())
     before = {n: (out / n / "section.json").read_bytes() for n in done_first}
+    # the kill can land while the report is being written: plant that case so it is always tested
+    (out / ".cohort_report.csv.k1ll3d.tmp").write_text("name,status\ns1,d")
+    (out / ".cohort_report.html.k1ll3d.tmp").write_text("<html><body><tab")
+    (out / ".cohort_report.csv.notes").write_text("a user's file, not ours")
 
     res = iter_batch_to_end(BatchConfig(str(cohort_yaml), str(out), workers=1))
     status = {r["name"]: r["status"] for r in res.rows}
@@ -255,7 +259,7 @@ def test_resume_after_kill_skips_finished_sections(cohort, tmp_path):
         _check_section(out / name, phantoms[name])
     for n in done_first:  # untouched: not rerun
         assert (out / n / "section.json").read_bytes() == before[n]
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cohort_report.csv.notes"]
 
 
 def iter_batch_to_end(cfg):

@@ -187,6 +187,19 @@ def _remove_stale(final: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _remove_stale_reports(out: Path) -> None:
+    """Remove the temporary report files a killed run left.
+
+    A kill can land in the middle of an atomic write, which leaves its hidden temp file (one batch
+    per folder at a time, so none of these belongs to a live run).
+    """
+    for name in ("cohort_report.csv", "cohort_report.html"):
+        for p in out.glob(f".{name}.*.tmp"):
+            p.unlink(missing_ok=True)
+    for p in (out / "_failed").glob(".*.json.*.tmp"):
+        p.unlink(missing_ok=True)
+
+
 def iter_batch(
     cfg: BatchConfig, cancel: CancelToken | None = None
 ) -> Generator[Progress, None, BatchResult]:
@@ -223,6 +236,7 @@ def iter_batch(
     if cfg.device:
         sections = [replace(s, device=cfg.device) for s in sections]
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_reports(out)
     failed_dir = out / "_failed"
     title = f"cohort {Path(cfg.cohort).name}"
     rows: dict[str, dict] = {}
