@@ -21,11 +21,16 @@ TRAIN = [
 VAL = [(906, None)]
 
 
-def ensure_model(cache: Path, steps: int = 1500) -> Path:
-    """Train (once) a small pix2pix on ``TRAIN`` phantoms; return the checkpoint path."""
-    ck = cache / "model" / "checkpoints"
+def ensure_model(cache: Path, steps: int = 4000) -> Path:
+    """Train (once) a small pix2pix on ``TRAIN`` phantoms; return the checkpoint path.
+
+    One model per step count (``cache/model-<steps>``), so a cache never hands back a model
+    trained for another length.
+    """
+    model = cache / f"model-{steps}"
+    ck = model / "checkpoints"
     for name in ("best.pt", "last.pt"):
-        if (ck / name).is_file() and (cache / "model" / "done").is_file():
+        if (ck / name).is_file() and (model / "done").is_file():
             return ck / name
     lines = ["samples:"]
     for split, items in (("train", TRAIN), ("val", VAL)):
@@ -48,18 +53,18 @@ def ensure_model(cache: Path, steps: int = 1500) -> Path:
             ]
     pairs = cache / "pairs.yaml"
     pairs.write_text("\n".join(lines) + "\n")
-    args = ["train", "--pairs", str(pairs), "--out", str(cache / "model"), "--n-peaks", "30"]
+    args = ["train", "--pairs", str(pairs), "--out", str(model), "--n-peaks", "30"]
     args += ["--max-steps", str(steps), "--ngf", "16", "--ndf", "16", "--depth", "6"]
     args += ["--patch", "64", "--batch-size", "4", "--lr", "2e-4", "--device", "cpu", "--quiet"]
     args += ["--checkpoint-every", "250", "--val-every", "250"]
     rc = cli_main(args)
     if rc != 0:
         raise RuntimeError("training the benchmark model failed")
-    (cache / "model" / "done").write_text("trained\n")
+    (model / "done").write_text(f"trained {steps} steps\n")
     return ck / "best.pt" if (ck / "best.pt").is_file() else ck / "last.pt"
 
 
 if __name__ == "__main__":
     import sys
 
-    print(ensure_model(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1500))
+    print(ensure_model(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 4000))

@@ -9,7 +9,7 @@ trained once through ``msi2hist train`` on other phantoms (benchmarks/_bench_mod
 --cache, outside git).
 
 Per phantom it runs
-  (a) the synthesis route (rigid, affine, bspline; correlation) on the synthetic H&E,
+  (a) the synthesis route (rigid, affine, bspline; Mattes MI) on the synthetic H&E,
   (b) the direct route (rigid, affine; Mattes MI) on the TIC,
   (c) the reference: a plain SimpleITK similarity registration of the TIC (Mattes MI, moments
       initialisation, 12 start angles, shrink 4/2/1; the best final metric wins),
@@ -314,7 +314,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=24, help="number of phantoms")
     ap.add_argument("--only", default=None, help="comma list of phantom indices to run")
     ap.add_argument("--cache", default="/tmp/msi2hist-bench", help="model + phantom cache")
-    ap.add_argument("--train-steps", type=int, default=600)
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=4000,
+        help="training steps of the benchmark model (cached in --cache)",
+    )
     ap.add_argument("--stages", default="rigid,affine,bspline", help="synthesis route stages")
     ap.add_argument("--direct-stages", default="rigid,affine")
     ap.add_argument("--model", default=None, help="use this checkpoint instead (development only)")

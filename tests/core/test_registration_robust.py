@@ -259,6 +259,52 @@ def test_verdict_rules():
     assert judge(far)["verdict"] == "failed"
 
 
+def test_low_dice_that_no_shift_raises_is_a_note_not_a_doubt():
+    low = {"dice_before": 0.2, "dice_after": 0.75, "metric_before": 0.1, "metric_after": 0.5}
+    assert judge(low)["verdict"] == "doubtful"  # no probe recorded: as before
+    shape = judge({**low, "dice_best_shift": 0.755, "dice_best_shift_msi_px": [1.0, 0.0]})
+    assert shape["verdict"] == "ok" and any("differ in shape" in r for r in shape["reasons"])
+    place = judge({**low, "dice_best_shift": 0.83, "dice_best_shift_msi_px": [-2.0, 1.0]})
+    assert place["verdict"] == "doubtful"
+    assert any("(-2, +1) MSI px (y, x) raises it to 0.83" in r for r in place["reasons"])
+    # the probe never rescues a Dice under min_dice
+    bad = {**low, "dice_after": 0.5, "dice_best_shift": 0.5, "dice_best_shift_msi_px": [0.0, 0.0]}
+    assert judge(bad)["verdict"] == "failed"
+
+
+@pytest.mark.parametrize("true_shift", [(0, 0), (2, -1), (-1, 2)])
+def test_dice_shift_probe_finds_a_misplacement_and_not_a_shape_difference(true_shift):
+    """Moving tissue: an ellipse on a 10 um raster (H&E at 2.5 um). Fixed tissue: the same ellipse
+    moved by ``true_shift`` MSI px, with two lobes the moving mask lacks (a shape difference). The
+    probe's best shift is the true one, computed independently by Dice of the plain masks."""
+    from skimage.draw import ellipse
+
+    from napari_msi2hist.registration.pipeline import overlap_metrics
+
+    mpx, fpx = 10.0, 2.5
+    moving = np.zeros((40, 50), bool)
+    moving[ellipse(20, 25, 12, 17)] = True
+    fixed = np.zeros((160, 200), bool)
+    cy, cx = (20 + true_shift[0]) * 4, (25 + true_shift[1]) * 4  # pixel centres at index * size
+    fixed[ellipse(cy, cx, 48, 68)] = True
+    for sy, sx in ((-1, 1), (1, -1)):  # two opposite lobes: a difference in shape, not in place
+        fixed[ellipse(cy + 45 * sy, cx + 55 * sx, 32, 32, shape=fixed.shape)] = True
+    m = overlap_metrics(
+        fixed.astype(float), (fpx, fpx), moving.astype(float), (mpx, mpx), None,
+        fixed_tissue=fixed, moving_tissue=moving, shift_probe_um=mpx,
+    )  # fmt: skip
+    assert m["best_shift_um"] == [true_shift[0] * mpx, true_shift[1] * mpx]
+    assert m["dice_best_shift"] >= m["dice"]
+    placed = np.zeros_like(fixed)  # the moving ellipse drawn where the true shift puts it
+    placed[ellipse(cy, cx, 48, 68)] = True
+    ref = dice(fixed, placed)
+    assert abs(m["dice_best_shift"] - ref) < 0.02
+    if true_shift == (0, 0):
+        assert m["dice_best_shift"] == m["dice"] < 0.8  # the lobe keeps Dice low; no shift helps
+    else:
+        assert m["dice_best_shift"] - m["dice"] > 0.02
+
+
 def test_cross_check_blames_the_pose_both_images_like_less():
     """Two results of one raster: one at the true pose, one shifted by 6 MSI px. Scored with each
     route's own image and metric, the shifted one must fit worse."""

@@ -53,6 +53,7 @@ def overlap_metrics(
     fixed_tissue: np.ndarray | None = None,
     moving_tissue: np.ndarray | None = None,
     moving_footprint: np.ndarray | None = None,
+    shift_probe_um: float | None = None,
 ) -> dict:
     """Measure MI, NCC and tissue Dice of a moving image resampled onto the fixed grid.
 
@@ -79,12 +80,17 @@ def overlap_metrics(
         Tissue on the moving grid.
     moving_footprint : ndarray, optional
         The measured raster on the moving grid (default everything).
+    shift_probe_um : float, optional
+        With the tissue masks: also try the warped moving tissue (and its raster) shifted by
+        -2..2 steps of this size in y and x, and report the best Dice among the shifts. A pose whose
+        Dice no small shift raises is where the masks agree best; a low Dice there comes from masks
+        that differ in shape, not from a misplaced pose.
 
     Returns
     -------
     dict
         ``mi``, ``ncc``, ``dice`` and ``covered_fraction`` (of the fixed tissue covered by moving
-        tissue).
+        tissue); with ``shift_probe_um``, also ``dice_best_shift`` and ``best_shift_um`` (yx).
     """
     from scipy import ndimage as ndi
 
@@ -110,7 +116,7 @@ def overlap_metrics(
         inside = ndi.binary_dilation(fixed_tissue, iterations=3) & covered
         if inside.sum() < 16:
             return {"mi": 0.0, "ncc": 0.0, "dice": 0.0, "covered_fraction": 0.0}
-    return {
+    out = {
         "mi": mutual_information(np.clip(f, 0, 1), np.clip(w, 0, 1), inside),
         "ncc": _ncc(f, w, inside),
         "dice": _dice(fm, wm),
@@ -118,10 +124,43 @@ def overlap_metrics(
             fm.sum() / max(1, (fixed_tissue if fixed_tissue is not None else fm).sum())
         ),
     }
+    if shift_probe_um and fixed_tissue is not None and moving_tissue is not None:
+        out.update(_dice_shift_probe(fixed_tissue, wt > 0.5, covered, fixed_px, shift_probe_um))
+    return out
 
 
 def _dice(a, b):
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Move ``a`` by (dy, dx) pixels; what comes in from outside is False."""
+    out = np.zeros_like(a)
+    h, w = a.shape
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[yd, xd] = a[ys, xs]
+    return out
+
+
+def _dice_shift_probe(fixed_tissue, warped_tissue, covered, fixed_px, step_um) -> dict:
+    """Find the best Dice of the warped moving tissue shifted by -2..2 steps of ``step_um``."""
+    best, best_shift = -1.0, (0.0, 0.0)
+    for ky in range(-2, 3):
+        for kx in range(-2, 3):
+            dy = int(round(ky * step_um / fixed_px[0]))
+            dx = int(round(kx * step_um / fixed_px[1]))
+            cov = _shifted(covered, dy, dx)
+            d = _dice(fixed_tissue & cov, _shifted(warped_tissue, dy, dx) & cov)
+            # ties go to the smaller shift (the loop order would favour -2, -2)
+            if d > best + 1e-9 or (
+                abs(d - best) <= 1e-9 and abs(ky) + abs(kx) < sum(map(abs, best_shift))
+            ):
+                best, best_shift = d, (float(ky), float(kx))
+    return {
+        "dice_best_shift": best,
+        "best_shift_um": [best_shift[0] * step_um, best_shift[1] * step_um],
+    }
 
 
 def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, squares: int = 8) -> np.ndarray:
@@ -379,15 +418,18 @@ def iter_register_msi(
             f_tissue, he_px, m_tissue, moving_px, warn=False
         ),
         "before": overlap_metrics(fixed, he_px, moving, moving_px, None, **masks),
-        "after": overlap_metrics(fixed, he_px, moving, moving_px, tr, **masks),
         "bspline_fold_fraction": folds,
     }
     px = msi_pixel_um or float(np.mean(moving_px))
+    res.metrics["after"] = overlap_metrics(
+        fixed, he_px, moving, moving_px, tr, **masks, shift_probe_um=px
+    )
     # the verdict judges the metric the registration optimised (correlation -> NCC, else MI)
     optimised = tr.meta.get("metric", opts.metric)
     key = "ncc" if optimised == "correlation" else "mi"
     dice_of = "synthetic H&E" if route == "synthesis" else "MSI summary"
     dice_b, dice_a = res.metrics["before"]["dice"], res.metrics["after"]["dice"]
+    after = res.metrics["after"]
     if view is not None:
         # the other image of the same raster has a tissue mask of its own; a pose that puts the
         # tissue in the wrong place cannot make either mask overlap the H&E's, while either mask
@@ -400,12 +442,15 @@ def iter_register_msi(
         res.metrics["view"] = {
             "image": view.name,
             "before": overlap_metrics(fixed, he_px, view.image, view.pixel_um, None, **vm),
-            "after": overlap_metrics(fixed, he_px, view.image, view.pixel_um, tr, **vm),
+            "after": overlap_metrics(
+                fixed, he_px, view.image, view.pixel_um, tr, **vm, shift_probe_um=px
+            ),
         }
         if res.metrics["view"]["after"]["dice"] > dice_a:
             dice_of = view.name
             dice_b = res.metrics["view"]["before"]["dice"]
             dice_a = res.metrics["view"]["after"]["dice"]
+            after = res.metrics["view"]["after"]
     ev = {
         "route": route,
         "metric_name": key,
@@ -414,6 +459,10 @@ def iter_register_msi(
         "dice_before": dice_b,
         "dice_after": dice_a,
         "dice_image": dice_of,
+        "dice_best_shift": after.get("dice_best_shift"),
+        "dice_best_shift_msi_px": [v / px for v in after["best_shift_um"]]
+        if "best_shift_um" in after
+        else None,
         "registration_metric": tr.meta.get("metric"),
         "fold_fraction": folds,
         "moving_pixel_um": px,

@@ -32,7 +32,11 @@ class VerdictRules:
     """
 
     min_dice: float = 0.6  # tissue Dice after registration below this: failed
-    good_dice: float = 0.8  # ... below this: doubtful
+    good_dice: float = 0.8  # ... below this: doubtful, unless no small shift raises it:
+    # a pose whose Dice no shift of up to 2 MSI px raises by dice_shift_gain is where the two masks
+    # agree best; its Dice is low because the masks differ in shape (a model's pale tissue, a TIC
+    # that counts mounting medium as tissue), not because the pose is off
+    dice_shift_gain: float = 0.01
     max_tre_px: float = 2.0  # landmark TRE above this: failed
     doubt_tre_px: float = 1.0
     runner_up_gap: float = 0.05  # relative metric gap under which a runner-up counts as a rival
@@ -52,7 +56,8 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
     ----------
     evidence : dict
         Keys used when present: ``dice_before``, ``dice_after`` (and ``dice_image``, the image
-        whose tissue mask they come from), ``metric_before``,
+        whose tissue mask they come from; ``dice_best_shift`` and ``dice_best_shift_msi_px``, the
+        best Dice of that mask shifted by up to 2 MSI px and its shift), ``metric_before``,
         ``metric_after`` (higher is better), ``moving_pixel_um``, ``search`` (transform meta),
         ``bspline`` (transform meta), ``landmark_tre_msi_px``, ``landmark_loo_tre_msi_px``,
         ``route_disagreement_msi_px`` and ``route_fits_worse`` (from :func:`cross_check_routes`;
@@ -89,7 +94,21 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
         if da < rules.min_dice:
             flag(indirect, f"tissue Dice after registration{of} {da:.2f} < {rules.min_dice}")
         elif da < rules.good_dice:
-            flag(DOUBTFUL, f"tissue Dice after registration{of} {da:.2f} < {rules.good_dice}")
+            best = evidence.get("dice_best_shift")
+            sh = evidence.get("dice_best_shift_msi_px")
+            if best is not None and best - da < rules.dice_shift_gain:
+                reasons.append(
+                    f"note: tissue Dice after registration{of} {da:.2f} < {rules.good_dice}, but "
+                    "no shift of up to 2 MSI px raises it: the masks differ in shape, not in place"
+                )
+            elif best is not None and sh is not None:
+                flag(
+                    DOUBTFUL,
+                    f"tissue Dice after registration{of} {da:.2f} < {rules.good_dice}, and a "
+                    f"shift of ({sh[0]:+.0f}, {sh[1]:+.0f}) MSI px (y, x) raises it to {best:.2f}",
+                )
+            else:
+                flag(DOUBTFUL, f"tissue Dice after registration{of} {da:.2f} < {rules.good_dice}")
         if db is not None and da < db - 0.02:
             flag(indirect, f"tissue Dice got worse{of} ({db:.2f} -> {da:.2f})")
     ma, mb = evidence.get("metric_after"), evidence.get("metric_before")
