@@ -63,6 +63,12 @@ def check_against_tissue_area(
             f"pixel {claimed:.2f} fixed pixels; the tissue areas suggest {claimed * area_scale:.2f}: "
             "check the pixel sizes (a partial MSI raster also lowers the moving tissue area)"
         )
+        if max(area_scale, 1 / area_scale) > 4:
+            less = "fixed" if area_scale < 1 else "moving"
+            msg += (
+                f"; the {less} image shows under 1/16 of the other's tissue area, which wrong pixel"
+                " sizes rarely explain: is tissue missing from that slide?"
+            )
         if warn:
             warnings.warn(msg, stacklevel=2)
     return {"area_scale": area_scale, "claimed_scale": 1.0, "warning": msg}

@@ -31,3 +31,16 @@ def test_right_pixel_sizes_are_silent_and_wrong_ones_name_both_ratios():
     implied = float(msg.split("suggest ")[1].split(":")[0])
     assert implied == pytest.approx(3.0, rel=0.03)
     assert bad["warning"] == msg
+
+
+def test_a_section_mostly_missing_from_one_slide_is_named():
+    """Real pair A1: the MALDI image shows a whole section, the H&E only fragments of it. No pixel
+    size explains a 1/16 area ratio, so the warning asks whether tissue is missing, naming which."""
+    moving = _disc(120, 50)  # the whole section at 3 um per pixel
+    fixed = np.zeros((400, 400), bool)
+    fixed[190:200, 150:170] = fixed[220:226, 240:250] = True  # fragments left on the H&E slide
+    with pytest.warns(UserWarning, match="the fixed image shows under 1/16"):
+        check_against_tissue_area(fixed, (1.0, 1.0), moving, (3.0, 3.0))
+    with pytest.warns(UserWarning) as rec:  # off by 2x only: a pixel-size question, not this one
+        check_against_tissue_area(_disc(400, 150), (1.0, 1.0), moving, (1.5, 1.5))
+    assert "missing" not in str(rec[0].message)
