@@ -59,14 +59,18 @@ def _method(
     bspline: bool = False,
     affine: bool = False,
     bound: float | None = None,
+    n_fixed_px: int | None = None,
 ):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
     _metric(r, opts)
     r.SetMetricSamplingStrategy(r.RANDOM)
+    frac = opts.sampling
+    if n_fixed_px and opts.max_samples:  # the level's pixels: the shrink factor divides them
+        frac = min(frac, opts.max_samples * opts.shrink[level] ** 2 / n_fixed_px)
     # seed 0 means 'wall clock' to SimpleITK: offset it so that every seed is reproducible
-    r.SetMetricSamplingPercentage(opts.sampling, int(opts.seed) + 1)
+    r.SetMetricSamplingPercentage(frac, int(opts.seed) + 1)
     r.SetInterpolator(sitk.sitkLinear)
     if bspline:
         kw = {} if not bound else {"lowerBound": -float(bound), "upperBound": float(bound)}
@@ -174,7 +178,7 @@ def _run_linear(fixed, moving, tr, opts, n_levels, fmask, mmask, cancel, progres
         for level in range(n_levels):
             if cancel is not None:
                 cancel.check()
-            r = _method(opts, level, affine=stage == "affine")
+            r = _method(opts, level, affine=stage == "affine", n_fixed_px=fixed.GetNumberOfPixels())
             if fmask is not None:
                 r.SetMetricFixedMask(fmask)
             if mmask is not None:
