@@ -105,9 +105,16 @@ def test_a_single_exported_image_registers_by_correlation(hard_phantoms):
         )
         assert r.transform.meta["metric"] == "correlation"
         assert r.verdict["evidence"]["registration_metric"] == "correlation"
+        # ITK's correlation is -NCC^2: the verdict judges |NCC|, what was optimised
+        assert r.verdict["evidence"]["metric_name"] == "|ncc|"
+        assert r.verdict["evidence"]["metric_after"] >= r.verdict["evidence"]["metric_before"]
         tre = _tre_px(ph, r.transform)
         assert tre < 2.0, (ph.config.seed, tre)
         assert r.transform.meta["flipped"] == ph.config.flip
+        # an export is registered as it is (rescaled), not cleaned again: cleaning fitted a plane
+        # and row medians to tissue on glass and made real pair A10's glass a ramp
+        glass = export >= 255
+        assert np.ptp(r.moving_image[glass]) < 1e-6
 
 
 def test_hard_phantoms_synthesis_route_with_both_views(hard_phantoms):
@@ -623,3 +630,47 @@ def test_fold_count_sees_folds_not_mirrors_rotations_or_borders():
             bs.SetParameters((signs * 1.5 * step).tolist())
             tr = Transform(sitk.CompositeTransform([a, bs]))
             assert jacobian_folds(tr, (48, 64), (20.0, 20.0)) > 0.05, (angle, flip)
+
+
+def test_a_whole_section_shrunk_into_a_larger_one_is_not_a_good_overlap():
+    """Real pair A10 came back at 0.64x scale inside its H&E section with a Dice of 0.93 counted
+    where the raster landed, and 0.64 over the whole section. A raster that shows its section whole
+    (tissue clear of the raster's edge) is judged on the whole H&E pieces it lands on; a second
+    section elsewhere on the slide, which it does not touch, does not count; a raster that cuts the
+    tissue keeps the partial-coverage rule."""
+    from skimage.draw import ellipse
+
+    from napari_msi2hist.registration.pipeline import overlap_metrics
+    from napari_msi2hist.registration.transforms import Transform
+
+    moving = np.zeros((60, 60), bool)
+    moving[ellipse(30, 30, 22, 22)] = True  # a whole section with a glass margin, 10 um px
+    fixed = np.zeros((300, 500), bool)  # 2 um px: the same section 440 um across at 150, 150 ...
+    fixed[ellipse(150, 150, 110, 110)] = True
+    fixed[ellipse(150, 400, 60, 60)] = True  # ... and another section beside it
+    fm = fixed.astype(float)
+
+    def at(scale):  # moving world -> fixed world: scaled about the section's centre
+        c_m, c_f = np.array([300.0, 300.0]), np.array([300.0, 300.0])
+        m = np.eye(3)
+        m[:2, :2] *= scale
+        m[:2, 2] = c_f - scale * c_m
+        return Transform.from_moving_to_fixed_matrix(m)
+
+    kw = dict(fixed_tissue=fixed, moving_tissue=moving)
+    right = overlap_metrics(fm, (2.0, 2.0), moving.astype(float), (10.0, 10.0), at(1.0), **kw)
+    shrunk = overlap_metrics(fm, (2.0, 2.0), moving.astype(float), (10.0, 10.0), at(0.6), **kw)
+    assert right["whole_section"] and shrunk["whole_section"]
+    assert right["dice"] > 0.95  # the other section does not count against the right pose
+    area = 0.6**2  # the shrunk section covers 36 % of the H&E section's area
+    assert shrunk["dice"] == pytest.approx(2 * area / (1 + area), abs=0.03)
+    # a raster that cuts the section (its tissue reaches the edge): only where it lands counts
+    cut = moving.copy()
+    cut[:, 45:] = False
+    foot = np.ones(moving.shape, np.float32)
+    foot[:, 45:] = 0
+    part = overlap_metrics(
+        fm, (2.0, 2.0), cut.astype(float), (10.0, 10.0), at(1.0),
+        fixed_tissue=fixed, moving_tissue=cut, moving_footprint=foot,
+    )  # fmt: skip
+    assert not part["whole_section"] and part["dice"] > 0.95

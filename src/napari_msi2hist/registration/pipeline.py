@@ -59,8 +59,10 @@ def overlap_metrics(
 
     With ``transform`` None the identity is used ('before'). With tissue masks, everything is
     counted only where the moving raster lands on the fixed image (partial coverage is not a
-    mismatch), MI/NCC inside the fixed tissue (dilated) there; without them, both images are
-    thresholded at 15 % of their 99th percentile.
+    mismatch), MI/NCC inside the fixed tissue (dilated) there; but where the moving tissue stays
+    clear of its raster's edge (the raster shows the whole section), the Dice counts the fixed
+    tissue pieces it lands on whole. Without masks, both images are thresholded at 15 % of their
+    99th percentile.
 
     Parameters
     ----------
@@ -90,7 +92,9 @@ def overlap_metrics(
     -------
     dict
         ``mi``, ``ncc``, ``dice`` and ``covered_fraction`` (of the fixed tissue covered by moving
-        tissue); with ``shift_probe_um``, also ``dice_best_shift`` and ``best_shift_um`` (yx).
+        tissue); with the masks, ``whole_section`` (the moving tissue stays clear of the raster's
+        edge, so the fixed tissue pieces it lands on count whole, not only where the raster lies);
+        with ``shift_probe_um``, also ``dice_best_shift`` and ``best_shift_um`` (yx).
     """
     from scipy import ndimage as ndi
 
@@ -113,6 +117,15 @@ def overlap_metrics(
             moving_tissue.astype(np.float32), moving_px, fixed_od.shape, fixed_px, default=0.0
         )
         fm, wm = fixed_tissue & covered, (wt > 0.5) & covered
+        whole = _whole_inside(moving_tissue, foot > 0.5)
+        if whole:
+            # the raster shows the whole section (its tissue stays clear of the raster's edge), so
+            # the H&E pieces it lands on count whole: a raster shrunk into a larger section cannot
+            # hide the tissue it leaves uncovered (real pair A10 did, at 0.64x scale). Pieces it
+            # does not touch (other sections on the slide) are not counted.
+            lab, _ = ndi.label(fixed_tissue)
+            touched = np.unique(lab[(wt > 0.5) & fixed_tissue])
+            fm, wm = np.isin(lab, touched[touched > 0]), wt > 0.5
         inside = ndi.binary_dilation(fixed_tissue, iterations=3) & covered
         if inside.sum() < 16:
             return {"mi": 0.0, "ncc": 0.0, "dice": 0.0, "covered_fraction": 0.0}
@@ -124,9 +137,38 @@ def overlap_metrics(
             fm.sum() / max(1, (fixed_tissue if fixed_tissue is not None else fm).sum())
         ),
     }
-    if shift_probe_um and fixed_tissue is not None and moving_tissue is not None:
-        out.update(_dice_shift_probe(fixed_tissue, wt > 0.5, covered, fixed_px, shift_probe_um))
+    if fixed_tissue is not None and moving_tissue is not None:
+        out["whole_section"] = whole
+        if shift_probe_um and whole:
+            everywhere = np.ones(fm.shape, bool)
+            out.update(_dice_shift_probe(fm, wm, everywhere, fixed_px, shift_probe_um))
+        elif shift_probe_um:
+            out.update(_dice_shift_probe(fixed_tissue, wt > 0.5, covered, fixed_px, shift_probe_um))
     return out
+
+
+def _whole_inside(tissue: np.ndarray, footprint: np.ndarray, margin: int = 3) -> bool:
+    """Whether ``tissue`` stays ``margin`` pixels clear of the footprint's edge and the image's."""
+    from scipy import ndimage as ndi
+
+    if not tissue.any():
+        return False
+    interior = ndi.binary_erosion(footprint, iterations=margin, border_value=0)
+    return not (tissue & ~interior).any()
+
+
+def _judged(value: float, key: str) -> float:
+    return abs(value) if key == "ncc" else value
+
+
+def _rescale01(img: np.ndarray, footprint: np.ndarray | None) -> np.ndarray:
+    """Scale to 0-1 between the 1st and 99th percentiles inside ``footprint``; 0 outside it."""
+    a = np.asarray(img, dtype=np.float64)
+    fp = np.ones(a.shape, bool) if footprint is None else np.asarray(footprint, bool)
+    if not fp.any():
+        return np.zeros(a.shape, np.float32)
+    lo, hi = np.percentile(a[fp], [1, 99])
+    return np.where(fp, np.clip((a - lo) / (hi - lo + 1e-12), 0, 1), 0.0).astype(np.float32)
 
 
 def _dice(a, b):
@@ -315,8 +357,16 @@ def iter_register_msi(
         if msi_stack is None:
             raise ValueError("the direct route needs MSI ion images")
         footprint = None if msi_mask is None else np.asarray(msi_mask, bool)
-        # hot/missing pixels and raster-line stripes removed (see preprocess.clean_msi_image)
-        moving = clean_msi_image(msi_summary(msi_stack, summary, msi_mask, scaled=False), footprint)
+        raw = msi_summary(msi_stack, summary, msi_mask, scaled=False)
+        if moving_is_export:
+            # a vendor export is a finished picture: its raster-line and drift corrections are
+            # done, and cleaning it again fits a plane and row medians to tissue on glass, which
+            # turned real pair A10's white glass into a left-to-right ramp and its tissue mask
+            # into 82 % of the raster (63 % is tissue); only rescale it
+            moving = _rescale01(raw, footprint)
+        else:
+            # hot/missing pixels and raster-line stripes removed (see preprocess.clean_msi_image)
+            moving = clean_msi_image(raw, footprint)
     else:
         raise ValueError(f"route must be synthesis or direct, not {route!r}")
     f_tissue = np.asarray(fixed_mask, bool) if fixed_mask is not None else he_tissue_mask(he_rgb)
@@ -453,9 +503,12 @@ def iter_register_msi(
             after = res.metrics["view"]["after"]
     ev = {
         "route": route,
-        "metric_name": key,
-        "metric_before": res.metrics["before"][key],
-        "metric_after": res.metrics["after"][key],
+        # ITK's correlation metric is the negative squared NCC: it aligns anti-correlated images
+        # as readily (a MALDI export whose signal is low where the H&E is dense), so the verdict
+        # compares |NCC|, the quantity that was optimised
+        "metric_name": "|ncc|" if key == "ncc" else key,
+        "metric_before": _judged(res.metrics["before"][key], key),
+        "metric_after": _judged(res.metrics["after"][key], key),
         "dice_before": dice_b,
         "dice_after": dice_a,
         "dice_image": dice_of,
