@@ -81,10 +81,11 @@ def test_hard_phantoms_register_and_verdict_agrees(hard_phantoms):
         assert r.transform.meta["metric"] == "mattes"  # ion images: mutual information
 
 
-def test_a_single_exported_image_registers_by_correlation(hard_phantoms):
-    """A vendor export (one 8-bit image, tissue dark on white, no spectra): nothing can outvote
-    mutual information's spurious optima, so the direct route registers it by correlation; the
-    hard phantoms still land within 2 MSI px with the right mirror state."""
+def test_a_single_exported_image_registers_by_both_metrics(hard_phantoms):
+    """A vendor export (one 8-bit image, tissue dark on white, no spectra): no second view can
+    outvote a metric's spurious optima, so the direct route registers it by correlation and by MI
+    and keeps the pose with the better tissue Dice; the hard phantoms land within 2 MSI px with
+    the right mirror state."""
     from napari_msi2hist.registration.preprocess import msi_summary
 
     for ph, ions in hard_phantoms:
@@ -103,11 +104,15 @@ def test_a_single_exported_image_registers_by_correlation(hard_phantoms):
                 moving_is_export=True,
             )
         )
-        assert r.transform.meta["metric"] == "correlation"
-        assert r.verdict["evidence"]["registration_metric"] == "correlation"
-        # ITK's correlation is -NCC^2: the verdict judges |NCC|, what was optimised
-        assert r.verdict["evidence"]["metric_name"] == "|ncc|"
-        assert r.verdict["evidence"]["metric_after"] >= r.verdict["evidence"]["metric_before"]
+        choice = r.transform.meta["metric_choice"]
+        dice = choice["tissue_dice"]
+        assert choice["chosen"] == max(dice, key=dice.get) == r.transform.meta["metric"]
+        assert r.verdict["evidence"]["registration_metric"] == choice["chosen"]
+        if choice["chosen"] == "correlation":
+            # ITK's correlation is -NCC^2: the verdict judges |NCC|, what was optimised
+            assert r.verdict["evidence"]["metric_name"] == "|ncc|"
+        ev = r.verdict["evidence"]
+        assert ev["metric_after"] >= ev["metric_before"]
         tre = _tre_px(ph, r.transform)
         assert tre < 2.0, (ph.config.seed, tre)
         assert r.transform.meta["flipped"] == ph.config.flip
@@ -423,8 +428,10 @@ def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms)
     assert rep["inputs"] == {"fixed": str(he.resolve()), "moving": str(msi.resolve())}
     assert rep["fixed_pixel_um"] == [4.0, 4.0] and rep["moving_pixel_um"] == [20.0, 20.0]
     assert rep["version"] == napari_msi2hist.__version__
-    # an exported image file, not ion images: registered by correlation
-    assert rep["verdict"]["evidence"]["registration_metric"] == "correlation"
+    # an exported image file, not ion images: registered by both metrics, the better overlap kept
+    choice = json.loads((tmp_path / "o2" / "transform.json").read_text())["metric_choice"]
+    assert set(choice["tissue_dice"]) == {"correlation", "mattes"}
+    assert rep["verdict"]["evidence"]["registration_metric"] == choice["chosen"]
     assert rep["verdict"]["verdict"] in ("failed", "doubtful")
     assert rc == (3 if rep["verdict"]["verdict"] == "failed" else 0)
     assert main([*args, "--out", str(tmp_path / "o3"), "--allow-failed"]) == 0

@@ -327,8 +327,9 @@ def iter_register_msi(
         by both (:mod:`.consensus`); the route's image alone is registered either way.
     moving_is_export : bool
         The direct route's moving image is one exported image file (a vendor MALDI export), not
-        ion images: without a second view it is registered by correlation (unless ``opts.metric``
-        says otherwise).
+        ion images: without a second view it is registered twice, by correlation and by Mattes
+        MI, and the pose with the better tissue Dice is kept (``transform.meta["metric_choice"]``),
+        unless ``opts.metric`` names one.
 
     Yields
     ------
@@ -408,12 +409,13 @@ def iter_register_msi(
 
         exclude = ~ndi.binary_dilation(f_tissue, iterations=max(3, min(fixed.shape) // 20))
     opts = replace(opts, route=route)
-    if route == "direct" and moving_is_export and view is None and opts.metric is None:
-        # one exported image and nothing else (no spectra, no synthetic H&E): no second view can
-        # outvote a spurious optimum of mutual information, which on a real MALDI export preferred
-        # a mirrored pose (docs/registration.md, pair A18); tissue polarity is already made bright,
-        # so correlation is well posed and has far fewer such optima. Not for a TIC or other
-        # summary of ion images: matrix signal and drift need MI there
+    # one exported image and nothing else (no spectra, no synthetic H&E): no second view can
+    # outvote a spurious optimum of either metric. On the real MALDI/H&E pairs correlation put A13
+    # shrunk into half its section and MI kept A10 from its best overlap, each right where the
+    # other failed; so both register it, and the pose whose tissue overlaps the H&E's better wins
+    # (an export's tissue mask is its non-glass pixels, reliable where its intensities are not)
+    both_metrics = route == "direct" and moving_is_export and view is None and opts.metric is None
+    if both_metrics:
         opts = replace(opts, metric="correlation")
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":
@@ -451,6 +453,28 @@ def iter_register_msi(
             fixed_exclude=exclude,
             second_view=view,
         )
+        if both_metrics:
+            masks = dict(fixed_tissue=f_tissue, moving_tissue=m_tissue, moving_footprint=footprint)
+            alt = yield from iter_register(
+                fixed,
+                he_px,
+                moving,
+                moving_px,
+                replace(opts, metric="mattes"),
+                fixed_mask=f_tissue,
+                cancel=cancel,
+                moving_mask=footprint,
+                fixed_exclude=exclude,
+            )
+            d = {
+                "correlation": overlap_metrics(fixed, he_px, moving, moving_px, tr, **masks)[
+                    "dice"
+                ],
+                "mattes": overlap_metrics(fixed, he_px, moving, moving_px, alt, **masks)["dice"],
+            }
+            if d["mattes"] > d["correlation"]:
+                tr, opts = alt, replace(opts, metric="mattes")
+            tr.meta["metric_choice"] = {"tissue_dice": d, "chosen": tr.meta.get("metric")}
     res = RegistrationResult(
         tr,
         route,

@@ -72,7 +72,8 @@ class RegisterInputs:
     # level that matches the moving pixel, and the outputs are written on level 0's grid
     he_full: tuple | None = None
     # the moving image is one exported image file (a vendor MALDI export), not ion images of an
-    # imzML: registered by correlation (see registration.pipeline.iter_register_msi)
+    # imzML: registered by correlation and by MI, the better tissue overlap kept (see
+    # registration.pipeline.iter_register_msi)
     moving_is_export: bool = False
 
     @property
