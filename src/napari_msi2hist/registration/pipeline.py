@@ -19,7 +19,8 @@ from ..progress import CancelToken, Progress
 from .deformable import jacobian_folds
 from .intensity import RegistrationOptions, iter_register
 from .landmarks import landmark_report
-from .preprocess import msi_summary, od_image
+from .preprocess import msi_summary, od_image, rescale_unit
+from .tissue import dice
 from .transforms import Transform
 
 
@@ -132,7 +133,7 @@ def overlap_metrics(
     out = {
         "mi": mutual_information(np.clip(f, 0, 1), np.clip(w, 0, 1), inside),
         "ncc": _ncc(f, w, inside),
-        "dice": _dice(fm, wm),
+        "dice": dice(fm, wm),
         "covered_fraction": float(
             fm.sum() / max(1, (fixed_tissue if fixed_tissue is not None else fm).sum())
         ),
@@ -161,20 +162,6 @@ def _judged(value: float, key: str) -> float:
     return abs(value) if key == "ncc" else value
 
 
-def _rescale01(img: np.ndarray, footprint: np.ndarray | None) -> np.ndarray:
-    """Scale to 0-1 between the 1st and 99th percentiles inside ``footprint``; 0 outside it."""
-    a = np.asarray(img, dtype=np.float64)
-    fp = np.ones(a.shape, bool) if footprint is None else np.asarray(footprint, bool)
-    if not fp.any():
-        return np.zeros(a.shape, np.float32)
-    lo, hi = np.percentile(a[fp], [1, 99])
-    return np.where(fp, np.clip((a - lo) / (hi - lo + 1e-12), 0, 1), 0.0).astype(np.float32)
-
-
-def _dice(a, b):
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
-
-
 def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Move ``a`` by (dy, dx) pixels; what comes in from outside is False."""
     out = np.zeros_like(a)
@@ -193,7 +180,7 @@ def _dice_shift_probe(fixed_tissue, warped_tissue, covered, fixed_px, step_um) -
             dy = int(round(ky * step_um / fixed_px[0]))
             dx = int(round(kx * step_um / fixed_px[1]))
             cov = _shifted(covered, dy, dx)
-            d = _dice(fixed_tissue & cov, _shifted(warped_tissue, dy, dx) & cov)
+            d = dice(fixed_tissue & cov, _shifted(warped_tissue, dy, dx) & cov)
             # ties go to the smaller shift (the loop order would favour -2, -2)
             if d > best + 1e-9 or (
                 abs(d - best) <= 1e-9 and abs(ky) + abs(kx) < sum(map(abs, best_shift))
@@ -364,7 +351,7 @@ def iter_register_msi(
             # done, and cleaning it again fits a plane and row medians to tissue on glass, which
             # turned real pair A10's white glass into a left-to-right ramp and its tissue mask
             # into 82 % of the raster (63 % is tissue); only rescale it
-            moving = _rescale01(raw, footprint)
+            moving = rescale_unit(raw, footprint)
         else:
             # hot/missing pixels and raster-line stripes removed (see preprocess.clean_msi_image)
             moving = clean_msi_image(raw, footprint)
@@ -417,6 +404,7 @@ def iter_register_msi(
     both_metrics = route == "direct" and moving_is_export and view is None and opts.metric is None
     if both_metrics:
         opts = replace(opts, metric="correlation")
+    masks = dict(fixed_tissue=f_tissue, moving_tissue=m_tissue, moving_footprint=footprint)
     have_lm = landmarks_fixed is not None and landmarks_moving is not None
     if have_lm and landmarks_use == "fit":
         from .alignment import landmark_transform
@@ -454,7 +442,6 @@ def iter_register_msi(
             second_view=view,
         )
         if both_metrics:
-            masks = dict(fixed_tissue=f_tissue, moving_tissue=m_tissue, moving_footprint=footprint)
             alt = yield from iter_register(
                 fixed,
                 he_px,
@@ -483,7 +470,6 @@ def iter_register_msi(
         moving_px=tuple(moving_px),
         fixed_mask=f_tissue,
     )
-    masks = dict(fixed_tissue=f_tissue, moving_tissue=m_tissue, moving_footprint=footprint)
     folds = jacobian_folds(tr, fixed.shape, he_px) if not tr.is_linear else 0.0
     from ..pixel_size import check_against_tissue_area
 

@@ -308,6 +308,28 @@ def clean_msi_image(img: np.ndarray, footprint: np.ndarray | None = None) -> np.
     a = remove_plane(a, fp)
     if positive:
         a = np.exp(a)
+    return rescale_unit(a, fp)
+
+
+def rescale_unit(img: np.ndarray, footprint: np.ndarray | None = None) -> np.ndarray:
+    """Scale an image to 0-1 between its 1st and 99th percentiles inside ``footprint``.
+
+    Parameters
+    ----------
+    img : ndarray
+        2-D image.
+    footprint : ndarray of bool, optional
+        The measured pixels (default: all); the result is 0 outside them.
+
+    Returns
+    -------
+    ndarray
+        float32, the shape of ``img``, clipped to 0-1.
+    """
+    a = np.asarray(img, dtype=np.float64)
+    fp = np.ones(a.shape, bool) if footprint is None else np.asarray(footprint, bool)
+    if not fp.any():
+        return np.zeros(a.shape, np.float32)
     lo, hi = np.percentile(a[fp], [1, 99])
     out = np.clip((a - lo) / (hi - lo + 1e-12), 0, 1)
     return np.where(fp, out, 0.0).astype(np.float32)
