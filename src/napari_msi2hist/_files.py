@@ -34,6 +34,13 @@ def atomic_path(final: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
+def atomic_leftovers(final: str | os.PathLike) -> list[Path]:
+    """The temporary files :func:`atomic_path` made for ``final`` that are still there (a run killed
+    in the middle of an atomic write leaves one behind)."""
+    final = Path(final)
+    return [p for p in final.parent.glob(f".{final.name}.*.tmp") if p.is_file()]
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     tmp = atomic_path(path)

@@ -193,10 +193,12 @@ def _remove_stale_reports(out: Path) -> None:
     A kill can land in the middle of an atomic write, which leaves its hidden temp file (one batch
     per folder at a time, so none of these belongs to a live run).
     """
-    for name in ("cohort_report.csv", "cohort_report.html"):
-        for p in out.glob(f".{name}.*.tmp"):
+    from .._files import atomic_leftovers
+
+    for final in (out / "cohort_report.csv", out / "cohort_report.html"):
+        for p in atomic_leftovers(final):
             p.unlink(missing_ok=True)
-    for p in (out / "_failed").glob(".*.json.*.tmp"):
+    for p in (out / "_failed").glob(".*.json.*.tmp"):  # any section's failure record
         p.unlink(missing_ok=True)
 
 
