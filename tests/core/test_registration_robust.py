@@ -681,3 +681,60 @@ def test_a_whole_section_shrunk_into_a_larger_one_is_not_a_good_overlap():
         fixed_tissue=fixed, moving_tissue=cut, moving_footprint=foot,
     )  # fmt: skip
     assert not part["whole_section"] and part["dice"] > 0.95
+
+
+def _fragment_slide(rng):
+    """A slide that kept one small fragment of its section, with a step in the glass's shade."""
+    from skimage.draw import disk, ellipse
+
+    he = np.full((300, 200, 3), (238, 236, 240), float) + rng.normal(0, 1.0, (300, 200, 3))
+    he[:, 130:] -= 4  # uneven illumination / a scanner seam: the glass's only structure
+    frag = np.zeros(he.shape[:2], bool)
+    frag[disk((210, 60), 9)] = True
+    he[frag] = (215, 120, 190)
+    msi = np.full((50, 60), 250.0)  # a vendor export: white background, tissue dark
+    mt = np.zeros(msi.shape, bool)
+    mt[ellipse(25, 30, 18, 25, msi.shape)] = True
+    msi[mt] = 90 + 20 * rng.standard_normal(mt.sum())
+    return np.clip(he, 0, 255).astype(np.uint8), frag, msi.astype(np.float32), mt
+
+
+def test_search_never_wins_on_glass_alone():
+    """A1-like: with tissue masks the best pose covers the slide's only tissue; NCC alone prefers
+    to fit the section's edge to a step in the glass (the old behaviour, checked as the control)."""
+    from napari_msi2hist.registration.search import global_search
+
+    he, frag, msi, mt = _fragment_slide(np.random.default_rng(3))
+    fixed = -np.log(np.clip(he.astype(float), 1, 255) / 255).sum(-1)
+    moving = msi.max() - msi
+    landed = {}
+    for masks in (False, True):
+        kw = dict(fixed_tissue=frag, moving_tissue=mt) if masks else {}
+        c = global_search(
+            fixed, (1.0, 1.0), np.ones(fixed.shape, bool), moving, (2.0, 2.0),
+            angle_step_deg=10, scales=(1.0,), keep=3, **kw,
+        )[0]  # fmt: skip
+        q = np.linalg.inv(c.matrix_yx) @ np.array([210.0, 60.0, 1.0])  # fragment -> moving um
+        py, px = q[:2] / 2.0
+        if c.flip:
+            px = (msi.shape[1] - 1) - px
+        landed[masks] = bool(
+            0 <= py < msi.shape[0] and 0 <= px < msi.shape[1] and mt[int(py), int(px)]
+        )
+    assert landed == {False: False, True: True}
+
+
+def test_a_slide_with_one_fragment_left_is_covered_and_judged_failed():
+    """Real pair A1's case end to end: the pose covers what tissue the H&E has (Dice up from 0),
+    and the verdict still fails it, since most of the section is missing from that slide."""
+    he, frag, msi, _ = _fragment_slide(np.random.default_rng(3))
+    r = run_to_end(
+        iter_register_msi(
+            he, (1.0, 1.0), "direct", (2.0, 2.0), msi_stack=msi[None], moving_is_export=True,
+            opts=RegistrationOptions(stages=("rigid",), scale_range=1.3, scale_steps=3),
+        )
+    )  # fmt: skip
+    assert r.metrics["before"]["dice"] == 0.0
+    assert r.metrics["after"]["dice"] > 0.15
+    assert r.metrics["after"]["covered_fraction"] > 0.9
+    assert r.verdict["verdict"] == "failed"

@@ -226,6 +226,8 @@ def iter_register(
                 keep=keep,
                 coarse_um=coarse_pixel_um(f_img.shape, f_px, m_px),
                 inside=np.pad(np.ones(f_img.shape, bool), pad),
+                fixed_tissue=np.pad(fmask_np, pad),
+                moving_tissue=image_tissue_mask(img, foot),
             ):
                 mat = c.matrix_yx.copy()
                 mat[:2, 2] -= pad * np.asarray(f_px)  # padded-array world -> fixed world

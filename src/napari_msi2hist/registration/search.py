@@ -135,6 +135,9 @@ def global_search(
     min_overlap: float = 0.5,
     coarse_um: float | None = None,
     inside: np.ndarray | None = None,
+    fixed_tissue: np.ndarray | None = None,
+    moving_tissue: np.ndarray | None = None,
+    min_tissue_cover: float = 0.25,
 ) -> list[Candidate]:
     """Search rotation x mirror x scale x translation; return the best ``keep`` distinct poses.
 
@@ -165,6 +168,16 @@ def global_search(
     inside : ndarray of bool, optional
         The fixed image proper when ``fixed`` was framed (:func:`.preprocess.pad_with_glass`): the
         ``min_overlap`` share of the moving raster must land inside it, not on the frame.
+    fixed_tissue, moving_tissue : ndarray of bool, optional
+        The two images' tissue masks (same shapes as ``fixed`` and ``moving``). When both are
+        given, a pose counts only where the moving raster covers at least ``min_tissue_cover`` of
+        the smaller tissue area (the fixed tissue, or the moving tissue at that scale), so that no
+        pose wins on glass alone. NCC does not see contrast: on real pair A1 (fragments of tissue
+        on an otherwise empty H&E) the best-correlated pose was the MSI section on the glass frame
+        at a corner, where a 0.015 step in glass optical density was all the fixed image held. If
+        no pose anywhere meets the rule (a tissue mask is wrong), the search ranks as without it.
+    min_tissue_cover : float
+        See ``fixed_tissue``.
 
     Returns
     -------
@@ -203,6 +216,13 @@ def global_search(
         FIN, n_inside = rfft2(fin.astype(float), P), fin.sum()
     else:
         FIN, n_inside = FA[0], n_fixed
+    cover_rule = fixed_tissue is not None and moving_tissue is not None
+    if cover_rule:
+        # fractional coarse pixels, so that tissue smaller than a coarse pixel still counts
+        ft_c = _resize(np.asarray(fixed_tissue, float), fshape)
+        FT, area_f = rfft2(ft_c, P), float(ft_c.sum())
+        area_m0 = float(_resize(np.asarray(moving_tissue, float) * mfp_full, mshape).sum())
+        cover_rule = area_f > 0 and area_m0 > 0
     results = []
     for flip in (False, True) if flips else (False,):
         mimg = m0[:, ::-1] if flip else m0
@@ -244,6 +264,14 @@ def global_search(
                 num = sfm - sf * sm / nn
                 den = np.sqrt(np.clip((sff - sf**2 / nn) * (smm - sm**2 / nn), 1e-12, None))
                 val = np.where(ok, num / den, -np.inf)
+                covers = False
+                if cover_rule:
+                    cover = corr(FT, FB[0])  # fixed tissue under the moving raster
+                    need_t = min_tissue_cover * min(area_f, area_m0 * s * s)
+                    val_t = np.where(cover >= need_t, val, -np.inf)
+                    covers = bool(np.isfinite(val_t).any())
+                    if covers:
+                        val = val_t
                 k = int(np.argmax(val))
                 dy, dx = np.unravel_index(k, P)
                 dy = dy - P[0] if dy > P[0] - cn else dy  # wrap to negative shifts
@@ -253,12 +281,16 @@ def global_search(
                 t = c * (half + np.array([dy, dx])) - a @ centre
                 mat = np.eye(3)
                 mat[:2, :2], mat[:2, 2] = a, t
-                results.append((float(val.flat[k]), flip, float(ang), float(s), mat, n.flat[k]))
+                results.append(
+                    (float(val.flat[k]), flip, float(ang), float(s), mat, n.flat[k], covers)
+                )
+    if any(r[-1] for r in results):  # poses that cover no tissue lose to any that do
+        results = [r for r in results if r[-1]]
     results.sort(key=lambda x: -x[0])
     # re-score the best poses with the route metric on the overlap, then keep distinct ones
     top = results[: max(keep * 4, 24)]
     rescored = []
-    for v, flip, ang, s, mat, n in top:
+    for v, flip, ang, s, mat, n, _ in top:
         mi = _mi_at(f, fm, c, m0, fp0, moving_px, mat, flip) if metric != "correlation" else 0.0
         score = v  # masked NCC ranks; MI is kept as evidence (noisy on a ~50 px grid)
         rescored.append(Candidate(score, mi, flip, ang, s, mat, float(n) / max(1, n_inside)))
