@@ -102,8 +102,16 @@ def test_a_single_exported_image_registers_by_both_metrics(hard_phantoms):
                 msi_stack=export.astype(np.uint8)[None].astype(np.float32),
                 opts=RegistrationOptions(stages=("rigid", "affine")),
                 moving_is_export=True,
-            )
+            ),
+            (seen := []).append,
         )
+        # one progress bar for both passes, each named: it never falls back, nor runs to the
+        # end twice
+        fr = [p.fraction for p in seen]
+        assert all(b >= a for a, b in zip(fr, fr[1:], strict=False)) and fr[-1] == 1.0
+        names = [p.stage.split(":")[0] for p in seen]
+        assert names == sorted(names, key=["correlation", "mutual information"].index)
+        assert set(names) == {"correlation", "mutual information"}
         choice = r.transform.meta["metric_choice"]
         dice = choice["tissue_dice"]
         assert choice["chosen"] == max(dice, key=dice.get) == r.transform.meta["metric"]

@@ -242,6 +242,16 @@ def _second_view(route, moving_px, synth_rgb, msi_stack, msi_mask, summary, msi_
     return SecondView(img, tuple(synth_px), None, "synthetic H&E", "correlation")
 
 
+def _one_of_two(gen, name: str, part: int):
+    """Run one of two equal registrations as half of one progress bar, its stage named by ``name``."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield Progress(part * p.total + p.done, 2 * p.total, f"{name}: {p.stage}", p.info)
+
+
 def iter_register_msi(
     he_rgb: np.ndarray,
     he_px,
@@ -429,7 +439,7 @@ def iter_register_msi(
             fixed_exclude=exclude,
         )
     else:
-        tr = yield from iter_register(
+        gen = iter_register(
             fixed,
             he_px,
             moving,
@@ -441,17 +451,22 @@ def iter_register_msi(
             fixed_exclude=exclude,
             second_view=view,
         )
+        tr = yield from (_one_of_two(gen, "correlation", 0) if both_metrics else gen)
         if both_metrics:
-            alt = yield from iter_register(
-                fixed,
-                he_px,
-                moving,
-                moving_px,
-                replace(opts, metric="mattes"),
-                fixed_mask=f_tissue,
-                cancel=cancel,
-                moving_mask=footprint,
-                fixed_exclude=exclude,
+            alt = yield from _one_of_two(
+                iter_register(
+                    fixed,
+                    he_px,
+                    moving,
+                    moving_px,
+                    replace(opts, metric="mattes"),
+                    fixed_mask=f_tissue,
+                    cancel=cancel,
+                    moving_mask=footprint,
+                    fixed_exclude=exclude,
+                ),
+                "mutual information",
+                1,
             )
             d = {
                 "correlation": overlap_metrics(fixed, he_px, moving, moving_px, tr, **masks)[
