@@ -4,12 +4,15 @@ The policy (:class:`OutputPlan`): a command never writes over a file it reads (c
 inode, so symlinks and hard links count), never writes over earlier output unless asked to
 (``--overwrite``), and writes multi-file outputs into a temporary sibling folder that is renamed into
 place only when complete, so a failed or interrupted run leaves neither a partial folder nor
-temporary files behind.
+temporary files behind. Such a folder lists what it wrote in a hidden manifest (``MANIFEST``): a
+folder replaced with ``--overwrite`` must hold nothing else, so that files a user put there (notes,
+other data) are never deleted with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +23,69 @@ from pathlib import Path
 
 class OutputRefused(ValueError):
     """An output would overwrite an input or earlier output; the message names the file."""
+
+
+MANIFEST = ".msi2hist-output.json"  # in a folder written by OutputPlan.folder: the files it wrote
+_OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # made by file browsers, not by users
+_MANIFEST_MAX_BYTES = 16 << 20
+
+
+def _manifest_files(folder: Path) -> set[str]:
+    """The relative names ``folder``'s manifest lists (empty when it has none or it is unreadable)."""
+    mf = folder / MANIFEST
+    try:
+        if not mf.is_file() or mf.stat().st_size > _MANIFEST_MAX_BYTES:
+            return set()
+        files = json.loads(mf.read_text(encoding="utf-8")).get("files", [])
+        return {f for f in files if isinstance(f, str)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _walk_files(folder: Path, limit: int = 10000) -> Iterator[Path]:
+    """Files under ``folder`` (relative), at most ``limit``."""
+    n = 0
+    for root, _dirs, files in os.walk(folder):
+        for f in sorted(files):
+            yield (Path(root) / f).relative_to(folder)
+            n += 1
+            if n >= limit:
+                return
+
+
+def _write_manifest(folder: Path) -> None:
+    from . import __version__
+
+    files = [r.as_posix() for r in _walk_files(folder, limit=1_000_000) if r.as_posix() != MANIFEST]
+    text = json.dumps({"written_by": f"msi2hist {__version__}", "files": files}, indent=1)
+    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def foreign_files(folder: str | os.PathLike) -> list[str]:
+    """Files in ``folder`` that its manifest does not list (all of them when it has none).
+
+    Parameters
+    ----------
+    folder : path-like
+        An existing folder.
+
+    Returns
+    -------
+    list of str
+        Relative names, sorted; file-browser files (``.DS_Store`` ...) are not counted.
+    """
+    folder = Path(folder)
+    listed = _manifest_files(folder)
+    limit = max(10000, 2 * len(listed))
+    seen = list(_walk_files(folder, limit + 1))
+    out = [
+        r.as_posix()
+        for r in seen[:limit]
+        if r.as_posix() != MANIFEST and r.name not in _OS_FILES and r.as_posix() not in listed
+    ]
+    if len(seen) > limit:  # not all looked at: what was not cannot be vouched for
+        out.append(f"(over {limit} files)")
+    return out
 
 
 def atomic_path(final: str | os.PathLike) -> Path:
@@ -202,7 +268,20 @@ class OutputPlan:
                     )
             if n > 10000:
                 break
-        if not (self.overwrite or resumable) and any(out.iterdir()):
+        if resumable or not any(out.iterdir()):
+            return out
+        foreign = foreign_files(out)
+        if foreign:
+            # a folder is replaced whole: it may not hold anything this tool did not write
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise OutputRefused(
+                f"{out}: holds files msi2hist did not write ({shown}); refusing to "
+                f"{'replace' if self.overwrite else 'write into'} it: move them, or choose a new "
+                "or empty folder"
+            )
+        if not self.overwrite and _manifest_files(out):
             raise OutputRefused(
                 f"{out}: holds earlier output; refusing to overwrite it (use --overwrite or another folder)"
             )
@@ -224,10 +303,14 @@ class OutputPlan:
     @contextlib.contextmanager
     def folder(self, out: str | os.PathLike) -> Iterator[Path]:
         """Write a folder all or nothing: yields a temporary sibling folder that replaces ``out``
-        (only) when the block ends without an error; on an error or interrupt it is removed."""
+        (only) when the block ends without an error; on an error or interrupt it is removed.
+
+        The folder gets a manifest of the files written (:data:`MANIFEST`); an existing ``out``
+        is replaced only when it holds nothing else (:func:`foreign_files`)."""
         out = self.check_folder(out)
         with self.folder_for(out) as tmp:
             yield tmp
+            _write_manifest(tmp)
             self.check_folder(out)
             _swap_in(tmp, out)
 

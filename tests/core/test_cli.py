@@ -143,6 +143,7 @@ def test_phantom_command(tmp_path):
     )
     names = sorted(p.name for p in (tmp_path / "ph").iterdir())
     assert names == [
+        ".msi2hist-output.json",  # the manifest: what --overwrite may replace
         "he.ome.tif",
         "landmarks_he.csv",
         "landmarks_msi.csv",

@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+from napari_msi2hist._files import MANIFEST
 from napari_msi2hist.cli import main
 
 
@@ -150,13 +151,40 @@ def test_register_keeps_earlier_output_whole(ws, tmp_path, capsys):
     argv = ["register", "--fixed", str(ws / "he.ome.tif"), "--moving", str(ws / "msi.imzML")]
     argv += ["--out", str(out), "--route", "direct", "--quiet"]
     out.mkdir()
-    (out / "report.json").write_text("{}")
+    (out / "report.json").write_text("{}")  # earlier output: its manifest lists it
+    (out / MANIFEST).write_text('{"files": ["report.json"]}')
     _refused(capsys, argv, "reg", tmp_path)
     # a failing run with --overwrite (bad landmarks) leaves the old folder as it was
     (ws / "bad.csv").write_text("index,axis-0,axis-1\n0,1,1\n1,1,1\n2,5,5\n")
     bad = [*argv, "--landmarks-fixed", str(ws / "bad.csv"), "--landmarks-moving"]
     _refused(capsys, [*bad, str(ws / "landmarks_msi.csv"), "--overwrite"], "bad.csv", tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_overwrite_never_deletes_files_the_tool_did_not_write(tmp_path, capsys):
+    """--overwrite replaces a folder whole, so it may only hold this tool's earlier output: a
+    user's notes dropped into it, or a folder of the user's own files, are refused and kept."""
+    out = tmp_path / "ph"
+    argv = ["phantom", str(out), "--seed", "4", "--quiet"]
+    assert main(argv) == 0
+    _refused(capsys, argv, "earlier output", tmp_path)  # ours, and no --overwrite
+    (out / "my_notes.txt").write_text("mine")
+    line = _refused(capsys, [*argv, "--overwrite"], "my_notes.txt", tmp_path)
+    assert "did not write" in line
+    (out / "my_notes.txt").unlink()
+    (out / ".DS_Store").write_bytes(b"\0")  # a file browser's, not the user's
+    assert main([*argv, "--overwrite"]) == 0
+    own = tmp_path / "userdir"  # nothing of ours at all
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    (own / "sub").mkdir()
+    (own / "sub" / "other_he.tif").write_bytes(b"II*\0")
+    for extra in ([], ["--overwrite"]):
+        line = _refused(capsys, ["phantom", str(own), "--quiet", *extra], "notes.txt", tmp_path)
+        assert "sub/other_he.tif" in line and "earlier output" not in line
+    # a manifest that does not list a file does not vouch for it
+    (own / MANIFEST).write_text('{"files": ["notes.txt"]}')
+    _refused(capsys, ["phantom", str(own), "--quiet", "--overwrite"], "other_he.tif", tmp_path)
 
 
 def test_output_folder_holding_an_input(ws, capsys):
@@ -567,10 +595,10 @@ def test_output_plan_folder_is_all_or_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt), OutputPlan([src], overwrite=True).folder(out) as tmp:
         (tmp / "b.txt").write_text("two")
         raise KeyboardInterrupt
-    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "a.txt"]
     with OutputPlan([src], overwrite=True).folder(out) as tmp:
         (tmp / "b.txt").write_text("two")
-    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "b.txt"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
     # a hard link to an input inside the output folder: replacing the folder is refused
     os.link(src, out / "link.txt")

@@ -205,6 +205,7 @@ def test_register_and_transform_points_cli(tmp_path, small_phantom, trained_chec
     )
     assert rc == 0
     assert {f.name for f in out.iterdir()} == {
+        ".msi2hist-output.json",  # the manifest of what it wrote
         "transform.json",
         "transform.h5",
         "registered.ome.tif",

@@ -45,7 +45,10 @@ def declare(p, inputs: tuple[str, ...] = (), output: str | None = None, kind: st
         p.add_argument(
             "--overwrite",
             action="store_true",
-            help="replace earlier output (never an input; a folder only once the new one is complete)",
+            help=(
+                "replace earlier output (never an input, nor a folder holding files msi2hist did "
+                "not write; a folder only once the new one is complete)"
+            ),
         )
 
 
