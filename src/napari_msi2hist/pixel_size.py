@@ -48,16 +48,20 @@ def check_against_tissue_area(
     fixed_tissue: np.ndarray, fixed_px, moving_tissue: np.ndarray, moving_px, warn: bool = True
 ) -> dict:
     """Compare the claimed moving/fixed scale (1: pixel sizes right) with the square root of the
-    tissue-area ratio; more than 1.5x apart gives a warning naming both numbers."""
+    tissue-area ratio; more than 1.5x apart gives a warning naming both numbers.
+
+    Returns ``area_scale`` (relative to the pixel sizes: 1 = they agree), ``claimed_scale`` (1),
+    ``moving_px_in_fixed_px`` (one moving pixel in fixed pixels by the pixel sizes and by the
+    tissue areas, the warning's two numbers; absent when a mask is empty) and ``warning``."""
     fa = float(fixed_tissue.sum()) * fixed_px[0] * fixed_px[1]
     ma = float(moving_tissue.sum()) * moving_px[0] * moving_px[1]
+    claimed = moving_px[0] / fixed_px[0]
     if fa <= 0 or ma <= 0:
         return {"area_scale": None, "claimed_scale": 1.0, "warning": None}
     area_scale = float(np.sqrt(fa / ma))  # fixed tissue size / moving tissue size, in um
     msg = None
     if max(area_scale, 1 / area_scale) > 1.5:
         # both as "one moving pixel = this many fixed pixels": what the sizes say, what areas say
-        claimed = moving_px[0] / fixed_px[0]
         msg = (
             f"the pixel sizes (moving {moving_px[0]:g} um, fixed {fixed_px[0]:g} um) make one moving "
             f"pixel {claimed:.2f} fixed pixels; the tissue areas suggest {claimed * area_scale:.2f}: "
@@ -71,7 +75,13 @@ def check_against_tissue_area(
             )
         if warn:
             warnings.warn(msg, stacklevel=2)
-    return {"area_scale": area_scale, "claimed_scale": 1.0, "warning": msg}
+    return {
+        "area_scale": area_scale,  # relative: 1 = the areas agree with the pixel sizes
+        "claimed_scale": 1.0,
+        # the warning's two numbers: one moving pixel in fixed pixels, by pixel sizes / by areas
+        "moving_px_in_fixed_px": {"pixel_sizes": claimed, "tissue_areas": claimed * area_scale},
+        "warning": msg,
+    }
 
 
 __all__ = ["MissingPixelSize", "check_against_tissue_area", "resolve_pixel_size"]

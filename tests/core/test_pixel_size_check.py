@@ -31,6 +31,9 @@ def test_right_pixel_sizes_are_silent_and_wrong_ones_name_both_ratios():
     implied = float(msg.split("suggest ")[1].split(":")[0])
     assert implied == pytest.approx(3.0, rel=0.03)
     assert bad["warning"] == msg
+    # report.json carries the warning's two numbers, not only ratios relative to the claim
+    assert bad["moving_px_in_fixed_px"]["pixel_sizes"] == pytest.approx(1.5)
+    assert bad["moving_px_in_fixed_px"]["tissue_areas"] == pytest.approx(implied, abs=0.005)
 
 
 def test_a_section_mostly_missing_from_one_slide_is_named():

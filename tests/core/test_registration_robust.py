@@ -388,7 +388,7 @@ def make_phantom_for_cross_check():
     return fixed, (10.0, 10.0), synth, summary, 20.0
 
 
-def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms):
+def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms, capsys):
     import tifffile
 
     ph, _ = hard_phantoms[0]
@@ -442,7 +442,14 @@ def test_register_cli_pixel_sizes_verdict_and_exit_code(tmp_path, hard_phantoms)
     assert rep["verdict"]["evidence"]["registration_metric"] == choice["chosen"]
     assert rep["verdict"]["verdict"] in ("failed", "doubtful")
     assert rc == (3 if rep["verdict"]["verdict"] == "failed" else 0)
-    assert main([*args, "--out", str(tmp_path / "o3"), "--allow-failed"]) == 0
+    loud = [a for a in args if a != "--quiet"]
+    capsys.readouterr()
+    assert main([*loud, "--out", str(tmp_path / "o3"), "--allow-failed"]) == 0
+    # the summary line names the metric that was optimised when it is not MI (|NCC|: a user saw
+    # "MI 0.000 -> 0.000" for a run whose correlation went 0 -> 0.135)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote "))
+    optimised = "|NCC|" in line and "(the metric it optimised)" in line
+    assert optimised == (choice["chosen"] == "correlation"), line
 
 
 def test_missing_pixel_size_message_names_the_options():
@@ -467,10 +474,28 @@ def test_register_names_both_missing_pixel_sizes_at_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--fixed-pixel-um" in err and "--moving-pixel-um" in err, err
     assert "he.png, maldi.png" in err
+    assert str(he) not in err  # the files are named once, not again as a prefix of every input
     # the fixed one given: the error names the moving one only
     assert main([*args, "--fixed-pixel-um", "2", "--out", str(tmp_path / "o2"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "--moving-pixel-um" in err and "--fixed-pixel-um" not in err, err
+
+
+def test_an_image_export_on_the_default_route_is_told_which_route_to_take(tmp_path, capsys):
+    """A new user's first try: a MALDI export, no --route, no pixel sizes. The route is the first
+    thing said (before pixel sizes), and the line names the option that fixes it."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    he, msi = tmp_path / "he.png", tmp_path / "maldi.png"
+    iio.imwrite(he, rng.integers(0, 255, (60, 50, 3), dtype=np.uint8))
+    iio.imwrite(msi, rng.integers(0, 255, (20, 18), dtype=np.uint8))
+    args = ["register", "--fixed", str(he), "--moving", str(msi), "--out", str(tmp_path / "o")]
+    assert main([*args, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--route direct" in err and "maldi.png" in err, err
+    assert "pixel" not in err and "demo_generator" not in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_msi_cleaning_removes_stripes_spikes_and_drift():

@@ -184,7 +184,7 @@ def one_line(e: BaseException, plan) -> str:
         msg = f"{e.filename}: {e.strerror or msg}"
     names = [str(p) for p in (plan.inputs if plan is not None else [])]
     known = names + [str(p) for p in (plan.outputs if plan is not None else [])]
-    if names and not any(n in msg for n in known if len(Path(n).name) > 2):
+    if names and not any(n in msg or Path(n).name in msg for n in known if len(Path(n).name) > 2):
         msg = f"{', '.join(dict.fromkeys(names[:3]))}: {msg}"
     return msg
 

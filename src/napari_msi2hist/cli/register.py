@@ -62,9 +62,16 @@ def cmd_register(args) -> int:
         write_outputs(tmp, cfg, inp, reg)
     if not args.quiet:
         b, a = reg.metrics["before"], reg.metrics["after"]
+        ev = reg.verdict.get("evidence", {})
+        used = ""  # the metric the registration optimised, when it is not MI
+        if ev.get("metric_name") not in (None, "mi") and ev.get("metric_before") is not None:
+            used = (
+                f", {ev['metric_name'].upper()} {ev['metric_before']:.3f} -> "
+                f"{ev['metric_after']:.3f} (the metric it optimised)"
+            )
         print(
             f"wrote {out}: transform.json/.h5, registered.ome.tif, report.json; "
-            f"MI {b['mi']:.3f} -> {a['mi']:.3f}, Dice {b['dice']:.3f} -> {a['dice']:.3f} "
+            f"MI {b['mi']:.3f} -> {a['mi']:.3f}{used}, Dice {b['dice']:.3f} -> {a['dice']:.3f} "
             f"({reg.seconds:.1f} s)"
         )
         if reg.landmarks:
@@ -129,7 +136,16 @@ def add_parsers(sub) -> None:
         required=True,
         help="folder for transform.json/.h5, registered.ome.tif, report.json",
     )
-    p.add_argument("--route", choices=["synthesis", "direct"], default="synthesis")
+    p.add_argument(
+        "--route",
+        choices=["synthesis", "direct"],
+        default="synthesis",
+        help=(
+            "synthesis (default): register a synthetic H&E made from the imzML by --model; "
+            "direct: register the MSI image itself (TIC or PCA of an imzML, or a single-channel "
+            "image export, which only this route can use)"
+        ),
+    )
     p.add_argument(
         "--model", default="demo", help="checkpoint for the synthesis route (default: bundled demo)"
     )

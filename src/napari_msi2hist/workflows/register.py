@@ -149,6 +149,10 @@ def iter_read_inputs(
     from ..registration.landmarks import check_landmark_pairs
     from .wholeslide import mask_on_level, open_slide, registration_level
 
+    # what the moving image is decides the route it can take: said before anything else is asked
+    moving_img = None if is_imzml_path(moving) else read_histology(moving)
+    if moving_img is not None:
+        _check_route(moving_img, cfg.route, moving)
     # a pyramidal or large H&E is registered on the level that matches the moving pixel (read once
     # the moving image is known), never read whole at level 0
     he, whole = open_slide(fixed)
@@ -173,25 +177,15 @@ def iter_read_inputs(
     if is_imzml_path(moving):
         yield from _read_imzml(inp, cfg, moving, moving_pixel_um, mz, cancel)
     else:
-        img = read_histology(moving)
+        img = moving_img
         arr = np.asarray(img.levels[0])
         inp.moving_px = inp.msi_px = resolve_pixel_size(
             img.pixel_size_um, moving_pixel_um, "moving", moving
         )
         if img.rgb:
-            if cfg.route != "synthesis":
-                raise ValueError(
-                    f"{moving}: an RGB moving image is a synthetic H&E: use --route synthesis"
-                )
             inp.synth = to_uint8_rgb(arr)
         else:
             stack = arr if arr.ndim == 3 else arr[None]
-            if stack.shape[0] > 16:
-                raise ValueError(f"{moving}: {stack.shape[0]} channels: expected an MSI image")
-            if cfg.route == "synthesis":
-                raise ValueError(
-                    f"{moving}: the synthesis route needs an imzML (and --model) or a synthetic H&E"
-                )
             inp.stack = stack
             inp.msi_mask = np.ones(stack.shape[-2:], bool)
             inp.moving_is_export = stack.shape[0] == 1
@@ -204,6 +198,26 @@ def iter_read_inputs(
         inp.fixed_mask = _read_mask(fixed_mask, he_rgb.shape[:2])
     inp.moving_mask = _read_mask(moving_mask, inp.moving_shape)
     return inp
+
+
+def _check_route(img, route: str, moving) -> None:
+    """Refuse a moving image the route cannot use, saying which route it can take."""
+    if img.rgb:
+        if route != "synthesis":
+            raise ValueError(
+                f"{moving}: an RGB moving image is a synthetic H&E: use --route synthesis"
+            )
+        return
+    shape = img.levels[0].shape
+    channels = shape[0] if len(shape) == 3 else 1
+    if channels > 16:
+        raise ValueError(f"{moving}: {channels} channels: expected an MSI image")
+    if route == "synthesis":
+        what = "a single-channel image (e.g. a vendor export)" if channels == 1 else "an image"
+        raise ValueError(
+            f"{moving}: {what} has no spectra to synthesise H&E from: use --route direct to "
+            "register it as it is, or give the imzML"
+        )
 
 
 def _both_missing(fixed_error, fixed, moving, moving_pixel_um):
