@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,13 @@ def _figures(out: Path, ph, syn_rgb, truth_rgb, od_fixed, warped: dict, tre: dic
     return files
 
 
+def _step(progress, name: str):
+    """``progress`` with each stage prefixed by the demo's step, so the bars say what they are."""
+    if progress is None:
+        return None
+    return lambda p: progress(replace(p, stage=f"{name}: {p.stage}" if p.stage else name))
+
+
 def run_demo(
     out_dir,
     seed: int = 0,
@@ -108,12 +116,16 @@ def run_demo(
     t0 = time.monotonic()
     timings = {}
     cfg = PhantomConfig(seed=seed, procedural_size=320)
-    ph = run_to_end(iter_make_phantom(out / "phantom", cfg, overwrite=True), progress)
+    ph = run_to_end(
+        iter_make_phantom(out / "phantom", cfg, overwrite=True), _step(progress, "1/4 phantom")
+    )
     timings["phantom"] = time.monotonic() - t0
     ckpt = load_checkpoint(model)
     with open_imzml(ph.paths["imzml"]) as imz:
         t = time.monotonic()
-        ions = run_to_end(iter_peaks(imz, n_peaks, None, DEFAULT_TOLERANCE, "tic"), progress)
+        ions = run_to_end(
+            iter_peaks(imz, n_peaks, None, DEFAULT_TOLERANCE, "tic"), _step(progress, "2/4 peaks")
+        )
         peaks = ions.mz
         timings["peaks"] = time.monotonic() - t
     t = time.monotonic()
@@ -121,7 +133,7 @@ def run_demo(
         iter_synthesize_job(
             ckpt, imzml=ph.paths["imzml"], opts=InferenceOptions(tile=256, overlap=32)
         ),
-        progress,
+        _step(progress, "3/4 synthetic H&E"),
     )
     timings["synthesis"] = time.monotonic() - t
     write_ome_tiff(out / "synthetic_he.ome.tif", syn.rgb, syn.pixel_size_um)
@@ -157,7 +169,10 @@ def run_demo(
             landmarks_fixed=lm_he,
             landmarks_moving=lm_msi,
         )
-        res = run_to_end(iter_register_job(inp, RegisterConfig(route=route)), progress)
+        res = run_to_end(
+            iter_register_job(inp, RegisterConfig(route=route)),
+            _step(progress, f"4/4 registration, {route} route"),
+        )
         err = np.asarray(res.landmarks["tre_um"])  # TRE as the registration reports it
         res.transform.meta.update(
             {  # relative to the folder: the demo is written elsewhere, then moved into place

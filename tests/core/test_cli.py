@@ -155,9 +155,21 @@ def test_phantom_command(tmp_path):
     assert main(["phantom", str(tmp_path / "ph"), "--quiet"]) == 1
 
 
-def test_demo(tmp_path):
+def test_demo(tmp_path, capsys):
     """The README's main job: phantom -> peaks -> synthesis -> registration by both routes."""
-    assert main(["demo", str(tmp_path / "d"), "--quiet"]) == 0
+    assert main(["demo", str(tmp_path / "d")]) == 0
+    out, err = capsys.readouterr()
+    # each progress bar says which step (and route) it belongs to, in order
+    steps = [
+        "1/4 phantom",
+        "2/4 peaks",
+        "3/4 synthetic H&E",
+        "4/4 registration, synthesis route",
+        "4/4 registration, direct route",
+    ]
+    at = [(out + err).find(s) for s in steps]
+    assert all(a >= 0 for a in at) and at == sorted(at), dict(zip(steps, at, strict=True))
+    assert "verdict (synthesis route):" in out and "verdict (direct route):" in out
     d = tmp_path / "d"
     for f in (
         "synthetic_he.ome.tif",
