@@ -9,6 +9,7 @@ figures (H&E, synthetic H&E, checkerboards before/after, TRE per landmark).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import time
@@ -256,8 +257,12 @@ def run_demo(
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     rows = "".join(
         f"<tr><td>{r}</td><td>{v['tre_median_msi_px']:.2f}</td><td>{v['tre_p90_msi_px']:.2f}</td>"
-        f"<td>{v['tre_median_um']:.1f}</td><td>{v['seconds']:.1f}</td>"
-        f"<td>{v.get('verdict', '')}</td></tr>"
+        f"<td>{v['tre_median_um']:.1f}</td>"
+        f"<td>{v['metrics']['before']['dice']:.3f} &rarr; {v['metrics']['after']['dice']:.3f}</td>"
+        f"<td>{v['seconds']:.1f}</td>"
+        f"<td>{html.escape(v.get('verdict', ''))}<br><small>"
+        + "<br>".join(html.escape(x) for x in v.get("verdict_reasons", []))
+        + "</small></td></tr>"
         for r, v in routes.items()
     )
     outputs = "".join(f"<li><code>{k}</code>: {v}</li>" for k, v in _OUTPUTS.items())
@@ -268,7 +273,7 @@ def run_demo(
         else "<p>The phantom lies inside the model's input domain (m/z coverage and intensity "
         "statistics match its training data).</p>"
     )
-    html = f"""<!doctype html><html><head><meta charset="utf-8"><title>msi2hist demo</title>
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>msi2hist demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
 td,th{{padding:4px 10px}} table{{border-collapse:collapse;margin:1em 0 2em}}
 figure{{margin:1.5em 0;clear:both}} figure img{{display:block;max-width:100%}}
@@ -297,7 +302,7 @@ SSIM {synth_metrics["ssim"]:.3f}</p>
 seen in the MSI frame through the true transform (what the model should produce). Right: what the
 model produced from the MSI.</figcaption></figure>
 <h2>Registration (TRE at {len(lm_he)} landmarks against the truth)</h2>
-<table border="1"><tr><th>route</th><th>median TRE (MSI px)</th><th>p90 (MSI px)</th><th>median (um)</th><th>seconds</th><th>verdict</th></tr>{rows}</table>
+<table border="1"><tr><th>route</th><th>median TRE (MSI px)</th><th>p90 (MSI px)</th><th>median (um)</th><th>tissue Dice before &rarr; after</th><th>seconds</th><th>verdict and reasons</th></tr>{rows}</table>
 <figure><img src="fig_checkerboards.png"><figcaption>Checkerboards of the real H&amp;E (fixed, optical
 density) and the moving image resampled onto it: alternate squares come from each. Left: no
 transform; then the synthesis route (synthetic H&amp;E registered to the H&amp;E) and the direct
@@ -307,5 +312,5 @@ straight across square borders.</figcaption></figure>
 pixels.</figcaption></figure>
 <h2>Files written</h2><ul>{outputs}</ul>
 </body></html>"""
-    (out / "report.html").write_text(html)
+    (out / "report.html").write_text(page)
     return report

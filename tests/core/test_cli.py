@@ -196,6 +196,12 @@ def test_demo(tmp_path, capsys):
     html = (d / "report.html").read_text()
     for term in ("mutual information", "structural similarity", "target registration error"):
         assert term in html, term
+    from html import escape
+
+    assert "tissue Dice before" in html  # a new user found no Dice in the page
+    for route in ("synthesis", "direct"):
+        for reason in rep["registration"][route]["verdict_reasons"]:
+            assert escape(reason) in html, reason
     assert "50 m/z from" in rep["model"]["knows"] and rep["model"]["domain_warnings"] == []
     for name in rep["outputs"]:
         for f in name.replace(",", " ").split():
