@@ -53,8 +53,20 @@ def _walk_files(folder: Path, limit: int = 10000) -> Iterator[Path]:
                 return
 
 
-def _write_manifest(folder: Path) -> None:
+def write_manifest(folder: str | os.PathLike) -> None:
+    """List the files of a finished output folder in its manifest (:data:`MANIFEST`).
+
+    Every writer of a whole folder calls it just before the folder is moved into place, so that a
+    later ``--overwrite`` knows what it may replace (:func:`foreign_files`).
+
+    Parameters
+    ----------
+    folder : path-like
+        The finished (temporary) folder.
+    """
     from . import __version__
+
+    folder = Path(folder)
 
     files = [r.as_posix() for r in _walk_files(folder, limit=1_000_000) if r.as_posix() != MANIFEST]
     text = json.dumps({"written_by": f"msi2hist {__version__}", "files": files}, indent=1)
@@ -310,7 +322,7 @@ class OutputPlan:
         out = self.check_folder(out)
         with self.folder_for(out) as tmp:
             yield tmp
-            _write_manifest(tmp)
+            write_manifest(tmp)
             self.check_folder(out)
             _swap_in(tmp, out)
 

@@ -434,3 +434,25 @@ def test_spatialdata_round_trip(registered, kind, tmp_path):
     np.testing.assert_allclose(
         read_points_csv(tmp_path / "back" / "landmarks_he.csv"), read_points_csv(p["landmarks_he"])
     )
+
+
+def test_interop_folders_are_replaced_only_when_they_hold_nothing_else(tmp_path):
+    """The exporters' own all-or-nothing writer (stores, annotation and import folders) leaves the
+    manifest too, so --overwrite can replace their earlier output but never a user's file."""
+    from napari_msi2hist.interop._files import check_writable, replace_dir, temp_sibling_dir
+
+    out = tmp_path / "section.zarr"
+    tmp = temp_sibling_dir(out)
+    (tmp / "zarr.json").write_text("{}")
+    replace_dir(tmp, out)
+    assert check_writable(out, True) == out  # earlier output of ours: may be replaced
+    with pytest.raises(FileExistsError, match="exists"):
+        check_writable(out, False)
+    (out / "my_notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="my_notes.txt"):
+        check_writable(out, True)
+    theirs = tmp_path / "theirs"
+    (theirs / "sub").mkdir(parents=True)
+    (theirs / "sub" / "data.bin").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="sub/data.bin"):
+        check_writable(theirs, True)

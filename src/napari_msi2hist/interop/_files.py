@@ -39,6 +39,15 @@ def check_writable(path: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
             raise FileExistsError(f"{path}: is an input; refusing to overwrite it")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; refusing to overwrite (use --overwrite)")
+    if path.is_dir():
+        from .._files import foreign_files
+
+        foreign = foreign_files(path)
+        if foreign:  # a folder is replaced whole: never one holding files this tool did not write
+            raise FileExistsError(
+                f"{path}: holds files msi2hist did not write ({', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}); refusing to replace it"
+            )
     return path
 
 
@@ -95,6 +104,10 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     final : path-like
     """
     tmp, final = Path(tmp), Path(final)
+    if tmp.is_dir():
+        from .._files import write_manifest
+
+        write_manifest(tmp)  # what a later --overwrite may replace
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
