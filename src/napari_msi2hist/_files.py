@@ -67,7 +67,6 @@ def write_manifest(folder: str | os.PathLike) -> None:
     from . import __version__
 
     folder = Path(folder)
-
     files = [r.as_posix() for r in _walk_files(folder, limit=1_000_000) if r.as_posix() != MANIFEST]
     text = json.dumps({"written_by": f"msi2hist {__version__}", "files": files}, indent=1)
     (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
@@ -98,6 +97,31 @@ def foreign_files(folder: str | os.PathLike) -> list[str]:
     if len(seen) > limit:  # not all looked at: what was not cannot be vouched for
         out.append(f"(over {limit} files)")
     return out
+
+
+def foreign_files_refusal(folder: str | os.PathLike, replacing: bool) -> str | None:
+    """The one-line refusal for a folder that holds files msi2hist did not write, or None.
+
+    Parameters
+    ----------
+    folder : path-like
+        An existing output folder.
+    replacing : bool
+        Whether the run would replace it (``--overwrite``) or write into it.
+
+    Returns
+    -------
+    str or None
+        The message, naming up to three of those files; None when there are none.
+    """
+    foreign = foreign_files(folder)
+    if not foreign:
+        return None
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return (
+        f"{folder}: holds files msi2hist did not write ({shown}); refusing to "
+        f"{'replace' if replacing else 'write into'} it: move them, or choose a new or empty folder"
+    )
 
 
 def atomic_path(final: str | os.PathLike) -> Path:
@@ -282,17 +306,9 @@ class OutputPlan:
                 break
         if resumable or not any(out.iterdir()):
             return out
-        foreign = foreign_files(out)
-        if foreign:
-            # a folder is replaced whole: it may not hold anything this tool did not write
-            shown = ", ".join(foreign[:3]) + (
-                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            )
-            raise OutputRefused(
-                f"{out}: holds files msi2hist did not write ({shown}); refusing to "
-                f"{'replace' if self.overwrite else 'write into'} it: move them, or choose a new "
-                "or empty folder"
-            )
+        refusal = foreign_files_refusal(out, self.overwrite)
+        if refusal:  # a folder is replaced whole: it may hold nothing this tool did not write
+            raise OutputRefused(refusal)
         if not self.overwrite and _manifest_files(out):
             raise OutputRefused(
                 f"{out}: holds earlier output; refusing to overwrite it (use --overwrite or another folder)"

@@ -40,14 +40,11 @@ def check_writable(path: str | os.PathLike, overwrite: bool, inputs=()) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists; refusing to overwrite (use --overwrite)")
     if path.is_dir():
-        from .._files import foreign_files
+        from .._files import foreign_files_refusal
 
-        foreign = foreign_files(path)
-        if foreign:  # a folder is replaced whole: never one holding files this tool did not write
-            raise FileExistsError(
-                f"{path}: holds files msi2hist did not write ({', '.join(foreign[:3])}"
-                f"{' ...' if len(foreign) > 3 else ''}); refusing to replace it"
-            )
+        refusal = foreign_files_refusal(path, replacing=True)
+        if refusal:  # a folder is replaced whole: never one holding files this tool did not write
+            raise FileExistsError(refusal)
     return path
 
 
