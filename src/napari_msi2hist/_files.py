@@ -42,12 +42,16 @@ def _manifest_files(folder: Path) -> set[str]:
         return set()
 
 
-def _walk_files(folder: Path, limit: int = 10000) -> Iterator[Path]:
-    """Files under ``folder`` (relative), at most ``limit``."""
+def _walk_files(folder: Path, limit: int = 10000, empty_dirs: bool = False) -> Iterator[Path]:
+    """Files under ``folder`` (relative), at most ``limit``; with ``empty_dirs``, empty folders too
+    (as ``name/``)."""
     n = 0
-    for root, _dirs, files in os.walk(folder):
-        for f in sorted(files):
-            yield (Path(root) / f).relative_to(folder)
+    for root, dirs, files in os.walk(folder):
+        entries = sorted(files)
+        if empty_dirs and not files and not dirs and Path(root) != folder:
+            entries = [""]  # the folder itself: someone made it, and replacing would remove it
+        for f in entries:
+            yield (Path(root) / f).relative_to(folder) if f else Path(root).relative_to(folder)
             n += 1
             if n >= limit:
                 return
@@ -88,9 +92,9 @@ def foreign_files(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     listed = _manifest_files(folder)
     limit = max(10000, 2 * len(listed))
-    seen = list(_walk_files(folder, limit + 1))
+    seen = list(_walk_files(folder, limit + 1, empty_dirs=True))
     out = [
-        r.as_posix()
+        r.as_posix() + ("/" if (folder / r).is_dir() else "")
         for r in seen[:limit]
         if r.as_posix() != MANIFEST and r.name not in _OS_FILES and r.as_posix() not in listed
     ]

@@ -182,6 +182,10 @@ def test_overwrite_never_deletes_files_the_tool_did_not_write(tmp_path, capsys):
     for extra in ([], ["--overwrite"]):
         line = _refused(capsys, ["phantom", str(own), "--quiet", *extra], "notes.txt", tmp_path)
         assert "sub/other_he.tif" in line and "earlier output" not in line
+    empty = tmp_path / "emptydir"  # a folder of the user's, holding only an empty folder
+    (empty / "keep_me").mkdir(parents=True)
+    _refused(capsys, ["phantom", str(empty), "--quiet", "--overwrite"], "keep_me/", tmp_path)
+    assert (empty / "keep_me").is_dir()
     # a manifest that does not list a file does not vouch for it
     (own / MANIFEST).write_text('{"files": ["notes.txt"]}')
     _refused(capsys, ["phantom", str(own), "--quiet", "--overwrite"], "other_he.tif", tmp_path)

@@ -261,6 +261,19 @@ def test_phantom_difficulties_do_what_they_say():
     assert (b.he_classes[0][p[:, 0], p[:, 1]] < 0.6).all()
 
 
+def test_a_search_winner_at_the_edge_of_its_scales_is_noted():
+    """A new user's A13 run: every candidate sat at 1/--scale-range, the pixel sizes were doubted,
+    and the verdict said plain ok. It stays ok (the pose may be right) but says to widen the range."""
+    base = {"dice_before": 0.2, "dice_after": 0.9, "metric_before": 0.1, "metric_after": 0.5}
+    for chosen, noted in ((0.8, True), (1.25, True), (1.0, False), (0.9, False)):
+        search = {"scale_range_tried": [0.8, 1.25], "chosen_start": {"scale": chosen}}
+        v = judge({**base, "search": search})
+        assert v["verdict"] == "ok"
+        assert any("widen --scale-range" in r for r in v["reasons"]) == noted, (chosen, v)
+    v = judge({**base, "search": {"scale_range_tried": [0.8, 1.25], "chosen_start": {}}})
+    assert not any("scale-range" in r for r in v["reasons"])  # "as placed" won: no search scale
+
+
 def test_verdict_rules():
     assert (
         judge({"dice_before": 0.2, "dice_after": 0.9, "metric_before": 0.1, "metric_after": 0.5})[
@@ -771,3 +784,7 @@ def test_a_slide_with_one_fragment_left_is_covered_and_judged_failed():
     assert r.metrics["after"]["dice"] > 0.15
     assert r.metrics["after"]["covered_fraction"] > 0.9
     assert r.verdict["verdict"] == "failed"
+    # the search records the scales it tried and the start that won, for the verdict's edge note
+    search = r.transform.meta["search"]
+    assert search["scale_range_tried"] == pytest.approx([1 / 1.3, 1.3])
+    assert "chosen_start" in search

@@ -126,6 +126,13 @@ def judge(evidence: dict, rules: VerdictRules = VerdictRules()) -> dict:
                 DOUBTFUL,
                 f"a second pose {dis:.1f} MSI px away scores within {100 * gap:.1f} % of the best",
             )
+    tried, chosen = s.get("scale_range_tried"), (s.get("chosen_start") or {}).get("scale")
+    if tried and chosen is not None and not tried[0] * 1.001 < chosen < tried[1] * 0.999:
+        reasons.append(
+            f"note: the global search's best scale ({chosen:.2f} x the pixel sizes' ratio) is at "
+            f"the edge of the range it tried ({tried[0]:.2f}-{tried[1]:.2f}); if the pixel sizes "
+            "are uncertain, widen --scale-range"
+        )
     b = evidence.get("bspline")
     if b and not b.get("accepted"):
         reasons.append(f"note: B-spline {b.get('reason')}")
