@@ -191,6 +191,11 @@ def run_demo(
             "metrics": res.metrics,
             "verdict": res.verdict["verdict"],
             "verdict_reasons": res.verdict["reasons"],
+            # the tissue Dice the verdict judged: of the route's own image, or of the second view
+            # when that overlaps better (a user saw 0.74 beside "ok" for a verdict on 0.97)
+            "verdict_dice": {
+                k: res.verdict["evidence"].get(f"dice_{k}") for k in ("before", "after", "image")
+            },
         }
         results[route] = res
         tre_px[route] = err / msi_px[0]
@@ -258,7 +263,8 @@ def run_demo(
     rows = "".join(
         f"<tr><td>{r}</td><td>{v['tre_median_msi_px']:.2f}</td><td>{v['tre_p90_msi_px']:.2f}</td>"
         f"<td>{v['tre_median_um']:.1f}</td>"
-        f"<td>{v['metrics']['before']['dice']:.3f} &rarr; {v['metrics']['after']['dice']:.3f}</td>"
+        f"<td>{v['verdict_dice']['before']:.3f} &rarr; {v['verdict_dice']['after']:.3f}"
+        f"<br><small>{html.escape(str(v['verdict_dice']['image'] or ''))}</small></td>"
         f"<td>{v['seconds']:.1f}</td>"
         f"<td>{html.escape(v.get('verdict', ''))}<br><small>"
         + "<br>".join(html.escape(x) for x in v.get("verdict_reasons", []))
@@ -302,7 +308,7 @@ SSIM {synth_metrics["ssim"]:.3f}</p>
 seen in the MSI frame through the true transform (what the model should produce). Right: what the
 model produced from the MSI.</figcaption></figure>
 <h2>Registration (TRE at {len(lm_he)} landmarks against the truth)</h2>
-<table border="1"><tr><th>route</th><th>median TRE (MSI px)</th><th>p90 (MSI px)</th><th>median (um)</th><th>tissue Dice before &rarr; after</th><th>seconds</th><th>verdict and reasons</th></tr>{rows}</table>
+<table border="1"><tr><th>route</th><th>median TRE (MSI px)</th><th>p90 (MSI px)</th><th>median (um)</th><th>tissue Dice before &rarr; after (the verdict's, and of which image)</th><th>seconds</th><th>verdict and reasons</th></tr>{rows}</table>
 <figure><img src="fig_checkerboards.png"><figcaption>Checkerboards of the real H&amp;E (fixed, optical
 density) and the moving image resampled onto it: alternate squares come from each. Left: no
 transform; then the synthesis route (synthetic H&amp;E registered to the H&amp;E) and the direct

@@ -202,6 +202,8 @@ def test_demo(tmp_path, capsys):
     for route in ("synthesis", "direct"):
         for reason in rep["registration"][route]["verdict_reasons"]:
             assert escape(reason) in html, reason
+        vd = rep["registration"][route]["verdict_dice"]  # the Dice the verdict judged, shown
+        assert f"{vd['before']:.3f} &rarr; {vd['after']:.3f}" in html and vd["image"] in html
     assert "50 m/z from" in rep["model"]["knows"] and rep["model"]["domain_warnings"] == []
     for name in rep["outputs"]:
         for f in name.replace(",", " ").split():
