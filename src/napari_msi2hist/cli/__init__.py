@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--max-memory",
         metavar="SIZE",
-        help="memory budget for allocations inputs decide, e.g. 4G (default: half the available "
+        help="memory budget for the allocations an input's size decides, e.g. 4G (default: half the available "
         "memory, or $MSI2HIST_MAX_MEMORY)",
     )
     sub = ap.add_subparsers(dest="command", required=True)
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-memory",
             metavar="SIZE",
             default=argparse.SUPPRESS,
-            help="memory budget for allocations inputs decide, e.g. 4G",
+            help="memory budget for the allocations an input's size decides, e.g. 4G",
         )
     return ap
 

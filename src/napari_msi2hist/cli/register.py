@@ -149,14 +149,33 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--model", default="demo", help="checkpoint for the synthesis route (default: bundled demo)"
     )
-    p.add_argument("--stages", default="rigid,affine", help="comma list of rigid, affine, bspline")
-    p.add_argument("--rotation-search", type=int, default=12, help="start angles tried (0: none)")
     p.add_argument(
-        "--mz", help="direct route: m/z whose ion images are resampled into registered.ome.tif"
+        "--stages",
+        default="rigid,affine",
+        help="comma list of rigid, affine, bspline (default: rigid,affine)",
+    )
+    p.add_argument(
+        "--rotation-search",
+        type=int,
+        default=12,
+        help="> 0 (default 12): global pose search over the full circle, both mirror images and "
+        "--scale-range; 0: no search, start from the images as placed",
+    )
+    p.add_argument(
+        "--mz",
+        help="direct route: comma list of m/z (e.g. 760.585,798.541) whose ion images are "
+        "resampled into registered.ome.tif",
     )
     p.add_argument("--landmarks-fixed", help="napari points CSV on the H&E (world um)")
     p.add_argument("--landmarks-moving", help="napari points CSV on the MSI (world um), same order")
-    p.add_argument("--landmarks-use", choices=["fit", "hybrid", "eval"], default="eval")
+    p.add_argument(
+        "--landmarks-use",
+        choices=["fit", "hybrid", "eval"],
+        default="eval",
+        help="eval (default): register by intensity and report the landmarks' TRE; fit: the "
+        "transform is the landmarks' fit; hybrid: start from the landmarks' similarity fit and "
+        "refine by intensity",
+    )
     add_pixel_args(p)
     p.add_argument(
         "--fixed-mask", help="H&E tissue mask image (non-zero = tissue; default: detected)"
@@ -168,15 +187,19 @@ def add_parsers(sub) -> None:
         "--summary",
         choices=["tic", "pca"],
         default="tic",
-        help="direct route: the MSI image registered (TIC or first principal component)",
+        help="direct route: the MSI image registered (TIC or first principal component; "
+        "default: tic)",
     )
     p.add_argument(
         "--scale-range",
         type=float,
         default=1.25,
-        help="the search tries scales in [1/R, R] around the pixel-size ratio (1: none)",
+        help="the search tries scales in [1/R, R] around the pixel-size ratio (1: none; "
+        "default: 1.25; widen it when the pixel sizes are uncertain)",
     )
-    p.add_argument("--scale-steps", type=int, default=5, help="scales tried in that range")
+    p.add_argument(
+        "--scale-steps", type=int, default=5, help="scales tried in that range (default: 5)"
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the metric sampling (same seed: same result)"
     )
@@ -185,8 +208,17 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="exit 0 even when the verdict is 'failed' (default: exit 3)",
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where the synthesis route's model runs (default: auto, a GPU when there is one)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or summary (warnings, errors and a failed verdict still print)",
+    )
     p.set_defaults(func=cmd_register)
     declare(p, ("fixed", "moving", "model", "landmarks_fixed", "landmarks_moving"), "out", "folder")
 
