@@ -366,7 +366,7 @@ def iter_register(
         None if second_view is None else second_view.name,
     )
     best_val, flip, lin, info, moving, mmask_img = refined[best_i]
-    if use_search and isinstance(search_ev, dict) and len(scales) > 1:
+    if use_search and len(scales) > 1:  # rank_candidates' evidence is a dict
         # the verdict notes a winner at the edge of the scales tried (the pixel sizes may be off)
         search_ev["scale_range_tried"] = [float(min(scales)), float(max(scales))]
         search_ev["chosen_start"] = dict(info)
